@@ -1,0 +1,40 @@
+# Common commands. `make demo` runs the main job; `make test` runs every test (CI runs it too).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HETSCHED := $(VENV)/bin/hetsched
+
+.PHONY: help venv lint typecheck test test-unit test-integration controlplane demo demo-down \
+        cluster-up cluster-down bench crds figures calibrate clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with hetsched (editable) and the dev tools
+
+lint: venv ## ruff and mypy (strict on scheduler/)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check scheduler operator tests benchmarks
+	$(VENV)/bin/mypy scheduler operator
+
+test-unit: venv ## fast tests, no cluster
+	$(PY) -m pytest -m "not integration" -q
+
+test: venv controlplane ## every test: unit and integration (local control plane)
+	$(PY) -m pytest -q
+
+test-integration: venv controlplane ## integration tests only
+	$(PY) -m pytest -m integration -q
+
+bench: venv ## benchmarks (print figures)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from hetsched.operator.cli import main
+
+sys.exit(main())

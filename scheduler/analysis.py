@@ -1,0 +1,222 @@
+"""Both phases of a workload on a hardware entry: the estimate the CLI, planner and operator share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hetsched.scheduler.catalog.agents import AgentProfile
+from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
+from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.estimator import Phase, PhaseCost, Precisions, estimate_phase, kv_bytes_per_token
+from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, PhasePerformance, Regime, evaluate
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Token shape of the request being served.
+
+    Prefill processes ``prompt_tokens`` new tokens after ``cached_tokens`` of reused prefix; decode
+    generates one token at ``decode_context`` tokens of context; both phases at batch ``batch``.
+    """
+
+    batch: int
+    prompt_tokens: int
+    cached_tokens: int
+    decode_context: int
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        for field in ("batch", "prompt_tokens", "decode_context", "output_tokens"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
+        if self.cached_tokens < 0:
+            raise ValueError(f"cached_tokens must be ≥ 0, got {self.cached_tokens}")
+
+    @staticmethod
+    def from_agent(
+        agent: AgentProfile,
+        *,
+        batch: int = 1,
+        context: int | None = None,
+        prompt_tokens: int | None = None,
+    ) -> Scenario:
+        """The agent's last turn: the longest context, which sets the capacity footprint.
+
+        ``context`` overrides the decode context (and caps the cached prefix); ``prompt_tokens``
+        the new tokens of the turn.
+        """
+        prompt = prompt_tokens if prompt_tokens is not None else agent.prompt_tokens
+        if context is None:
+            last_turn = agent.context_at_turn(agent.turns_per_task)
+            cached = max(0, last_turn - prompt)
+            decode = max(1, cached + prompt + agent.output_tokens // 2)
+        else:
+            decode = context
+            cached = max(0, context - prompt - agent.output_tokens // 2)
+        return Scenario(batch, prompt, cached, decode, agent.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseAnalysis:
+    phase: Phase
+    cost: PhaseCost
+    performance: PhasePerformance
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Tokens a replica processes per second in this phase (prompt tokens, or generated tokens)."""
+        return self.cost.tokens / self.performance.step_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        c, p = self.cost, self.performance
+        return {
+            "batch": c.batch,
+            "new_tokens_per_request": c.new_tokens,
+            "context_tokens": c.context_tokens,
+            "tp": c.tp,
+            "flops": c.flops,
+            "dram_bytes": c.dram_bytes,
+            "weight_bytes": c.weight_bytes,
+            "kv_read_bytes": c.kv_read_bytes,
+            "kv_write_bytes": c.kv_write_bytes,
+            "activation_bytes": c.activation_bytes,
+            "operational_intensity": c.operational_intensity,
+            "capacity_footprint_bytes": c.capacity_footprint_bytes,
+            "weight_resident_bytes": c.weight_resident_bytes,
+            "kv_cache_bytes": c.kv_bytes_per_request,
+            "regime": p.regime.value,
+            "ridge_point": p.ridge_point,
+            "attainable_flops_per_second": p.attainable_flops,
+            "step_seconds": p.step_seconds,
+            "compute_seconds": p.compute_seconds,
+            "memory_seconds": p.memory_seconds,
+            "communication_seconds": p.communication_seconds,
+            "tokens_per_second": self.tokens_per_second,
+            "mfu": p.mfu,
+            "mbu": p.mbu,
+            "max_batch": p.max_batch,
+            "ridge_batch": p.ridge_batch,
+            "operating_batch": p.operating_batch,
+            "memory_per_device_bytes": p.memory_per_device_bytes,
+            "operators": [
+                {
+                    "name": op.name,
+                    "flops": op.flops,
+                    "weight_bytes": op.weight_bytes,
+                    "kv_read_bytes": op.kv_read_bytes,
+                    "kv_write_bytes": op.kv_write_bytes,
+                    "activation_bytes": op.activation_bytes,
+                    "operational_intensity": op.operational_intensity,
+                }
+                for op in c.operators
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadAnalysis:
+    model: ModelConfig
+    hardware: HardwareSpec
+    scenario: Scenario
+    precisions: Precisions
+    prefill: PhaseAnalysis
+    decode: PhaseAnalysis
+
+    @property
+    def ttft_seconds(self) -> float:
+        return self.prefill.performance.step_seconds
+
+    @property
+    def tpot_seconds(self) -> float:
+        return self.decode.performance.step_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "model": {
+                "name": m.name,
+                "attention": m.attention_kind.value,
+                "total_params": m.total_params,
+                "active_params": m.active_params,
+                "kv_bytes_per_token": kv_bytes_per_token(m, self.precisions.kv_cache),
+            },
+            "hardware": {
+                "name": self.hardware.name,
+                "devices": self.prefill.cost.tp,
+                "memory_bytes": self.hardware.memory_bytes,
+                "memory_bandwidth_bytes_per_second": self.hardware.memory_bandwidth,
+                "peak_flops": self.hardware.peak_for(self.precisions.compute_class),
+                "ridge_point": self.prefill.performance.ridge_point,
+            },
+            "precisions": {
+                "weights": self.precisions.weights.value,
+                "experts": (self.precisions.experts or self.precisions.weights).value,
+                "kv_cache": self.precisions.kv_cache.value,
+                "activations": self.precisions.activations.value,
+            },
+            "scenario": {
+                "batch": self.scenario.batch,
+                "prompt_tokens": self.scenario.prompt_tokens,
+                "cached_tokens": self.scenario.cached_tokens,
+                "decode_context": self.scenario.decode_context,
+                "output_tokens": self.scenario.output_tokens,
+            },
+            "ttft_seconds": self.ttft_seconds,
+            "tpot_seconds": self.tpot_seconds,
+            "phases": {"prefill": self.prefill.to_dict(), "decode": self.decode.to_dict()},
+        }
+
+
+def analyze_phase(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    batch: int,
+    new_tokens: int,
+    context_tokens: int,
+    precisions: Precisions,
+    tp: int = 1,
+    efficiency: Efficiency | None = None,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+) -> PhaseAnalysis:
+    cost = estimate_phase(
+        model, phase, batch=batch, new_tokens=new_tokens, context_tokens=context_tokens,
+        precisions=precisions, tp=tp,
+    )
+    perf = evaluate(
+        cost, hardware, compute_class=precisions.compute_class, efficiency=efficiency, utilization=utilization
+    )
+    return PhaseAnalysis(phase, cost, perf)
+
+
+def analyze(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    scenario: Scenario,
+    *,
+    precisions: Precisions | None = None,
+    tp: int = 1,
+    efficiency: Efficiency | None = None,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+) -> WorkloadAnalysis:
+    """Estimate prefill and decode of ``scenario`` on ``tp`` devices of ``hardware``.
+
+    ``efficiency=None`` uses the hardware's calibrated efficiency; pass ``IDEAL`` for the pure roofline.
+    """
+    prec = precisions or Precisions.native(model)
+    prefill = analyze_phase(
+        model, hardware, Phase.PREFILL, batch=scenario.batch, new_tokens=scenario.prompt_tokens,
+        context_tokens=scenario.cached_tokens, precisions=prec, tp=tp, efficiency=efficiency,
+        utilization=utilization,
+    )
+    decode = analyze_phase(
+        model, hardware, Phase.DECODE, batch=scenario.batch, new_tokens=1,
+        context_tokens=scenario.decode_context - 1, precisions=prec, tp=tp, efficiency=efficiency,
+        utilization=utilization,
+    )
+    return WorkloadAnalysis(model, hardware, scenario, prec, prefill, decode)
+
+
+__all__ = ["IDEAL", "PhaseAnalysis", "Regime", "Scenario", "WorkloadAnalysis", "analyze", "analyze_phase"]

@@ -1,0 +1,1 @@
+"""Catalogs: models, hardware and agent profiles, each number with its source."""

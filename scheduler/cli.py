@@ -1,0 +1,198 @@
+"""Offline subcommands: ``estimate`` and the catalog listings ``models``, ``hardware``, ``agents``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from hetsched.scheduler.analysis import Scenario, WorkloadAnalysis, analyze
+from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
+from hetsched.scheduler.catalog.hardware import IDEAL, HardwareSpec
+from hetsched.scheduler.catalog.hf_config import load_hf_config
+from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.estimator import Precisions
+from hetsched.scheduler.precision import Precision, parse_precision
+from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
+
+_Subparsers = Any  # argparse's private _SubParsersAction
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, agent, token-shape, precision and hardware options shared by estimate and plot."""
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", default="llama-3.1-70b", help="catalog name or Hugging Face id")
+    src.add_argument("--model-config", metavar="PATH", help="a Hugging Face config.json")
+    parser.add_argument("--agent", default="chatbot", help="agent profile (hetsched agents lists them)")
+    parser.add_argument("--batch", type=int, default=1, help="requests per step (both phases)")
+    parser.add_argument("--context", type=int, help="decode context in tokens (default: the agent's last turn)")
+    parser.add_argument("--prompt-tokens", type=int, help="new prompt tokens prefilled (default: the agent's)")
+    parser.add_argument("--weights-dtype", help="weights precision (default: the checkpoint's)")
+    parser.add_argument("--kv-dtype", default="bf16", help="KV-cache precision")
+    parser.add_argument("--act-dtype", default="bf16", help="activation (compute) precision")
+    parser.add_argument("--hardware", default="h100-sxm", help="hardware catalog name")
+    parser.add_argument("--hardware-file", metavar="PATH", help="YAML with custom hardware entries")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel devices per replica")
+    parser.add_argument(
+        "--efficiency", choices=("calibrated", "ideal"), default="calibrated",
+        help="calibrated fractions of peak, or the pure roofline",
+    )
+    parser.add_argument("--utilization", type=float, default=DEFAULT_MEMORY_UTILIZATION,
+                        help="usable fraction of device memory")
+
+
+def resolve_model(args: argparse.Namespace) -> ModelConfig:
+    if args.model_config:
+        return load_hf_config(args.model_config)
+    return model_catalog.get_model(args.model)
+
+
+def resolve_hardware(args: argparse.Namespace) -> HardwareSpec:
+    if args.hardware_file:
+        for hw in hardware_catalog.load_hardware_yaml(open(args.hardware_file).read()):
+            if hw.name == args.hardware:
+                return hw
+    return hardware_catalog.get_hardware(args.hardware)
+
+
+def resolve_precisions(args: argparse.Namespace, model: ModelConfig) -> Precisions:
+    native = Precisions.native(model)
+    weights = parse_precision(args.weights_dtype, "--weights-dtype") if args.weights_dtype else native.weights
+    experts = None if args.weights_dtype else native.experts
+    return Precisions(
+        weights=weights,
+        kv_cache=parse_precision(args.kv_dtype, "--kv-dtype"),
+        activations=parse_precision(args.act_dtype, "--act-dtype"),
+        experts=experts,
+    )
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("batch", "tp", "context", "prompt_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {value}")
+    if not 0 < args.utilization <= 1:
+        raise ValueError(f"--utilization must be in (0, 1], got {args.utilization}")
+
+
+def run_estimate_args(args: argparse.Namespace) -> WorkloadAnalysis:
+    _check_positive(args)
+    model = resolve_model(args)
+    hardware = resolve_hardware(args)
+    agent = agent_catalog.get_agent(args.agent)
+    scenario = Scenario.from_agent(agent, batch=args.batch, context=args.context, prompt_tokens=args.prompt_tokens)
+    return analyze(
+        model, hardware, scenario, precisions=resolve_precisions(args, model), tp=args.tp,
+        efficiency=IDEAL if args.efficiency == "ideal" else None, utilization=args.utilization,
+    )
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.2f} GiB"
+
+
+def format_estimate(result: WorkloadAnalysis) -> str:
+    d = result.to_dict()
+    m, hw, sc = d["model"], d["hardware"], d["scenario"]
+    lines = [
+        f"model     {m['name']} ({m['attention']}): {m['total_params'] / 1e9:.2f}B params, "
+        f"{m['active_params'] / 1e9:.2f}B active, KV {m['kv_bytes_per_token'] / 1024:.1f} KiB/token",
+        f"hardware  {hw['name']} × {hw['devices']}: {_si(hw['peak_flops'], 'FLOP/s')} peak, "
+        f"{_si(hw['memory_bandwidth_bytes_per_second'], 'B/s')}, {_gib(hw['memory_bytes'])}, "
+        f"ridge {hw['ridge_point']:.0f} FLOP/B",
+        f"scenario  batch {sc['batch']}, prompt {sc['prompt_tokens']} (+{sc['cached_tokens']} cached), "
+        f"decode at context {sc['decode_context']}; precisions {d['precisions']}",
+        "",
+    ]
+    rows = [
+        ("", "prefill", "decode"),
+        ("FLOPs/step", *(_si(d["phases"][p]["flops"], "FLOP") for p in ("prefill", "decode"))),
+        ("DRAM bytes/step", *(_si(d["phases"][p]["dram_bytes"], "B") for p in ("prefill", "decode"))),
+        ("  weights read", *(_si(d["phases"][p]["weight_bytes"], "B") for p in ("prefill", "decode"))),
+        ("  KV read+write", *(_si(d["phases"][p]["kv_read_bytes"] + d["phases"][p]["kv_write_bytes"], "B")
+                              for p in ("prefill", "decode"))),
+        ("OI (FLOP/B)", *(f"{d['phases'][p]['operational_intensity']:.1f}" for p in ("prefill", "decode"))),
+        ("CF per request", *(_gib(d["phases"][p]["capacity_footprint_bytes"]) for p in ("prefill", "decode"))),
+        ("  KV cache", *(_gib(d["phases"][p]["kv_cache_bytes"]) for p in ("prefill", "decode"))),
+        ("regime", *(d["phases"][p]["regime"] for p in ("prefill", "decode"))),
+        ("step time", *(f"{d['phases'][p]['step_seconds'] * 1e3:.2f} ms" for p in ("prefill", "decode"))),
+        ("tokens/s", *(f"{d['phases'][p]['tokens_per_second']:.1f}" for p in ("prefill", "decode"))),
+        ("MFU / MBU", *(f"{d['phases'][p]['mfu']:.0%} / {d['phases'][p]['mbu']:.0%}" for p in ("prefill", "decode"))),
+        ("max batch (fits)", *(str(d["phases"][p]["max_batch"]) for p in ("prefill", "decode"))),
+        ("batch at ridge", *(str(d["phases"][p]["ridge_batch"] or "never") for p in ("prefill", "decode"))),
+    ]
+    width = max(len(r[0]) for r in rows) + 2
+    col = max(len(c) for r in rows for c in r[1:]) + 2
+    lines += [f"{r[0]:<{width}}{r[1]:>{col}}{r[2]:>{col}}" for r in rows]
+    lines.append("")
+    lines.append(f"TTFT {result.ttft_seconds * 1e3:.1f} ms, TPOT {result.tpot_seconds * 1e3:.2f} ms")
+    return "\n".join(lines)
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    result = run_estimate_args(args)
+    if args.output == "json":
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_estimate(result))
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        return
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.upper().ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    _print_rows(model_catalog.list_rows(), args.output)
+    return 0
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    _print_rows(hardware_catalog.list_rows(), args.output)
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    _print_rows(agent_catalog.list_rows(), args.output)
+    return 0
+
+
+def register(subparsers: _Subparsers) -> None:
+    est = subparsers.add_parser(
+        "estimate", help="OI, CF, regime and timing of prefill and decode on one hardware entry",
+        description="Estimate a workload's prefill and decode on one hardware entry.",
+    )
+    add_model_arguments(est)
+    est.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    est.set_defaults(func=cmd_estimate)
+    for name, func, text in (
+        ("models", cmd_models, "list the model catalog"),
+        ("hardware", cmd_hardware, "list the hardware catalog"),
+        ("agents", cmd_agents, "list the agent profiles"),
+    ):
+        p = subparsers.add_parser(name, help=text, description=text)
+        p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+        p.set_defaults(func=func)
+
+
+__all__ = ["Precision", "add_model_arguments", "register", "run_estimate_args"]
