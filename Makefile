@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
 .PHONY: help venv lint typecheck test test-unit test-integration controlplane demo demo-down \
-        cluster-up cluster-down bench crds figures calibrate clean
+        cluster-up cluster-down cluster-status bench crds figures calibrate clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -22,7 +22,11 @@ venv: $(VENV)/.installed ## create .venv with hetsched (editable) and the dev to
 lint: venv ## ruff and mypy (strict on scheduler/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check scheduler operator tests benchmarks
-	$(VENV)/bin/mypy scheduler operator
+	@# operator/ and scheduler/ are mapped into the hetsched package; mirror that mapping for mypy.
+	mkdir -p build/typecheck/hetsched
+	ln -sfn ../../../scheduler build/typecheck/hetsched/scheduler
+	ln -sfn ../../../operator build/typecheck/hetsched/operator
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p hetsched.scheduler -p hetsched.operator
 
 test-unit: venv ## fast tests, no cluster
 	$(PY) -m pytest -m "not integration" -q
@@ -32,6 +36,21 @@ test: venv controlplane ## every test: unit and integration (local control plane
 
 test-integration: venv controlplane ## integration tests only
 	$(PY) -m pytest -m integration -q
+
+# Local control plane (docs/local-cluster.md). State: $HETSCHED_CLUSTER_DIR or ~/.local/state/hetsched/cluster.
+POOLS ?= examples/pools/demo.yaml
+
+controlplane: venv ## build (or reuse) the pinned kube-apiserver, etcd, KWOK, kubectl, helm in ~/.cache/hetsched
+	$(HETSCHED) cluster build
+
+cluster-up: venv ## start the local cluster with the pools of $(POOLS)
+	$(HETSCHED) cluster up --pools $(POOLS)
+
+cluster-down: venv ## stop the local cluster and remove its state
+	$(HETSCHED) cluster down
+
+cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
+	$(HETSCHED) cluster status
 
 bench: venv ## benchmarks (print figures)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -19,7 +19,9 @@ def main() -> None:
     model = get_model("deepseek-v3")
     hw = get_hardware("h200")
     prec = Precisions.native(model)
-    scenario = Scenario(batch=16, prompt_tokens=4096, cached_tokens=0, decode_context=128 * 1024, output_tokens=1)
+    scenario = Scenario(
+        batch=16, prompt_tokens=4096, cached_tokens=0, decode_context=128 * 1024, output_tokens=1
+    )
     n = 5000
     rates = []
     for _ in range(5):
@@ -27,8 +29,10 @@ def main() -> None:
         for _ in range(n):
             analyze(model, hw, scenario, precisions=prec, tp=8)
         rates.append(n / (time.perf_counter() - t0))
-    print(f"two-phase estimates/s (DeepSeek-V3, B=16, L=128K, TP=8 on H200): "
-          f"median {statistics.median(rates):,.0f} (runs: {', '.join(f'{r:,.0f}' for r in rates)}) target >= 10,000")
+    print(
+        f"two-phase estimates/s (DeepSeek-V3, B=16, L=128K, TP=8 on H200): "
+        f"median {statistics.median(rates):,.0f} (runs: {', '.join(f'{r:,.0f}' for r in rates)}) target >= 10,000"
+    )
 
     batches = [1 + i * 5 for i in range(100)]
     contexts = [1024 + i * 1300 for i in range(100)]
@@ -39,8 +43,10 @@ def main() -> None:
             for c in contexts:
                 analyze(model, hw, Scenario(b, 1024, 0, c, 1), precisions=prec, tp=8)
         times.append(time.perf_counter() - t0)
-    print(f"100x100 grid (batch x context) of two-phase estimates: median {statistics.median(times):.3f} s "
-          f"(runs: {', '.join(f'{t:.3f}' for t in times)}) target < 1 s")
+    print(
+        f"100x100 grid (batch x context) of two-phase estimates: median {statistics.median(times):.3f} s "
+        f"(runs: {', '.join(f'{t:.3f}' for t in times)}) target < 1 s"
+    )
 
 
 if __name__ == "__main__":

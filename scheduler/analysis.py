@@ -182,8 +182,13 @@ def analyze_phase(
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
 ) -> PhaseAnalysis:
     cost = estimate_phase(
-        model, phase, batch=batch, new_tokens=new_tokens, context_tokens=context_tokens,
-        precisions=precisions, tp=tp,
+        model,
+        phase,
+        batch=batch,
+        new_tokens=new_tokens,
+        context_tokens=context_tokens,
+        precisions=precisions,
+        tp=tp,
     )
     perf = evaluate(
         cost, hardware, compute_class=precisions.compute_class, efficiency=efficiency, utilization=utilization
@@ -207,13 +212,27 @@ def analyze(
     """
     prec = precisions or Precisions.native(model)
     prefill = analyze_phase(
-        model, hardware, Phase.PREFILL, batch=scenario.batch, new_tokens=scenario.prompt_tokens,
-        context_tokens=scenario.cached_tokens, precisions=prec, tp=tp, efficiency=efficiency,
+        model,
+        hardware,
+        Phase.PREFILL,
+        batch=scenario.batch,
+        new_tokens=scenario.prompt_tokens,
+        context_tokens=scenario.cached_tokens,
+        precisions=prec,
+        tp=tp,
+        efficiency=efficiency,
         utilization=utilization,
     )
     decode = analyze_phase(
-        model, hardware, Phase.DECODE, batch=scenario.batch, new_tokens=1,
-        context_tokens=scenario.decode_context - 1, precisions=prec, tp=tp, efficiency=efficiency,
+        model,
+        hardware,
+        Phase.DECODE,
+        batch=scenario.batch,
+        new_tokens=1,
+        context_tokens=scenario.decode_context - 1,
+        precisions=prec,
+        tp=tp,
+        efficiency=efficiency,
         utilization=utilization,
     )
     return WorkloadAnalysis(model, hardware, scenario, prec, prefill, decode)

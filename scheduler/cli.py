@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from hetsched.scheduler.analysis import Scenario, WorkloadAnalysis, analyze
@@ -26,8 +27,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--model-config", metavar="PATH", help="a Hugging Face config.json")
     parser.add_argument("--agent", default="chatbot", help="agent profile (hetsched agents lists them)")
     parser.add_argument("--batch", type=int, default=1, help="requests per step (both phases)")
-    parser.add_argument("--context", type=int, help="decode context in tokens (default: the agent's last turn)")
-    parser.add_argument("--prompt-tokens", type=int, help="new prompt tokens prefilled (default: the agent's)")
+    parser.add_argument(
+        "--context", type=int, help="decode context in tokens (default: the agent's last turn)"
+    )
+    parser.add_argument(
+        "--prompt-tokens", type=int, help="new prompt tokens prefilled (default: the agent's)"
+    )
     parser.add_argument("--weights-dtype", help="weights precision (default: the checkpoint's)")
     parser.add_argument("--kv-dtype", default="bf16", help="KV-cache precision")
     parser.add_argument("--act-dtype", default="bf16", help="activation (compute) precision")
@@ -35,11 +40,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hardware-file", metavar="PATH", help="YAML with custom hardware entries")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel devices per replica")
     parser.add_argument(
-        "--efficiency", choices=("calibrated", "ideal"), default="calibrated",
+        "--efficiency",
+        choices=("calibrated", "ideal"),
+        default="calibrated",
         help="calibrated fractions of peak, or the pure roofline",
     )
-    parser.add_argument("--utilization", type=float, default=DEFAULT_MEMORY_UTILIZATION,
-                        help="usable fraction of device memory")
+    parser.add_argument(
+        "--utilization",
+        type=float,
+        default=DEFAULT_MEMORY_UTILIZATION,
+        help="usable fraction of device memory",
+    )
 
 
 def resolve_model(args: argparse.Namespace) -> ModelConfig:
@@ -50,7 +61,7 @@ def resolve_model(args: argparse.Namespace) -> ModelConfig:
 
 def resolve_hardware(args: argparse.Namespace) -> HardwareSpec:
     if args.hardware_file:
-        for hw in hardware_catalog.load_hardware_yaml(open(args.hardware_file).read()):
+        for hw in hardware_catalog.load_hardware_yaml(Path(args.hardware_file).read_text()):
             if hw.name == args.hardware:
                 return hw
     return hardware_catalog.get_hardware(args.hardware)
@@ -82,10 +93,17 @@ def run_estimate_args(args: argparse.Namespace) -> WorkloadAnalysis:
     model = resolve_model(args)
     hardware = resolve_hardware(args)
     agent = agent_catalog.get_agent(args.agent)
-    scenario = Scenario.from_agent(agent, batch=args.batch, context=args.context, prompt_tokens=args.prompt_tokens)
+    scenario = Scenario.from_agent(
+        agent, batch=args.batch, context=args.context, prompt_tokens=args.prompt_tokens
+    )
     return analyze(
-        model, hardware, scenario, precisions=resolve_precisions(args, model), tp=args.tp,
-        efficiency=IDEAL if args.efficiency == "ideal" else None, utilization=args.utilization,
+        model,
+        hardware,
+        scenario,
+        precisions=resolve_precisions(args, model),
+        tp=args.tp,
+        efficiency=IDEAL if args.efficiency == "ideal" else None,
+        utilization=args.utilization,
     )
 
 
@@ -118,15 +136,26 @@ def format_estimate(result: WorkloadAnalysis) -> str:
         ("FLOPs/step", *(_si(d["phases"][p]["flops"], "FLOP") for p in ("prefill", "decode"))),
         ("DRAM bytes/step", *(_si(d["phases"][p]["dram_bytes"], "B") for p in ("prefill", "decode"))),
         ("  weights read", *(_si(d["phases"][p]["weight_bytes"], "B") for p in ("prefill", "decode"))),
-        ("  KV read+write", *(_si(d["phases"][p]["kv_read_bytes"] + d["phases"][p]["kv_write_bytes"], "B")
-                              for p in ("prefill", "decode"))),
+        (
+            "  KV read+write",
+            *(
+                _si(d["phases"][p]["kv_read_bytes"] + d["phases"][p]["kv_write_bytes"], "B")
+                for p in ("prefill", "decode")
+            ),
+        ),
         ("OI (FLOP/B)", *(f"{d['phases'][p]['operational_intensity']:.1f}" for p in ("prefill", "decode"))),
-        ("CF per request", *(_gib(d["phases"][p]["capacity_footprint_bytes"]) for p in ("prefill", "decode"))),
+        (
+            "CF per request",
+            *(_gib(d["phases"][p]["capacity_footprint_bytes"]) for p in ("prefill", "decode")),
+        ),
         ("  KV cache", *(_gib(d["phases"][p]["kv_cache_bytes"]) for p in ("prefill", "decode"))),
         ("regime", *(d["phases"][p]["regime"] for p in ("prefill", "decode"))),
         ("step time", *(f"{d['phases'][p]['step_seconds'] * 1e3:.2f} ms" for p in ("prefill", "decode"))),
         ("tokens/s", *(f"{d['phases'][p]['tokens_per_second']:.1f}" for p in ("prefill", "decode"))),
-        ("MFU / MBU", *(f"{d['phases'][p]['mfu']:.0%} / {d['phases'][p]['mbu']:.0%}" for p in ("prefill", "decode"))),
+        (
+            "MFU / MBU",
+            *(f"{d['phases'][p]['mfu']:.0%} / {d['phases'][p]['mbu']:.0%}" for p in ("prefill", "decode")),
+        ),
         ("max batch (fits)", *(str(d["phases"][p]["max_batch"]) for p in ("prefill", "decode"))),
         ("batch at ridge", *(str(d["phases"][p]["ridge_batch"] or "never") for p in ("prefill", "decode"))),
     ]
@@ -179,7 +208,8 @@ def cmd_agents(args: argparse.Namespace) -> int:
 
 def register(subparsers: _Subparsers) -> None:
     est = subparsers.add_parser(
-        "estimate", help="OI, CF, regime and timing of prefill and decode on one hardware entry",
+        "estimate",
+        help="OI, CF, regime and timing of prefill and decode on one hardware entry",
         description="Estimate a workload's prefill and decode on one hardware entry.",
     )
     add_model_arguments(est)

@@ -22,11 +22,12 @@ Figures are per *replica* (the ``tp`` devices together) unless named ``per_devic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
-from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
 from hetsched.scheduler.precision import PRECISIONS, Precision
 
 
@@ -52,7 +53,9 @@ class Precisions:
     def native(model: ModelConfig) -> Precisions:
         weights = Precision(model.native_weight_precision)
         experts = Precision(model.native_expert_precision) if model.native_expert_precision else None
-        return Precisions(weights=weights, kv_cache=Precision.BF16, activations=Precision.BF16, experts=experts)
+        return Precisions(
+            weights=weights, kv_cache=Precision.BF16, activations=Precision.BF16, experts=experts
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +99,15 @@ class StepScaling:
         if not self.moe_layers:
             return 0.0
         e, k = self.num_experts, self.experts_per_token
-        return e * (1.0 - (1.0 - k / e) ** tokens)
+        return e * (1.0 - math.pow(1.0 - k / e, tokens))
 
     def dram_bytes(self, batch: float) -> float:
         touched = self.experts_touched(batch * self.tokens_per_request)
-        return self.fixed_bytes + self.moe_layers * touched * self.bytes_per_expert + batch * self.bytes_per_request
+        return (
+            self.fixed_bytes
+            + self.moe_layers * touched * self.bytes_per_expert
+            + batch * self.bytes_per_request
+        )
 
     def operational_intensity(self, batch: float) -> float:
         return batch * self.flops_per_request / self.dram_bytes(batch)
@@ -195,6 +202,9 @@ class _Shape:
     v_head: int
     window: int
     window_layers: int
+    chunked: bool  # Llama 4: windowed layers attend within aligned chunks, not a sliding window
+    total_params: int
+    routed_expert_params: int  # all routed experts of all MoE layers
     kv_elems_per_token_layer: int
     norm_params: int
     attn_params: int
@@ -231,6 +241,9 @@ def _shape(model: ModelConfig) -> _Shape:
         v_head=mla.v_head_dim if mla else 0,
         window=model.sliding_window or 0,
         window_layers=model.sliding_window_layers,
+        chunked=model.sliding_window_kind is WindowKind.CHUNKED,
+        total_params=model.total_params,
+        routed_expert_params=(model.moe_layers * moe.num_experts * model.expert_params) if moe else 0,
         kv_elems_per_token_layer=model.kv_elements_per_token_per_layer,
         norm_params=model.norm_params,
         attn_params=model.attention_params_per_layer,
@@ -240,6 +253,16 @@ def _shape(model: ModelConfig) -> _Shape:
 def _matmul(m: float, d: float, t: float, wb: float, ab: float) -> tuple[float, float, float]:
     """FLOPs, weight bytes and activation bytes of W(m×d)·X(d×t)."""
     return 2.0 * m * d * t, m * d * wb, (d * t + m * t) * ab
+
+
+def _chunked_keys(new: int, cached: int, chunk: int) -> float:
+    """Σ of keys attended by positions cached..cached+new−1 when each sees only its own chunk."""
+
+    def prefix(x: int) -> float:  # Σ_{p < x} ((p mod chunk) + 1)
+        q, r = divmod(x, chunk)
+        return q * chunk * (chunk + 1) / 2 + r * (r + 1) / 2
+
+    return prefix(cached + new) - prefix(cached)
 
 
 def _attended_keys(new: int, cached: int, window: int) -> float:
@@ -255,7 +278,9 @@ def _attended_keys(new: int, cached: int, window: int) -> float:
 
 def kv_bytes_per_token(model: ModelConfig, kv_precision: Precision = Precision.BF16) -> float:
     """KV-cache bytes one token adds over all layers (full-attention layers; no window cap)."""
-    return model.num_layers * model.kv_elements_per_token_per_layer * PRECISIONS[kv_precision].bytes_per_element
+    return (
+        model.num_layers * model.kv_elements_per_token_per_layer * PRECISIONS[kv_precision].bytes_per_element
+    )
 
 
 def estimate_phase(
@@ -308,17 +333,29 @@ def estimate_phase(
         else:
             qf, qw, qa = _matmul(s.heads * qk_head, h, t, wb, ab)
         df, dw, da = _matmul(s.kv_lora + s.qk_rope, h, t, wb, ab)
-        ops.append(OperatorCost("qkv_proj", layers * (qf + df), layers * (qw + dw), 0.0, 0.0, layers * (qa + da)))
+        ops.append(
+            OperatorCost("qkv_proj", layers * (qf + df), layers * (qw + dw), 0.0, 0.0, layers * (qa + da))
+        )
     else:
         f, w, a = _matmul(s.q_width + 2 * s.kv_width, h, t, wb, ab)
         ops.append(OperatorCost("qkv_proj", layers * f, layers * w, 0.0, 0.0, layers * a))
 
     # ---- attention core: scores and context over the cache -----------------------------------
     keys_full = _attended_keys(n, c, 0) * b
-    keys_window = _attended_keys(n, c, s.window) * b if s.window_layers else 0.0
+    if not s.window_layers:
+        keys_window = 0.0
+    elif s.chunked:
+        keys_window = _chunked_keys(n, c, s.window) * b
+    else:
+        keys_window = _attended_keys(n, c, s.window) * b
     keys_sum = full_layers * keys_full + s.window_layers * keys_window  # Σ over layers
     cached_read_full = c
-    cached_read_window = min(c, s.window) if s.window_layers else 0
+    if not s.window_layers:
+        cached_read_window = 0
+    elif s.chunked:
+        cached_read_window = c % s.window  # only the current chunk's tokens are attended
+    else:
+        cached_read_window = min(c, s.window)
     kv_read = b * kv_elems * kb * (full_layers * cached_read_full + s.window_layers * cached_read_window)
     kv_write = b * n * kv_elems * kb * layers
     if s.mla and phase is Phase.DECODE:
@@ -367,7 +404,9 @@ def estimate_phase(
         pairs = t * k
         expert_f = 2.0 * s.ffn_mats * s.expert_ffn * h * pairs
         expert_a = pairs * (h + s.ffn_mats * s.expert_ffn + s.expert_ffn) * ab
-        ops.append(OperatorCost("experts", ml * expert_f, ml * touched * bytes_per_expert, 0.0, 0.0, ml * expert_a))
+        ops.append(
+            OperatorCost("experts", ml * expert_f, ml * touched * bytes_per_expert, 0.0, 0.0, ml * expert_a)
+        )
 
     # Norm weights are read once per step (tiny, but they are weights).
     ops.append(OperatorCost("norms", 0.0, s.norm_params * wb, 0.0, 0.0, 0.0))
@@ -381,19 +420,14 @@ def estimate_phase(
     allreduce_count = 2 * layers if tp > 1 else 0
     allreduce_bytes = t * h * ab
 
-    # Resident weights of the replica (all experts, embedding and head).
-    routed_weights = s.moe_layers * s.num_experts * bytes_per_expert
-    embed_head = s.vocab * h * wb * (1 if s.tied else 2)
-    dense_weights = (
-        layers * s.attn_params * wb
-        + s.dense_layers * s.ffn_mats * s.ffn * h * wb
-        + (s.moe_layers * (s.num_experts * h + s.ffn_mats * s.shared_ffn_total * h) * wb if s.moe_layers else 0.0)
-        + s.norm_params * wb
-    )
-    weight_resident = dense_weights + routed_weights + embed_head
+    # Resident weights of the replica: every parameter (all experts, embedding, head, vision tower),
+    # routed experts in their own format.
+    weight_resident = (s.total_params - s.routed_expert_params) * wb + s.routed_expert_params * eb
 
     end_context = c + n
-    kv_tokens = full_layers * end_context + s.window_layers * (min(end_context, s.window) if s.window_layers else 0)
+    kv_tokens = full_layers * end_context + s.window_layers * (
+        min(end_context, s.window) if s.window_layers else 0
+    )
     kv_per_request = kv_tokens * kv_elems * kb
     # KV heads split across TP up to the KV-head count; MLA's latent is replicated on every device.
     kv_split = 1 if s.mla else min(tp, s.kv_heads)
@@ -448,4 +482,3 @@ def estimate_phase(
 def matmul_operational_intensity(m: int, d: int, length: int, bytes_per_element: float = 1.0) -> float:
     """The paper's matmul OI, 2mdL / (md + dL + mL), in FLOPs per byte."""
     return 2.0 * m * d * length / ((m * d + d * length + m * length) * bytes_per_element)
-

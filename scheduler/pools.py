@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-
 from hetsched.scheduler.catalog.hardware import HardwareSpec
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
 
 POOL_LABEL = "hetsched.io/pool"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -51,7 +58,13 @@ class PoolEntry(_Wire):
     node_cpu: str = "64"
     node_memory: str = "512Gi"
     gpu_product: str | None = None
-    gpu_memory_mib: int | None = Field(default=None, ge=1)
+    gpu_memory_mib: int | None = Field(
+        default=None,
+        ge=1,
+        alias="gpuMemoryMiB",
+        validation_alias=AliasChoices("gpuMemoryMiB", "gpuMemoryMib", "gpu_memory_mib"),
+        description="nvidia.com/gpu.memory label value (MiB)",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
 
@@ -69,6 +82,10 @@ class PoolFile(_Wire):
     pools: list[PoolEntry] = Field(min_length=1)
     network_bandwidth_gbps: dict[str, float] = Field(
         default_factory=dict,
+        alias="networkBandwidthGBps",
+        validation_alias=AliasChoices(
+            "networkBandwidthGBps", "networkBandwidthGbps", "network_bandwidth_gbps"
+        ),
         description="GB/s between pools: 'default', or 'a/b' for the pair a and b",
     )
     hardware: list[dict[str, Any]] = Field(default_factory=list, description="custom hardware entries")
@@ -101,10 +118,21 @@ class Pool:
 
 
 @dataclass(frozen=True, slots=True)
+class UnavailablePool:
+    """A pool the planner cannot use, and why (e.g. its hardware is not in the catalog)."""
+
+    name: str
+    reason: str  # machine-readable, e.g. "hardware-unknown"
+    detail: str
+    devices: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     pools: tuple[Pool, ...]
     network_bandwidth: dict[tuple[str, str], float]  # bytes/s, keyed by sorted pool pair
     default_network_bandwidth: float  # bytes/s
+    unavailable: tuple[UnavailablePool, ...] = ()  # pools seen but not plannable (reported, not used)
 
     def pool(self, name: str) -> Pool:
         for p in self.pools:
@@ -120,7 +148,8 @@ class Cluster:
         if a == b:
             return self.pool(a).hardware.network_bandwidth
         return min(
-            self.default_network_bandwidth, self.pool(a).hardware.network_bandwidth,
+            self.default_network_bandwidth,
+            self.pool(a).hardware.network_bandwidth,
             self.pool(b).hardware.network_bandwidth,
         )
 

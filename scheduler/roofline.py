@@ -65,7 +65,9 @@ def allreduce_seconds(cost: PhaseCost, hw: HardwareSpec, eff: Efficiency) -> flo
     if cost.tp <= 1 or cost.allreduce_count == 0:
         return 0.0
     n = cost.tp
-    per_collective = 2.0 * (n - 1) / n * cost.allreduce_bytes / (hw.intra_node_bandwidth * eff.link_efficiency)
+    per_collective = (
+        2.0 * (n - 1) / n * cost.allreduce_bytes / (hw.intra_node_bandwidth * eff.link_efficiency)
+    )
     return cost.allreduce_count * (per_collective + eff.collective_latency_seconds)
 
 

@@ -18,10 +18,14 @@ class AgentProfile(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    prompt_tokens: int = Field(gt=0, description="new prompt tokens per turn (incl. tool definitions on turn 1)")
+    prompt_tokens: int = Field(
+        gt=0, description="new prompt tokens per turn (incl. tool definitions on turn 1)"
+    )
     output_tokens: int = Field(gt=0, description="generated tokens per turn")
     turns_per_task: int = Field(default=1, gt=0)
-    initial_context_tokens: int = Field(ge=0, description="context at the first turn (system prompt + tools + task)")
+    initial_context_tokens: int = Field(
+        ge=0, description="context at the first turn (system prompt + tools + task)"
+    )
     context_growth_per_turn: int = Field(default=0, ge=0, description="tokens added to the context each turn")
     source: str = Field(min_length=1)
 
@@ -35,4 +39,5 @@ class AgentProfile(BaseModel):
 
     @property
     def mean_context_tokens(self) -> float:
-        return (self.context_at_turn(1) + self.context_at_turn(self.turns_per_task)) / 2 + self.output_tokens / 2
+        first, last = self.context_at_turn(1), self.context_at_turn(self.turns_per_task)
+        return (first + last) / 2 + self.output_tokens / 2

@@ -22,13 +22,17 @@ class Efficiency(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bandwidth: float = Field(default=1.0, gt=0, le=1, description="achievable fraction of peak DRAM bandwidth")
+    bandwidth: float = Field(
+        default=1.0, gt=0, le=1, description="achievable fraction of peak DRAM bandwidth"
+    )
     compute: float = Field(default=1.0, gt=0, le=1, description="achievable fraction of peak FLOP/s")
     step_overhead_seconds: float = Field(default=0.0, ge=0, description="fixed cost per forward step")
     collective_latency_seconds: float = Field(
         default=0.0, ge=0, description="latency of one tensor-parallel all-reduce"
     )
-    link_efficiency: float = Field(default=1.0, gt=0, le=1, description="achievable fraction of link bandwidth")
+    link_efficiency: float = Field(
+        default=1.0, gt=0, le=1, description="achievable fraction of link bandwidth"
+    )
     fitted_by: str = "ideal: peak figures, no overheads"
 
 
@@ -49,7 +53,9 @@ class HardwareSpec(BaseModel):
     peak_flops: dict[str, float] = Field(
         description="dense peak FLOP/s per compute class (fp32, bf16, fp8, int8, fp4, int4)"
     )
-    intra_node_bandwidth: float = Field(gt=0, description="per-device scale-up link bandwidth, bytes/s per direction")
+    intra_node_bandwidth: float = Field(
+        gt=0, description="per-device scale-up link bandwidth, bytes/s per direction"
+    )
     intra_node_link: str = ""
     network_bandwidth: float = Field(gt=0, description="per-device scale-out network bandwidth, bytes/s")
     power_watts: float = Field(gt=0)

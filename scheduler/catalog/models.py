@@ -2,7 +2,10 @@
 
 Conventions (docs/estimator.md): parameter counts include the embedding table and the LM head
 (once when tied); norms and biases are counted; the MTP (multi-token prediction) module of
-DeepSeek-V3 is not part of the served model and is left out.
+DeepSeek-V3 is not part of the served model and is left out. ``active_params`` counts every
+parameter a token touches, the whole input-embedding table included (Mistral's, Qwen's and Meta's
+published "active" figures); ``active_compute_params`` leaves the input-embedding table out (a
+lookup reads one row of it), which is how OpenAI (gpt-oss) and DeepSeek count "active" parameters.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ class MLAConfig(BaseModel):
     v_head_dim: int = Field(gt=0)
 
 
+class WindowKind(StrEnum):
+    """How the ``sliding_window_layers`` of a model limit attention (both cap their KV at the window)."""
+
+    SLIDING = "sliding"  # token t attends to the last ``window`` tokens (Mistral, gpt-oss)
+    CHUNKED = "chunked"  # token t attends within its aligned chunk of ``window`` tokens (Llama 4)
+
+
 class MoEConfig(BaseModel):
     """Mixture-of-experts FFN.
 
@@ -50,12 +60,14 @@ class MoEConfig(BaseModel):
     first_dense_layers: int = Field(default=0, ge=0)
     layer_interval: int = Field(default=1, gt=0)
     router_bias: bool = False
+    expert_bias: bool = False  # biases on each expert's gate/up/down matrices (gpt-oss)
 
     @model_validator(mode="after")
     def _check(self) -> MoEConfig:
         if self.experts_per_token > self.num_experts:
             raise ValueError(
-                f"moe.experts_per_token ({self.experts_per_token}) exceeds moe.num_experts ({self.num_experts})"
+                f"moe.experts_per_token ({self.experts_per_token}) exceeds "
+                f"moe.num_experts ({self.num_experts})"
             )
         return self
 
@@ -82,22 +94,40 @@ class ModelConfig(BaseModel):
     tie_embeddings: bool = False
     gated_ffn: bool = Field(default=True, description="SwiGLU-style FFN with gate, up and down matrices")
     attention_bias: bool = False  # biases on q, k, v (and o for gpt-oss)
+    attention_out_bias: bool | None = Field(
+        default=None, description="bias on the output projection; None: same as attention_bias (Qwen2: False)"
+    )
+    qk_norm: bool = Field(
+        default=False, description="learned RMSNorm of q and k heads (Qwen3): 2·head_dim params per layer"
+    )
+    attention_sinks: bool = Field(
+        default=False, description="a learned sink logit per head and layer (gpt-oss)"
+    )
     mla: MLAConfig | None = None
     moe: MoEConfig | None = None
     sliding_window: int | None = Field(default=None, gt=0)
     sliding_window_layers: int = Field(default=0, ge=0, description="layers whose KV is capped at the window")
+    sliding_window_kind: WindowKind = Field(
+        default=WindowKind.SLIDING,
+        description="sliding window, or Llama 4's chunked attention (sliding_window = chunk size)",
+    )
     max_position_embeddings: int | None = Field(default=None, gt=0)
     native_weight_precision: str = "bf16"
     # Non-default weight precision of the routed experts in the released checkpoint (gpt-oss: mxfp4).
     native_expert_precision: str | None = None
+    vision_params: int = Field(
+        default=0,
+        ge=0,
+        description="vision encoder + projector loaded with the checkpoint (Llama 4): in total_params, "
+        "not in active_params (text tokens do not run it)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.mla is None:
-            if self.num_heads % self.num_kv_heads:
-                raise ValueError(
-                    f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-                )
+        if self.mla is None and self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
         if self.sliding_window_layers > self.num_layers:
             raise ValueError("sliding_window_layers exceeds num_layers")
         if self.sliding_window_layers and self.sliding_window is None:
@@ -165,7 +195,14 @@ class ModelConfig(BaseModel):
         kv_width = self.num_kv_heads * self.head_dim
         params = h * self.q_width + 2 * h * kv_width + self.q_width * h
         if self.attention_bias:
-            params += self.q_width + 2 * kv_width + h
+            params += self.q_width + 2 * kv_width
+        out_bias = self.attention_bias if self.attention_out_bias is None else self.attention_out_bias
+        if out_bias:
+            params += h
+        if self.qk_norm:
+            params += 2 * self.head_dim
+        if self.attention_sinks:
+            params += self.num_heads
         return params
 
     @property
@@ -174,8 +211,13 @@ class ModelConfig(BaseModel):
 
     @property
     def expert_params(self) -> int:
+        """One routed expert of one layer (its biases included when it has them)."""
         assert self.moe is not None
-        return self.ffn_matrices * self.hidden_size * self.moe.expert_intermediate_size
+        inter = self.moe.expert_intermediate_size
+        params = self.ffn_matrices * self.hidden_size * inter
+        if self.moe.expert_bias:
+            params += (self.ffn_matrices - 1) * inter + self.hidden_size
+        return params
 
     @property
     def shared_expert_params(self) -> int:
@@ -201,21 +243,37 @@ class ModelConfig(BaseModel):
 
     @cached_property
     def total_params(self) -> int:
-        n = self.embedding_params + self.lm_head_params + self.norm_params
+        n = self.embedding_params + self.lm_head_params + self.norm_params + self.vision_params
         n += self.num_layers * self.attention_params_per_layer
         n += self.dense_layers * self.dense_ffn_params
         if self.moe is not None:
-            per_moe = self.moe.num_experts * self.expert_params + self.shared_expert_params + self.router_params
-            n += self.moe_layers * per_moe
+            routed = self.moe.num_experts * self.expert_params
+            n += self.moe_layers * (routed + self.shared_expert_params + self.router_params)
         return n
 
     @cached_property
     def active_params(self) -> int:
-        """Parameters used for one token (routed experts: only ``experts_per_token`` of them)."""
+        """Parameters used for one text token (routed experts: only ``experts_per_token`` of them).
+
+        Includes the whole input-embedding table (the Mistral/Qwen/Meta convention); the vision
+        encoder is left out.
+        """
+        text = self.total_params - self.vision_params
         if self.moe is None:
-            return self.total_params
+            return text
         routed_unused = (self.moe.num_experts - self.moe.experts_per_token) * self.expert_params
-        return self.total_params - self.moe_layers * routed_unused
+        return text - self.moe_layers * routed_unused
+
+    @property
+    def active_compute_params(self) -> int:
+        """``active_params`` less the input-embedding table, which a token only looks up one row of.
+
+        This is the "active parameters" convention of OpenAI (gpt-oss model card: 5.13B for
+        gpt-oss-120b) and DeepSeek. With tied embeddings the table is the LM head and stays in.
+        """
+        if self.tie_embeddings:
+            return self.active_params
+        return self.active_params - self.embedding_params
 
     # ---- KV cache ------------------------------------------------------------------------------
     @property
