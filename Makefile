@@ -52,8 +52,33 @@ cluster-down: venv ## stop the local cluster and remove its state
 cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 	$(HETSCHED) cluster status
 
+calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (rewrites scheduler/calibration/calibrated.py)
+	$(PY) -m hetsched.scheduler.calibration.fit --write
+
 bench: venv ## benchmarks (print figures)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.
+FIGURES_DIR ?= docs/figures
+figures: venv ## regenerate the README figures into docs/figures/ (roofline, regime map, paper Figs. 1-4, placement)
+	$(HETSCHED) plot roofline --out $(FIGURES_DIR) --model llama-3.1-8b --agent coding --batch 32 \
+	    --hardware b200,h100-sxm,a100-80gb,l4,xeon-6980p
+	$(HETSCHED) plot regime-map --out $(FIGURES_DIR)
+	$(HETSCHED) plot agents --out $(FIGURES_DIR)
+	$(HETSCHED) plot attention --out $(FIGURES_DIR)
+	$(HETSCHED) plot moe --out $(FIGURES_DIR)
+	$(HETSCHED) plot placement --out $(FIGURES_DIR) --pools examples/pools/demo.yaml examples/workloads/*.yaml
+
+# Operator (docs/operator.md).
+crds: venv ## regenerate crds/*.yaml from scheduler/spec.py (structural OpenAPI + CEL rules)
+	$(HETSCHED) crds
+
+DEMO_PORT ?= 8080
+demo: venv controlplane ## local cluster + CRDs + examples/workloads + operator in the background; prints the placement
+	$(PY) -m hetsched.operator.demo up --port $(DEMO_PORT)
+
+demo-down: venv ## stop the demo operator and the local cluster
+	$(PY) -m hetsched.operator.demo down
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

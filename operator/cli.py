@@ -14,6 +14,12 @@ from collections.abc import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hetsched.scheduler.cli",
+    "hetsched.scheduler.plots_cli",
+    "hetsched.operator.devcluster.cli",
+    "hetsched.scheduler.placement.cli",
+    "hetsched.operator.crds_cli",
+    "hetsched.operator.operator_cli",
+    "hetsched.scheduler.calibration.cli",
 )
 
 

@@ -15,7 +15,11 @@ Conventions (docs/estimator.md has the derivations):
   uniform routing, ``E·(1 − (1 − k/E)^T)`` distinct experts, whose weights are read once.
 * LM head at prefill: only each request's last token (that is what samples the first output token).
 * Tensor parallelism ``tp``: weights and FLOPs split ``tp`` ways, K/V heads split up to the number
-  of KV heads (replicated beyond), two all-reduces of the step's activations per layer.
+  of KV heads (replicated beyond; MLA's latent on every rank), and every copy is read, so the
+  replica's KV traffic is ``tp / split`` times one copy's; two all-reduces per layer of the step's
+  hidden states in BF16 (the residual stream's format, whatever the GEMM inputs).
+* The attention core runs at ``Precisions.attention_class`` (FP8 with an FP8 cache, else BF16),
+  the other operators at the activations' class.
 
 Figures are per *replica* (the ``tp`` devices together) unless named ``per_device``.
 """
@@ -29,6 +33,10 @@ from functools import lru_cache
 
 from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
 from hetsched.scheduler.precision import PRECISIONS, Precision
+
+
+#: Element width of each compute class (for choosing the attention core's class).
+_CLASS_BITS: dict[str, int] = {"fp4": 4, "int4": 4, "fp8": 8, "int8": 8, "bf16": 16, "fp32": 32}
 
 
 class Phase(StrEnum):
@@ -49,6 +57,21 @@ class Precisions:
     def compute_class(self) -> str:
         return PRECISIONS[self.activations].compute_class
 
+    @property
+    def attention_class(self) -> str:
+        """Tensor-core class of the attention core (QKᵀ, PV over the cache): the wider of the
+        activations' and the KV cache's formats, never narrower than FP8 (attention kernels take
+        queries and the cache in one format: FP8 with an FP8 cache, BF16 with a BF16 one; an integer
+        cache is dequantized to BF16)."""
+        act = self.compute_class
+        kv = PRECISIONS[self.kv_cache].compute_class
+        if kv.startswith("int"):
+            kv = "bf16"
+        act_bits, kv_bits = _CLASS_BITS.get(act, 16), _CLASS_BITS.get(kv, 16)
+        if max(act_bits, kv_bits) < 8:
+            return "fp8"
+        return act if act_bits > kv_bits else kv
+
     @staticmethod
     def native(model: ModelConfig) -> Precisions:
         weights = Precision(model.native_weight_precision)
@@ -68,6 +91,8 @@ class OperatorCost:
     kv_read_bytes: float
     kv_write_bytes: float
     activation_bytes: float
+    # Tensor-core class its FLOPs run at; None: the step's compute class (the activations').
+    compute_class: str | None = None
 
     @property
     def dram_bytes(self) -> float:
@@ -143,12 +168,13 @@ class PhaseCost:
     new_tokens: int  # per request: prompt tokens (prefill) or 1 (decode)
     context_tokens: int  # per request: cached tokens before the step
     tp: int
+    layers: int  # transformer layers the step runs through (per-layer fixed costs scale with it)
     operators: tuple[OperatorCost, ...]
     weight_resident_bytes: float  # all weights held by the replica
     kv_bytes_per_request: float  # KV cache of one request after the step, whole replica
     kv_bytes_per_request_per_device: float
     allreduce_count: int  # collectives per step (0 without tensor parallelism)
-    allreduce_bytes: float  # payload of one all-reduce (per device, before the ring factor)
+    allreduce_bytes: float  # payload of one all-reduce (per device, before the ring factor; ≥ BF16)
     scaling: StepScaling
     # Totals over the operators (computed once: the planner evaluates many candidates).
     flops: float
@@ -358,6 +384,14 @@ def estimate_phase(
         cached_read_window = min(c, s.window)
     kv_read = b * kv_elems * kb * (full_layers * cached_read_full + s.window_layers * cached_read_window)
     kv_write = b * n * kv_elems * kb * layers
+    # Every rank holding a copy of a KV head reads (and writes) it: MLA's latent lives on all ``tp``
+    # ranks, GQA's heads on ``tp / kv_heads`` ranks each when ``tp > kv_heads``. The replica's
+    # traffic is the per-device traffic times ``tp`` (what bandwidth-bound attention pays).
+    kv_split = 1 if s.mla else min(tp, s.kv_heads)
+    kv_replicas = tp / kv_split
+    kv_read *= kv_replicas
+    kv_write *= kv_replicas
+    attention_class = p.attention_class
     if s.mla and phase is Phase.DECODE:
         # Absorbed: q_nope·W_UK into the latent, scores over (latent + rope), context in the latent,
         # then W_UV back to v_head per head. W_UK and W_UV are read as weights.
@@ -366,7 +400,7 @@ def estimate_phase(
         absorb_f = layers * 2.0 * t * s.heads * s.kv_lora * (s.qk_nope + s.v_head)
         absorb_w = layers * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * wb
         act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.kv_lora + s.v_head) * ab * 2
-        ops.append(OperatorCost("attention", score_f + ctx_f + absorb_f, absorb_w, kv_read, kv_write, act))
+        ops.append(OperatorCost("attention", score_f + ctx_f + absorb_f, absorb_w, kv_read, kv_write, act, attention_class))
     elif s.mla:
         # Expanded: decompress K_nope and V for every attended key position (cached and new).
         kv_positions = b * (full_layers * (c + n) + s.window_layers * min(c + n, s.window or c + n))
@@ -375,12 +409,14 @@ def estimate_phase(
         score_f = 2.0 * s.heads * (s.qk_nope + s.qk_rope) * keys_sum
         ctx_f = 2.0 * s.heads * s.v_head * keys_sum
         act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.v_head) * ab * 2
-        ops.append(OperatorCost("attention", score_f + ctx_f + up_f, up_w, kv_read, kv_write, act))
+        ops.append(OperatorCost("attention", score_f + ctx_f + up_f, up_w, kv_read, kv_write, act, attention_class))
     else:
         score_f = 2.0 * s.heads * s.head_dim * keys_sum
         ctx_f = 2.0 * s.heads * s.head_dim * keys_sum
         act = layers * t * (s.q_width + s.attn_out) * ab
-        ops.append(OperatorCost("attention", score_f + ctx_f, 0.0, kv_read, kv_write, act))
+        ops.append(
+            OperatorCost("attention", score_f + ctx_f, 0.0, kv_read, kv_write, act, attention_class)
+        )
 
     f, w, a = _matmul(h, s.attn_out, t, wb, ab)
     ops.append(OperatorCost("out_proj", layers * f, layers * w, 0.0, 0.0, layers * a))
@@ -418,7 +454,9 @@ def estimate_phase(
 
     # ---- tensor parallelism: per replica the totals are unchanged; comms per device ------------
     allreduce_count = 2 * layers if tp > 1 else 0
-    allreduce_bytes = t * h * ab
+    # The residual stream the all-reduce sums stays in BF16 (or wider) even when the GEMMs take FP8
+    # or FP4 inputs: engines all-reduce BF16.
+    allreduce_bytes = t * h * max(ab, PRECISIONS[Precision.BF16].bytes_per_element)
 
     # Resident weights of the replica: every parameter (all experts, embedding, head, vision tower),
     # routed experts in their own format.
@@ -430,7 +468,6 @@ def estimate_phase(
     )
     kv_per_request = kv_tokens * kv_elems * kb
     # KV heads split across TP up to the KV-head count; MLA's latent is replicated on every device.
-    kv_split = 1 if s.mla else min(tp, s.kv_heads)
     kv_per_device = kv_per_request / kv_split
 
     # Scaling in B (for the ridge/capacity search): separate batch-independent weight bytes.
@@ -463,6 +500,7 @@ def estimate_phase(
         new_tokens=n,
         context_tokens=c,
         tp=tp,
+        layers=layers,
         operators=tuple(ops),
         weight_resident_bytes=weight_resident,
         kv_bytes_per_request=kv_per_request,

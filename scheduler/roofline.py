@@ -10,7 +10,9 @@ Regimes (docs/estimator.md):
   ``bandwidth-bound``.
 
 Step time is the sum over operators of ``max(FLOPs / (peak·η_c), bytes / (bandwidth·η_b))``
-(each operator on its own roof), plus the tensor-parallel all-reduces and a fixed per-step cost.
+(each operator on its own roof: the attention core at its own compute class, the routed experts'
+grouped GEMMs at ``η_b·experts_bandwidth``), plus the tensor-parallel all-reduces and the fixed
+costs: per step, and per layer (``layers × layer_overhead_seconds``).
 """
 
 from __future__ import annotations
@@ -104,13 +106,14 @@ def evaluate(
     memory_s = 0.0
     busy_s = 0.0
     for op in cost.operators:
-        c = op.flops / eff_peak
-        m = op.dram_bytes / eff_bw
+        op_peak = eff_peak if op.compute_class is None else hw.peak_for(op.compute_class) * n * eff.compute
+        c = op.flops / op_peak
+        m = op.dram_bytes / (eff_bw * eff.experts_bandwidth if op.name == "experts" else eff_bw)
         compute_s += c
         memory_s += m
         busy_s += c if c > m else m
     comm_s = allreduce_seconds(cost, hw, eff)
-    overhead_s = eff.step_overhead_seconds
+    overhead_s = eff.step_overhead_seconds + cost.layers * eff.layer_overhead_seconds
     step = busy_s + comm_s + overhead_s
 
     flops = cost.flops

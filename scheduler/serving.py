@@ -1,31 +1,64 @@
 """Serving modes as users run them: colocated (aggregated) and disaggregated prefill/decode.
 
 These formulas turn per-step estimates into what a user measures (TTFT, TPOT, throughput) and are
-the single source for both the planner's colocated-versus-disaggregated choice and
-``hetsched validate``.
+the single source for the planner's colocated-versus-disaggregated choice, for ``hetsched
+validate`` and for the calibration fit (docs/calibration.md derives every term).
 
-Colocated (``agg``), ``B`` requests in flight, each ``P`` new prompt tokens and ``O`` output tokens:
-every request spends ``O`` decode iterations, so on average ``B / O`` new prefills join each
-iteration (chunked prefill). An iteration costs the decode step plus the *marginal* work of those
-prefill tokens (their FLOPs and KV traffic; the weights are already being read for decode), so
-``TPOT = t_decode(B) + (B / O) · t_prefill_marginal``. A new request waits, on average, for half
-of the prefills queued in its iteration and then runs its own: ``TTFT = t_prefill(1) · (1 + B/(2O))
-+ t_decode(B)``.
+**Step time** of a phase on one replica is the roofline of ``roofline.evaluate``: per operator
+``max(FLOPs / (peak·η_c), bytes / (bandwidth·η_b))``, plus the collectives (``latency + bytes /
+(link·η_link)`` each) and the fixed per-step cost. It is computed here from
+:class:`StepTerms` (the efficiency-independent FLOPs and bytes of the step per device), so the
+fit can evaluate thousands of steps at once with numpy; for ``dp = 1`` it equals
+``evaluate(...).step_seconds`` exactly (a unit test checks it).
 
-Disaggregated: prefill workers run batches of ``Bp`` prompts, then the prompt's KV crosses the
-network to a decode worker: ``TTFT = t_prefill(Bp) + KV bytes / bandwidth``;
-``TPOT = t_decode(B)`` on the decode worker.
+**Attention data parallelism** (``dp`` ranks, each running its own requests with ``tp``-way tensor
+parallelism; MoE experts spread over all ``tp·dp`` devices, by expert or tensor parallelism, which
+moves the same bytes per device): one rank's step is its own attention and dense layers at its
+batch, plus ``1/dp`` of the experts of the whole worker's tokens, plus per MoE layer a token
+exchange (dispatch and combine) of ``(G−1)/G · min(k, G)`` hidden vectors per token, ``G = tp·dp``.
+
+**Colocated** (``agg``), ``B`` requests in flight per rank (a new one starts as one finishes), each
+``P`` prompt tokens after ``C`` cached and ``O`` output tokens:
+
+* the KV cache admits ``B_run = min(B, B_max)`` requests; ``B_max`` from the memory left after the
+  weights (``(capacity − weights)·utilization / KV per request``);
+* every request spends ``O`` decode iterations, so ``B_run / O`` prompts join each iteration
+  (chunked prefill); they add their *marginal* work (FLOPs, KV and activation bytes and collective
+  bytes; the weights are already being read for decode):
+  ``TPOT = t_decode(B_run) + (B_run / O) · t_prefill_marginal``;
+* TTFT: a prompt waits for the prompts queued ahead of it. The ``B_run`` requests form a closed
+  loop: each is "thinking" (decoding) for ``Z = O·TPOT`` and then needs ``S = t_prefill + t_decode``
+  of prefill service. The mean response of that loop (Schweitzer's approximate mean-value analysis,
+  solved in closed form: ``R = (x + sqrt(x² + 4SZ)) / 2`` with ``x = B_run·S − Z``) is ``S`` when
+  lightly loaded and ``B_run·S − Z`` when prefill is the bottleneck. Requests beyond ``B_max`` wait
+  for a KV slot: ``(B/B_max − 1)·(R + Z)``. A benchmark that starts all requests at once adds, for
+  the fraction ``warmup_fraction`` of requests in that first wave, half the queue of ``B_run``
+  prompts: ``warmup_fraction · S · (B_run − 1) / 2``.
+
+**Disaggregated**: prefill workers run prompts in batches of ``Bp``; the prompt's KV then crosses
+the network to a decode worker: ``TTFT = t_prefill(Bp) + KV bytes / bandwidth``,
+``TPOT = t_decode(Bd)`` on the decode worker. Given the number of requests in flight
+(``concurrency``, a closed loop), TTFT also includes waiting for a free prefill slot: the same
+mean-value analysis with ``workers·dp·Bp`` parallel slots (Seidmann's approximation for a
+multi-server station).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
-from hetsched.scheduler.analysis import PhaseAnalysis, analyze_phase
+import numpy as np
+import numpy.typing as npt
+from hetsched.scheduler.analysis import PhaseAnalysis
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import Phase, Precisions
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
+from hetsched.scheduler.estimator import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
+from hetsched.scheduler.precision import PRECISIONS, Precision
+from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, evaluate
+
+Array = npt.NDArray[np.float64]
+ArrayLike = Array | float
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +71,430 @@ class ServingPrediction:
     # Steady-state throughput of one replica (colocated) or one worker of each phase (disaggregated).
     prefill_requests_per_second: float
     decode_requests_per_second: float
+    # How TTFT and TPOT came about (see the module docstring).
+    prefill_seconds: float = 0.0  # one prefill step (prompt batch of the prefill phase)
+    decode_step_seconds: float = 0.0  # one decode step at the running batch, without prefill work
+    queue_seconds: float = 0.0  # TTFT spent waiting for prefill capacity or a KV slot
+    running_batch: int = 0  # requests decoding together per rank (capped by the KV capacity)
+    max_running_batch: int = 0  # the KV capacity per rank, in requests (0: does not fit)
 
     @property
     def output_tokens_per_second(self) -> float:
-        return self.decode.cost.batch / self.tpot_seconds
+        return float(self.decode.cost.batch / self.tpot_seconds)
+
+    @property
+    def fits(self) -> bool:
+        return self.max_running_batch >= 1
 
 
-def _prefill_marginal_seconds(prefill: PhaseAnalysis, hw: HardwareSpec, eff: Efficiency) -> float:
-    """Time a prompt adds to a decode iteration it joins: its FLOPs, and its non-weight bytes."""
-    cost = prefill.cost
-    peak = hw.peak_for(prefill.performance.compute_class) * cost.tp * eff.compute
-    bandwidth = hw.memory_bandwidth * cost.tp * eff.bandwidth
-    non_weight_bytes = cost.dram_bytes - cost.weight_bytes
-    return max(cost.flops / peak, non_weight_bytes / bandwidth)
+# ---- step terms: efficiency-independent FLOPs and bytes per device ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepTerms:
+    """One phase step of one replica (``devices`` devices), before efficiencies are applied.
+
+    ``flops``, ``dram_bytes``, ``weight_bytes``, ``experts`` and ``peak_flops`` have one entry per
+    operator (last axis); FLOPs and bytes are per replica, as
+    :class:`~hetsched.scheduler.estimator.PhaseCost` counts them; ``peak_flops`` (at each operator's
+    compute class), ``bandwidth`` and ``link_bandwidth`` are per device; ``collective_bytes`` is what one device
+    sends per collective (ring factor included). Fields may carry a leading batch axis (the fit
+    stacks many steps).
+    """
+
+    flops: Array
+    dram_bytes: Array
+    weight_bytes: Array
+    experts: Array  # 1 for the routed-experts operator, 0 otherwise
+    peak_flops: Array  # per device, at the operator's compute class
+    devices: Array
+    bandwidth: Array
+    collectives: Array
+    collective_bytes: Array
+    link_bandwidth: Array
+    layers: Array
+
+
+@dataclass(frozen=True, slots=True)
+class EfficiencyTerms:
+    """The calibrated numbers of :class:`Efficiency`, as floats or arrays (one per step), so the fit
+    can evaluate thousands of steps with different parameters at once. Defaults are neutral."""
+
+    bandwidth: ArrayLike
+    compute: ArrayLike
+    step_overhead_seconds: ArrayLike
+    collective_latency_seconds: ArrayLike
+    link_efficiency: ArrayLike
+    layer_overhead_seconds: ArrayLike = 0.0
+    experts_bandwidth: ArrayLike = 1.0
+    request_overhead_seconds: ArrayLike = 0.0
+
+    @staticmethod
+    def of(eff: Efficiency) -> EfficiencyTerms:
+        return EfficiencyTerms(
+            eff.bandwidth,
+            eff.compute,
+            eff.step_overhead_seconds,
+            eff.collective_latency_seconds,
+            eff.link_efficiency,
+            eff.layer_overhead_seconds,
+            eff.experts_bandwidth,
+            eff.request_overhead_seconds,
+        )
+
+
+def _col(x: ArrayLike) -> Array:
+    """A per-step value as a column, to broadcast against the operator axis."""
+    return np.asarray(x, dtype=np.float64)[..., None]
+
+
+def step_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:
+    """Σ_ops max(FLOPs/(N·peak·η_c), bytes/(N·bw·η_b)) + collectives + fixed cost (``evaluate``)."""
+    compute = t.flops / (t.peak_flops * _col(t.devices * e.compute))
+    memory = t.dram_bytes / _col(t.devices * t.bandwidth * e.bandwidth)
+    memory = memory * (1.0 + t.experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
+    busy = np.maximum(compute, memory).sum(axis=-1)
+    comm = t.collectives * (
+        e.collective_latency_seconds + t.collective_bytes / (t.link_bandwidth * e.link_efficiency)
+    )
+    fixed = e.step_overhead_seconds + t.layers * e.layer_overhead_seconds
+    return np.asarray(busy + comm + fixed, dtype=np.float64)
+
+
+def marginal_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:
+    """Time the step's work adds to an iteration that already reads the weights and pays the
+    fixed and latency costs: its FLOPs, its non-weight bytes and its collective bytes."""
+    compute = t.flops / (t.peak_flops * _col(t.devices * e.compute))
+    memory = (t.dram_bytes - t.weight_bytes) / _col(t.devices * t.bandwidth * e.bandwidth)
+    memory = memory * (1.0 + t.experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
+    busy = np.maximum(compute, memory).sum(axis=-1)
+    comm = t.collectives * t.collective_bytes / (t.link_bandwidth * e.link_efficiency)
+    return np.asarray(busy + comm, dtype=np.float64)
+
+
+def floor_seconds(t: StepTerms) -> Array:
+    """The physical floor of a step: all bytes at peak bandwidth, or all FLOPs at peak FLOP/s."""
+    flops = (t.flops / t.peak_flops).sum(axis=-1) / t.devices
+    moved = t.dram_bytes.sum(axis=-1) / (t.devices * t.bandwidth)
+    return np.asarray(np.maximum(flops, moved), dtype=np.float64)
+
+
+def closed_loop_response(
+    customers: ArrayLike, service: ArrayLike, think: ArrayLike, servers: ArrayLike
+) -> Array:
+    """Mean response time of a station in a closed loop of ``customers`` (Schweitzer MVA).
+
+    Each customer alternates between ``think`` seconds away and a visit to a station of ``servers``
+    parallel servers needing ``service`` seconds. Seidmann's approximation turns the multi-server
+    station into one server of ``service/servers`` plus a pure delay of ``service·(1 − 1/servers)``;
+    Schweitzer's fixed point ``R = D·(1 + Q·(N−1)/N)``, ``Q = N·R/(R + Z)`` is then the quadratic
+    ``R² + (Z − N·D)·R − D·Z = 0``. Limits: ``R → service`` when lightly loaded, ``R → N·service/
+    servers − think`` when the station is the bottleneck.
+    """
+    n = np.asarray(customers, dtype=np.float64)
+    s = np.asarray(service, dtype=np.float64)
+    c = np.maximum(np.asarray(servers, dtype=np.float64), 1.0)
+    delay = s * (1.0 - 1.0 / c)
+    d = s / c
+    z = np.asarray(think, dtype=np.float64) + delay
+    x = n * d - z
+    root = np.sqrt(x * x + 4.0 * d * z)
+    # Stable form of (x + root)/2 when x < 0 (light load): 2·d·z / (root − x).
+    r = np.where(x >= 0, (x + root) / 2.0, 2.0 * d * z / np.maximum(root - x, 1e-300))
+    return np.asarray(delay + r, dtype=np.float64)
+
+
+# ---- the serving formulas, vectorised --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColocatedTimes:
+    ttft: Array
+    tpot: Array
+    prefill: Array
+    decode: Array
+    queue: Array
+
+
+def colocated_times(
+    decode: StepTerms,
+    prefill: StepTerms,
+    *,
+    concurrency: ArrayLike,
+    running: ArrayLike,
+    output_tokens: ArrayLike,
+    warmup_fraction: ArrayLike,
+    eff: EfficiencyTerms,
+) -> ColocatedTimes:
+    """TTFT and TPOT of a colocated replica (module docstring); ``concurrency`` and ``running``
+    are requests per attention rank, ``running = min(concurrency, KV capacity)``."""
+    t_dec = step_seconds(decode, eff)
+    t_pre = step_seconds(prefill, eff)
+    b = np.asarray(running, dtype=np.float64)
+    o = np.asarray(output_tokens, dtype=np.float64)
+    tpot = t_dec + b / o * marginal_seconds(prefill, eff)
+    service = t_pre + t_dec
+    think = o * tpot
+    response = closed_loop_response(b, service, think, 1.0)
+    kv_wait = np.maximum(np.asarray(concurrency, dtype=np.float64) / b - 1.0, 0.0) * (response + think)
+    warm = np.asarray(warmup_fraction, dtype=np.float64) * service * np.maximum(b - 1.0, 0.0) / 2.0
+    ttft = response + kv_wait + warm + eff.request_overhead_seconds
+    return ColocatedTimes(ttft, tpot, t_pre, t_dec, ttft - service)
+
+
+def disaggregated_times(
+    decode: StepTerms,
+    prefill: StepTerms,
+    *,
+    concurrency: ArrayLike,
+    prefill_slots: ArrayLike,
+    output_tokens: ArrayLike,
+    kv_transfer_seconds: ArrayLike,
+    warmup_fraction: ArrayLike,
+    prefill_eff: EfficiencyTerms,
+    decode_eff: EfficiencyTerms,
+) -> ColocatedTimes:
+    """TTFT and TPOT of disaggregated serving in a closed loop of ``concurrency`` requests;
+    ``prefill_slots`` = prompts prefilled in parallel (workers × ranks × prompts per step).
+    A ``concurrency`` of 0 means an open loop without queueing (TTFT = prefill + KV transfer)."""
+    t_dec = step_seconds(decode, decode_eff)
+    t_pre = step_seconds(prefill, prefill_eff)
+    n = np.asarray(concurrency, dtype=np.float64)
+    slots = np.asarray(prefill_slots, dtype=np.float64)
+    kv = np.asarray(kv_transfer_seconds, dtype=np.float64)
+    think = np.asarray(output_tokens, dtype=np.float64) * t_dec + kv
+    response = np.where(n > 0, closed_loop_response(np.maximum(n, 1.0), t_pre, think, slots), t_pre)
+    warm = np.asarray(warmup_fraction, dtype=np.float64) * t_pre * np.maximum(n / slots - 1.0, 0.0) / 2.0
+    ttft = response + kv + np.where(n > 0, warm, 0.0) + prefill_eff.request_overhead_seconds
+    return ColocatedTimes(ttft, t_dec, t_pre, t_dec, ttft - t_pre - kv)
+
+
+# ---- building the terms from the estimator ------------------------------------------------------
+
+
+def _kv_split(model: ModelConfig, tp: int) -> int:
+    """Devices a request's KV cache is divided over (the estimator's rule): KV heads up to ``tp``;
+    MLA's latent is replicated on every device."""
+    return 1 if model.mla is not None else min(tp, model.num_kv_heads)
+
+
+def _compose_dp(model: ModelConfig, rank: PhaseCost, whole: PhaseCost, dp: int) -> PhaseCost:
+    """One attention rank's step: its own operators, with the experts replaced by ``1/dp`` of the
+    experts of the whole worker's tokens (``whole`` is the worker's step at ``dp`` × the batch)."""
+    ops: list[OperatorCost] = []
+    for op in rank.operators:
+        if op.name != "experts":
+            ops.append(op)
+    for op in whole.operators:
+        if op.name == "experts":
+            ops.append(
+                OperatorCost(
+                    op.name,
+                    op.flops / dp,
+                    op.weight_bytes / dp,
+                    op.kv_read_bytes / dp,
+                    op.kv_write_bytes / dp,
+                    op.activation_bytes / dp,
+                )
+            )
+    flops = sum(op.flops for op in ops)
+    weights = sum(op.weight_bytes for op in ops)
+    kv_read = sum(op.kv_read_bytes for op in ops)
+    kv_write = sum(op.kv_write_bytes for op in ops)
+    act = sum(op.activation_bytes for op in ops)
+    return replace(
+        rank,
+        operators=tuple(ops),
+        flops=flops,
+        weight_bytes=weights,
+        kv_read_bytes=kv_read,
+        kv_write_bytes=kv_write,
+        activation_bytes=act,
+        dram_bytes=weights + kv_read + kv_write + act,
+    )
+
+
+def step_terms(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    phase: Phase,
+    *,
+    batch: int,
+    new_tokens: int,
+    context_tokens: int,
+    precisions: Precisions,
+    tp: int = 1,
+    dp: int = 1,
+) -> tuple[StepTerms, PhaseCost]:
+    """The step of one attention rank (``tp`` devices) at ``batch`` requests per rank."""
+    cost = estimate_phase(
+        model,
+        phase,
+        batch=batch,
+        new_tokens=new_tokens,
+        context_tokens=context_tokens,
+        precisions=precisions,
+        tp=tp,
+    )
+    collectives = float(cost.allreduce_count)
+    per_collective = 2.0 * (tp - 1) / tp * cost.allreduce_bytes if tp > 1 else 0.0
+    if dp > 1 and model.moe is not None:
+        whole = estimate_phase(
+            model,
+            phase,
+            batch=batch * dp,
+            new_tokens=new_tokens,
+            context_tokens=context_tokens,
+            precisions=precisions,
+            tp=tp * dp,
+        )
+        cost = _compose_dp(model, cost, whole, dp)
+        g = tp * dp
+        collectives = 2.0 * model.num_layers
+        exchange = (g - 1) / g * min(model.moe.experts_per_token, g) * cost.tokens * model.hidden_size
+        # Dispatch sends the GEMM inputs (activation format), combine returns BF16 partial sums:
+        # the two collectives of a layer average the two widths.
+        ab = PRECISIONS[precisions.activations].bytes_per_element
+        exchange *= (ab + max(ab, PRECISIONS[Precision.BF16].bytes_per_element)) / 2
+        exchange *= model.moe_layers / model.num_layers
+        per_collective += exchange
+    terms = StepTerms(
+        flops=np.array([op.flops for op in cost.operators], dtype=np.float64),
+        dram_bytes=np.array([op.dram_bytes for op in cost.operators], dtype=np.float64),
+        weight_bytes=np.array([op.weight_bytes for op in cost.operators], dtype=np.float64),
+        experts=np.array([1.0 if op.name == "experts" else 0.0 for op in cost.operators], dtype=np.float64),
+        peak_flops=np.array(
+            [hardware.peak_for(op.compute_class or precisions.compute_class) for op in cost.operators],
+            dtype=np.float64,
+        ),
+        devices=np.asarray(float(tp)),
+        bandwidth=np.asarray(hardware.memory_bandwidth),
+        collectives=np.asarray(collectives),
+        collective_bytes=np.asarray(per_collective),
+        link_bandwidth=np.asarray(hardware.intra_node_bandwidth),
+        layers=np.asarray(float(cost.layers)),
+    )
+    return terms, cost
+
+
+def kv_capacity(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    *,
+    context_tokens: int,
+    precisions: Precisions,
+    tp: int = 1,
+    dp: int = 1,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+    cost: PhaseCost | None = None,
+) -> int:
+    """Requests per attention rank whose KV cache (at ``context_tokens``) fits next to the weights.
+
+    Per device the weights are the non-expert weights ``/ tp`` plus the routed experts ``/ (tp·dp)``;
+    the serving engine keeps ``utilization`` of the memory left after the weights for the KV cache
+    (TensorRT-LLM's ``free_gpu_memory_fraction`` convention). 0: the weights alone do not fit.
+    ``cost``: any step of the same model, precisions and ``tp`` (its resident weights are reused).
+    """
+    if cost is None:
+        cost = estimate_phase(
+            model,
+            Phase.DECODE,
+            batch=1,
+            new_tokens=1,
+            context_tokens=0,
+            precisions=precisions,
+            tp=tp,
+        )
+    routed = cost.scaling.moe_layers * cost.scaling.num_experts * cost.scaling.bytes_per_expert
+    weights = (cost.weight_resident_bytes - routed) / tp + routed / (tp * dp)
+    free = (hardware.memory_bytes - weights) * utilization
+    kv = model.kv_elements(context_tokens) * PRECISIONS[precisions.kv_cache].bytes_per_element
+    kv /= _kv_split(model, tp)
+    if free <= 0:
+        return 0
+    if kv <= 0:
+        return 1 << 30
+    return int(free // kv)
+
+
+def _per_rank(batch: int, dp: int) -> int:
+    return max(1, math.ceil(batch / dp))
+
+
+# ---- the public predictions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColocatedSetup:
+    """Everything of a colocated prediction that does not depend on the efficiencies."""
+
+    decode: StepTerms  # at the running batch per rank
+    prefill: StepTerms  # one prompt per rank
+    per_rank: int  # requests in flight per attention rank
+    running: int  # min(per_rank, capacity), at least 1
+    capacity: int  # KV capacity per rank (0: the weights do not fit)
+    decode_cost: PhaseCost
+    prefill_cost: PhaseCost
+
+
+def colocated_setup(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    *,
+    concurrency: int,
+    prompt_tokens: int,
+    cached_tokens: int,
+    output_tokens: int,
+    precisions: Precisions,
+    tp: int = 1,
+    dp: int = 1,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+) -> ColocatedSetup:
+    b = _per_rank(concurrency, dp)
+    pre_terms, pre_cost = step_terms(
+        model,
+        hardware,
+        Phase.PREFILL,
+        batch=1,
+        new_tokens=prompt_tokens,
+        context_tokens=cached_tokens,
+        precisions=precisions,
+        tp=tp,
+        dp=dp,
+    )
+    capacity = kv_capacity(
+        model,
+        hardware,
+        context_tokens=cached_tokens + prompt_tokens + output_tokens,
+        precisions=precisions,
+        tp=tp,
+        dp=dp,
+        utilization=utilization,
+        cost=pre_cost,
+    )
+    running = max(1, min(b, capacity))
+    dec_terms, dec_cost = step_terms(
+        model,
+        hardware,
+        Phase.DECODE,
+        batch=running,
+        new_tokens=1,
+        context_tokens=cached_tokens + prompt_tokens + output_tokens // 2,
+        precisions=precisions,
+        tp=tp,
+        dp=dp,
+    )
+    return ColocatedSetup(dec_terms, pre_terms, b, running, capacity, dec_cost, pre_cost)
+
+
+def _analysis(
+    cost: PhaseCost, hardware: HardwareSpec, precisions: Precisions, eff: Efficiency, utilization: float
+) -> PhaseAnalysis:
+    """The roofline view of a step (regime, MFU/MBU, ...): ``analyze_phase`` without re-estimating."""
+    perf = evaluate(
+        cost, hardware, compute_class=precisions.compute_class, efficiency=eff, utilization=utilization
+    )
+    return PhaseAnalysis(cost.phase, cost, perf)
 
 
 def predict_colocated(
@@ -65,26 +509,146 @@ def predict_colocated(
     tp: int = 1,
     efficiency: Efficiency | None = None,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
+    dp: int = 1,
+    warmup_fraction: float = 0.0,
 ) -> ServingPrediction:
+    """A colocated replica of ``tp × dp`` devices with ``concurrency`` requests in flight.
+
+    ``dp`` attention data-parallel ranks split the requests (MoE experts span all devices);
+    ``warmup_fraction`` is the share of requests that arrive in a first wave all at once (a
+    benchmark's start; 0 for steady state). A replica whose weights do not fit gets infinite
+    TTFT and TPOT and ``fits == False``. ``prefill``/``decode`` are the roofline analyses of one
+    attention rank's steps (one prompt; the running batch).
+    """
     eff = hardware.efficiency if efficiency is None else efficiency
-    prefill = analyze_phase(
-        model, hardware, Phase.PREFILL, batch=1, new_tokens=prompt_tokens, context_tokens=cached_tokens,
-        precisions=precisions, tp=tp, efficiency=eff, utilization=utilization,
+    setup = colocated_setup(
+        model,
+        hardware,
+        concurrency=concurrency,
+        prompt_tokens=prompt_tokens,
+        cached_tokens=cached_tokens,
+        output_tokens=output_tokens,
+        precisions=precisions,
+        tp=tp,
+        dp=dp,
+        utilization=utilization,
     )
-    # Decode at the mean context over the generation.
-    context = cached_tokens + prompt_tokens + output_tokens // 2
-    decode = analyze_phase(
-        model, hardware, Phase.DECODE, batch=concurrency, new_tokens=1, context_tokens=context,
-        precisions=precisions, tp=tp, efficiency=eff, utilization=utilization,
+    prefill = _analysis(setup.prefill_cost, hardware, precisions, eff, utilization)
+    decode = _analysis(setup.decode_cost, hardware, precisions, eff, utilization)
+    if setup.capacity < 1:
+        inf = math.inf
+        return ServingPrediction(inf, inf, prefill, decode, 0.0, 0.0, 0.0, inf, inf, inf, 0, 0)
+    times = colocated_times(
+        setup.decode,
+        setup.prefill,
+        concurrency=setup.per_rank,
+        running=setup.running,
+        output_tokens=output_tokens,
+        warmup_fraction=warmup_fraction,
+        eff=EfficiencyTerms.of(eff),
     )
-    t_decode = decode.performance.step_seconds
-    joins_per_iteration = concurrency / output_tokens
-    tpot = t_decode + joins_per_iteration * _prefill_marginal_seconds(prefill, hardware, eff)
-    t_prefill = prefill.performance.step_seconds
-    ttft = t_prefill * (1.0 + joins_per_iteration / 2.0) + t_decode
-    request_seconds = ttft + output_tokens * tpot
-    rps = concurrency / request_seconds
-    return ServingPrediction(ttft, tpot, prefill, decode, 0.0, rps, rps)
+    ttft, tpot = float(times.ttft), float(times.tpot)
+    rps = setup.running * dp / (ttft + output_tokens * tpot)
+    return ServingPrediction(
+        ttft,
+        tpot,
+        prefill,
+        decode,
+        0.0,
+        rps,
+        rps,
+        float(times.prefill),
+        float(times.decode),
+        float(times.queue),
+        setup.running,
+        setup.capacity,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DisaggregatedSetup:
+    """Everything of a disaggregated prediction that does not depend on the efficiencies."""
+
+    decode: StepTerms  # per decode rank
+    prefill: StepTerms  # per prefill rank
+    prefill_per_rank: int
+    decode_per_rank: int
+    prefill_slots: int  # prompts prefilled in parallel: workers × ranks × prompts per rank
+    kv_transfer_seconds: float
+    capacity: int  # KV capacity per decode rank (0: the weights do not fit)
+    kv_bytes_per_request: float
+    decode_cost: PhaseCost
+    prefill_cost: PhaseCost
+
+
+def disaggregated_setup(
+    model: ModelConfig,
+    prefill_hardware: HardwareSpec,
+    decode_hardware: HardwareSpec,
+    *,
+    prefill_batch: int,
+    decode_batch: int,
+    prompt_tokens: int,
+    cached_tokens: int,
+    output_tokens: int,
+    precisions: Precisions,
+    prefill_tp: int = 1,
+    decode_tp: int = 1,
+    kv_transfer_bandwidth: float,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+    prefill_dp: int = 1,
+    decode_dp: int = 1,
+    prefill_workers: int = 1,
+) -> DisaggregatedSetup:
+    pb = _per_rank(prefill_batch, prefill_dp)
+    db = _per_rank(decode_batch, decode_dp)
+    pre_terms, pre_cost = step_terms(
+        model,
+        prefill_hardware,
+        Phase.PREFILL,
+        batch=pb,
+        new_tokens=prompt_tokens,
+        context_tokens=cached_tokens,
+        precisions=precisions,
+        tp=prefill_tp,
+        dp=prefill_dp,
+    )
+    dec_terms, dec_cost = step_terms(
+        model,
+        decode_hardware,
+        Phase.DECODE,
+        batch=db,
+        new_tokens=1,
+        context_tokens=cached_tokens + prompt_tokens + output_tokens // 2,
+        precisions=precisions,
+        tp=decode_tp,
+        dp=decode_dp,
+    )
+    capacity = kv_capacity(
+        model,
+        decode_hardware,
+        context_tokens=cached_tokens + prompt_tokens + output_tokens,
+        precisions=precisions,
+        tp=decode_tp,
+        dp=decode_dp,
+        utilization=utilization,
+        cost=dec_cost,
+    )
+    # The whole prompt's KV (cached prefix included) moves to the decode worker.
+    kv_bytes = pre_cost.kv_bytes_per_request
+    slots = prefill_workers * prefill_dp * pb
+    return DisaggregatedSetup(
+        dec_terms,
+        pre_terms,
+        pb,
+        db,
+        slots,
+        kv_bytes / kv_transfer_bandwidth,
+        capacity,
+        kv_bytes,
+        dec_cost,
+        pre_cost,
+    )
 
 
 def predict_disaggregated(
@@ -104,23 +668,90 @@ def predict_disaggregated(
     prefill_efficiency: Efficiency | None = None,
     decode_efficiency: Efficiency | None = None,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
+    prefill_dp: int = 1,
+    decode_dp: int = 1,
+    prefill_workers: int = 1,
+    concurrency: int | None = None,
+    warmup_fraction: float = 0.0,
 ) -> ServingPrediction:
-    """``kv_transfer_bandwidth`` in bytes/s between the prefill and the decode pool."""
-    prefill = analyze_phase(
-        model, prefill_hardware, Phase.PREFILL, batch=prefill_batch, new_tokens=prompt_tokens,
-        context_tokens=cached_tokens, precisions=precisions, tp=prefill_tp, efficiency=prefill_efficiency,
+    """Prefill workers (``prefill_tp × prefill_dp`` devices, ``prefill_batch`` prompts per step)
+    feeding decode workers (``decode_batch`` requests each); ``kv_transfer_bandwidth`` in bytes/s
+    between the pools.
+
+    Without ``concurrency`` (an open loop at the given batches) TTFT is the prefill step plus the
+    KV transfer. With ``concurrency`` requests in flight (a closed loop over ``prefill_workers``
+    prefill workers), TTFT also includes waiting for a prefill slot.
+    """
+    pre_eff = prefill_hardware.efficiency if prefill_efficiency is None else prefill_efficiency
+    dec_eff = decode_hardware.efficiency if decode_efficiency is None else decode_efficiency
+    setup = disaggregated_setup(
+        model,
+        prefill_hardware,
+        decode_hardware,
+        prefill_batch=prefill_batch,
+        decode_batch=decode_batch,
+        prompt_tokens=prompt_tokens,
+        cached_tokens=cached_tokens,
+        output_tokens=output_tokens,
+        precisions=precisions,
+        prefill_tp=prefill_tp,
+        decode_tp=decode_tp,
+        kv_transfer_bandwidth=kv_transfer_bandwidth,
         utilization=utilization,
+        prefill_dp=prefill_dp,
+        decode_dp=decode_dp,
+        prefill_workers=prefill_workers,
     )
-    context = cached_tokens + prompt_tokens + output_tokens // 2
-    decode = analyze_phase(
-        model, decode_hardware, Phase.DECODE, batch=decode_batch, new_tokens=1, context_tokens=context,
-        precisions=precisions, tp=decode_tp, efficiency=decode_efficiency, utilization=utilization,
+    prefill = _analysis(setup.prefill_cost, prefill_hardware, precisions, pre_eff, utilization)
+    decode = _analysis(setup.decode_cost, decode_hardware, precisions, dec_eff, utilization)
+    times = disaggregated_times(
+        setup.decode,
+        setup.prefill,
+        concurrency=concurrency or 0,
+        prefill_slots=setup.prefill_slots,
+        output_tokens=output_tokens,
+        kv_transfer_seconds=setup.kv_transfer_seconds,
+        warmup_fraction=warmup_fraction,
+        prefill_eff=EfficiencyTerms.of(pre_eff),
+        decode_eff=EfficiencyTerms.of(dec_eff),
     )
-    # The whole prompt's KV (cached prefix included) moves to the decode worker.
-    kv_seconds = prefill.cost.kv_bytes_per_request / kv_transfer_bandwidth
-    t_prefill = prefill.performance.step_seconds
-    ttft = t_prefill + kv_seconds
-    tpot = decode.performance.step_seconds
+    t_prefill = float(times.prefill)
+    tpot = float(times.tpot)
     prefill_rps = prefill_batch / t_prefill
     decode_rps = decode_batch / (output_tokens * tpot)
-    return ServingPrediction(ttft, tpot, prefill, decode, kv_seconds, prefill_rps, decode_rps)
+    return ServingPrediction(
+        float(times.ttft),
+        tpot,
+        prefill,
+        decode,
+        setup.kv_transfer_seconds,
+        prefill_rps,
+        decode_rps,
+        t_prefill,
+        tpot,
+        float(times.queue),
+        setup.decode_per_rank,
+        setup.capacity,
+    )
+
+
+__all__ = [
+    "ColocatedSetup",
+    "ColocatedTimes",
+    "DisaggregatedSetup",
+    "EfficiencyTerms",
+    "ServingPrediction",
+    "StepTerms",
+    "closed_loop_response",
+    "colocated_setup",
+    "colocated_times",
+    "disaggregated_setup",
+    "disaggregated_times",
+    "floor_seconds",
+    "kv_capacity",
+    "marginal_seconds",
+    "predict_colocated",
+    "predict_disaggregated",
+    "step_seconds",
+    "step_terms",
+]

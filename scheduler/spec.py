@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +18,13 @@ from pydantic.alias_generators import to_camel
 API_GROUP = "hetsched.io"
 API_VERSION = "v1alpha1"
 KIND = "AgentWorkload"
+PROFILE_KIND = "AcceleratorProfile"
+
+# Bounded strings and lists: the API server estimates the cost of every CEL rule from these bounds.
+PoolName = Annotated[str, Field(min_length=1, max_length=63)]
+Arg = Annotated[str, Field(max_length=4096)]
+Quantity = Annotated[str, Field(min_length=1, max_length=64)]
+ResourceList = Annotated[dict[str, Quantity], Field(max_length=32)]
 
 
 class _Spec(BaseModel):
@@ -57,7 +64,10 @@ class ModelRef(_Spec):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "has(self.name) != has(self.configMap)", "message": "set exactly one of name and configMap"}
+                {
+                    "rule": "has(self.name) != has(self.configMap)",
+                    "message": "set exactly one of name and configMap",
+                }
             ]
         }
     )
@@ -80,7 +90,9 @@ class AgentOverrides(_Spec):
 
 
 class AgentSpec(_Spec):
-    profile: str = Field(min_length=1, max_length=63, description="chatbot, coding, web-use, computer-use, ...")
+    profile: str = Field(
+        min_length=1, max_length=63, description="chatbot, coding, web-use, computer-use, ..."
+    )
     overrides: AgentOverrides = Field(default_factory=AgentOverrides)
 
 
@@ -118,13 +130,57 @@ class SLOSpec(_Spec):
     ttft_seconds: float = Field(gt=0, le=3600, description="time to first token, seconds")
     tpot_seconds: float = Field(gt=0, le=60, description="time per output token, seconds")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.ttftSeconds >= self.tpotSeconds",
+                    "message": "slo.ttftSeconds must be at least slo.tpotSeconds: the first token needs the "
+                    "prompt's prefill, which takes longer than one decode step",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _ttft_covers_tpot(self) -> SLOSpec:
+        if self.ttft_seconds < self.tpot_seconds:
+            raise ValueError(
+                "slo.ttftSeconds must be at least slo.tpotSeconds: the first token needs the prompt's "
+                "prefill, which takes longer than one decode step"
+            )
+        return self
+
 
 class PoolConstraints(_Spec):
     """Pool names each phase may use (empty: any) and pools to avoid."""
 
-    prefill: list[str] = Field(default_factory=list, max_length=64)
-    decode: list[str] = Field(default_factory=list, max_length=64)
-    exclude: list[str] = Field(default_factory=list, max_length=64)
+    prefill: list[PoolName] = Field(default_factory=list, max_length=64)
+    decode: list[PoolName] = Field(default_factory=list, max_length=64)
+    exclude: list[PoolName] = Field(default_factory=list, max_length=64)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.prefill) || !has(self.exclude) || self.prefill.all(p, !(p in self.exclude))",
+                    "message": "pools.prefill names a pool that pools.exclude excludes",
+                },
+                {
+                    "rule": "!has(self.decode) || !has(self.exclude) || self.decode.all(p, !(p in self.exclude))",
+                    "message": "pools.decode names a pool that pools.exclude excludes",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> PoolConstraints:
+        for phase in ("prefill", "decode"):
+            both = sorted(set(getattr(self, phase)) & set(self.exclude))
+            if both:
+                raise ValueError(f"pools.{phase} names a pool that pools.exclude excludes: {', '.join(both)}")
+        return self
 
 
 class EnvVar(_Spec):
@@ -137,12 +193,48 @@ class ContainerSpec(_Spec):
     {max_model_len}, {phase} and {port}, filled in from the plan."""
 
     image: str = Field(min_length=1, max_length=512)
-    args: list[str] = Field(default_factory=list, max_length=128)
+    args: list[Arg] = Field(default_factory=list, max_length=128)
     port: int = Field(default=8000, ge=1, le=65535)
-    env: list[EnvVar] = Field(default_factory=list, max_length=128)
-    resources: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="requests/limits besides nvidia.com/gpu, which the plan sets"
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=128,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    resources: dict[str, ResourceList] = Field(
+        default_factory=dict,
+        max_length=2,
+        description="requests/limits besides nvidia.com/gpu, which the plan sets",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.resources) || self.resources.all(k, k == 'requests' || k == 'limits')",
+                    "message": "resources: only requests and limits may be set",
+                },
+                {
+                    "rule": "!has(self.resources) || self.resources.all(k, !('nvidia.com/gpu' in self.resources[k]))",
+                    "message": "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ContainerSpec:
+        names = [e.name for e in self.env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"env: duplicate names {', '.join(dupes)}")
+        for key, quantities in self.resources.items():
+            if key not in ("requests", "limits"):
+                raise ValueError("resources: only requests and limits may be set")
+            if "nvidia.com/gpu" in quantities:
+                raise ValueError(
+                    "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree"
+                )
+        return self
 
 
 class ServingSpec(_Spec):
@@ -157,15 +249,44 @@ class AgentWorkloadSpec(_Spec):
     model: ModelRef
     agent: AgentSpec
     max_context_tokens: int | None = Field(
-        default=None, ge=1, le=10_000_000, description="longest context served (default: the agent's last turn)"
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="longest context served (default: the agent's last turn)",
     )
-    max_batch: int | None = Field(default=None, ge=1, le=65536, description="upper bound on batch per replica")
+    max_batch: int | None = Field(
+        default=None, ge=1, le=65536, description="upper bound on batch per replica"
+    )
     precision: PrecisionSpec = Field(default_factory=PrecisionSpec)
     demand: DemandSpec
     slo: SLOSpec
     disaggregation: DisaggregationMode = DisaggregationMode.AUTO
     pools: PoolConstraints = Field(default_factory=PoolConstraints)
     serving: ServingSpec | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.maxContextTokens) || !has(self.agent.overrides) || "
+                    "!has(self.agent.overrides.promptTokens) || "
+                    "self.maxContextTokens > self.agent.overrides.promptTokens",
+                    "message": "maxContextTokens must exceed agent.overrides.promptTokens: the context holds "
+                    "the prompt and the output",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _context_holds_prompt(self) -> AgentWorkloadSpec:
+        prompt = self.agent.overrides.prompt_tokens
+        if self.max_context_tokens is not None and prompt is not None and self.max_context_tokens <= prompt:
+            raise ValueError(
+                "maxContextTokens must exceed agent.overrides.promptTokens: the context holds the prompt "
+                "and the output"
+            )
+        return self
 
 
 class ObjectMeta(BaseModel):
@@ -218,3 +339,124 @@ def load_workloads(path: str | Path) -> list[AgentWorkload]:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     return [parse_workload(d, f"{path}[{i}]") for i, d in enumerate(docs)]
+
+
+# ---- AcceleratorProfile (cluster-scoped) ---------------------------------------------------------
+class DeviceKindName(StrEnum):
+    GPU = "gpu"
+    CPU = "cpu"
+    ACCELERATOR = "accelerator"
+
+
+_HARDWARE_FIGURES = ("memory", "bandwidth", "peak_tflops", "power")
+
+
+class AcceleratorProfileSpec(_Spec):
+    """Hardware figures and price for the nodes of a pool or a GPU product.
+
+    Matches nodes by pool name (``matchPool``, the ``hetsched.io/pool`` label or the pool named
+    after a GPU product) and/or by ``nvidia.com/gpu.product`` (``matchGpuProduct``); a pool match
+    wins over a product match. The hardware fields are those of a custom hardware entry
+    (``hardware_catalog.load_hardware_yaml``): human units (``80GB``, ``3.35TB/s``, ``400Gb/s``,
+    ``700W``), ``basedOn`` to start from a catalog entry. With only ``pricePerHour`` the profile
+    overrides the price of whatever hardware the pool resolves to.
+    """
+
+    match_pool: str | None = Field(default=None, min_length=1, max_length=63, description="pool name")
+    match_gpu_product: str | None = Field(
+        default=None, min_length=1, max_length=128, description="nvidia.com/gpu.product label value"
+    )
+    based_on: str | None = Field(
+        default=None, min_length=1, max_length=63, description="catalog hardware key"
+    )
+    name: str | None = Field(
+        default=None, min_length=1, max_length=63, description="hardware name (default: the profile's name)"
+    )
+    description: str | None = Field(default=None, max_length=1024)
+    kind: DeviceKindName | None = None
+    vendor: str | None = Field(default=None, max_length=63)
+    memory: str | None = Field(default=None, min_length=1, max_length=32, description="per device, e.g. 80GB")
+    bandwidth: str | None = Field(
+        default=None, min_length=1, max_length=32, description="memory bandwidth per device, e.g. 3.35TB/s"
+    )
+    peak_tflops: dict[str, float] | None = Field(
+        default=None,
+        max_length=7,
+        description="dense peak TFLOP/s per compute class (fp32, bf16, fp16, fp8, int8, fp4, int4)",
+    )
+    intra_node_bandwidth: str | None = Field(
+        default=None, min_length=1, max_length=32, description="e.g. 900GB/s"
+    )
+    intra_node_link: str | None = Field(default=None, max_length=128)
+    network_bandwidth: str | None = Field(
+        default=None, min_length=1, max_length=32, description="e.g. 400Gb/s"
+    )
+    power: str | None = Field(default=None, min_length=1, max_length=32, description="per device, e.g. 700W")
+    price_per_hour: float | None = Field(default=None, ge=0, le=10_000, description="USD per device-hour")
+    price_source: str | None = Field(default=None, max_length=512)
+    source: str | None = Field(default=None, max_length=1024, description="where the figures come from")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.matchPool) || has(self.matchGpuProduct)",
+                    "message": "set matchPool or matchGpuProduct (or both)",
+                },
+                {
+                    "rule": "has(self.basedOn) || has(self.pricePerHour) || has(self.memory)",
+                    "message": "set basedOn, the hardware figures (memory, bandwidth, peakTflops, power), "
+                    "or pricePerHour alone to override the price",
+                },
+                {
+                    "rule": "has(self.basedOn) || !(has(self.memory) || has(self.bandwidth) || "
+                    "has(self.peakTflops) || has(self.power)) || (has(self.memory) && has(self.bandwidth) "
+                    "&& has(self.peakTflops) && has(self.power))",
+                    "message": "memory, bandwidth, peakTflops and power are all required unless basedOn "
+                    "names a catalog entry",
+                },
+                {
+                    "rule": "!has(self.peakTflops) || self.peakTflops.all(k, k in "
+                    "['fp32', 'bf16', 'fp16', 'fp8', 'int8', 'fp4', 'int4'])",
+                    "message": "peakTflops keys must be compute classes: fp32, bf16, fp16, fp8, int8, fp4, int4",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AcceleratorProfileSpec:
+        if self.match_pool is None and self.match_gpu_product is None:
+            raise ValueError("set matchPool or matchGpuProduct (or both)")
+        figures = [f for f in _HARDWARE_FIGURES if getattr(self, f) is not None]
+        if self.based_on is None and self.price_per_hour is None and not figures:
+            raise ValueError(
+                "set basedOn, the hardware figures (memory, bandwidth, peakTflops, power), "
+                "or pricePerHour alone to override the price"
+            )
+        if self.based_on is None and figures and len(figures) != len(_HARDWARE_FIGURES):
+            raise ValueError(
+                "memory, bandwidth, peakTflops and power are all required unless basedOn names a catalog entry"
+            )
+        known = {"fp32", "bf16", "fp16", "fp8", "int8", "fp4", "int4"}
+        bad = sorted(set(self.peak_tflops or {}) - known)
+        if bad:
+            raise ValueError(
+                f"peakTflops keys must be compute classes: {', '.join(sorted(known))} (got {bad})"
+            )
+        return self
+
+    @property
+    def defines_hardware(self) -> bool:
+        """False for a price-only profile (it overrides the price, not the hardware)."""
+        return self.based_on is not None or any(getattr(self, f) is not None for f in _HARDWARE_FIGURES)
+
+    def hardware_entry(self, default_name: str) -> dict[str, Any]:
+        """The custom-hardware entry (``load_hardware_yaml`` format) this profile describes."""
+        entry: dict[str, Any] = self.model_dump(
+            by_alias=True, exclude_none=True, exclude={"match_pool", "match_gpu_product"}
+        )
+        entry.setdefault("name", default_name)
+        if "kind" in entry:
+            entry["kind"] = str(entry["kind"])
+        return entry

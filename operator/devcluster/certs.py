@@ -27,6 +27,7 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "kube-scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
 }
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,18 @@ class Pki:
     @property
     def apiserver_key(self) -> Path:
         return self.directory / "apiserver.key"
+
+    @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.directory / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.directory / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.directory / "front-proxy-client.key"
 
     @property
     def service_account_key(self) -> Path:
@@ -87,7 +100,9 @@ def _name(common_name: str, organisation: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -203,6 +218,15 @@ def write_pki(directory: Path, service_ip: str) -> Pki:
         key, cert = make_leaf(ca_key, ca_cert, user, group)
         _write(pki.client_key(stem), _key_pem(key), private=True)
         _write(pki.client_cert(stem), _cert_pem(cert), private=False)
+
+    # A separate CA for the aggregation layer's request-header authentication (as kubeadm does):
+    # the controller-manager and scheduler read it for delegated authentication, and aggregated
+    # APIs (e.g. metrics) trust the apiserver's proxy client by it.
+    fp_ca_key, fp_ca_cert = make_ca("hetsched-front-proxy-ca")
+    _write(pki.front_proxy_ca_cert, _cert_pem(fp_ca_cert), private=False)
+    key, cert = make_leaf(fp_ca_key, fp_ca_cert, FRONT_PROXY_CLIENT)
+    _write(pki.front_proxy_client_key, _key_pem(key), private=True)
+    _write(pki.front_proxy_client_cert, _cert_pem(cert), private=False)
 
     sa_key = _new_key()
     _write(pki.service_account_key, _key_pem(sa_key), private=True)

@@ -10,6 +10,8 @@ State folder (default ``~/.local/state/hetsched/cluster``, or ``$HETSCHED_CLUSTE
     pids/<name>.json    pid, executable and start time of each process we started
     logs/<name>.log     stdout+stderr of each process
     etcd/               etcd data
+    kwok-home/          KWOK's $HOME (so ~/.kwok/kwok.yaml is not read)
+    kube-cache/, helm/  kubectl discovery cache and Helm homes for this cluster (see ``env``)
 
 The processes run in their own sessions (they outlive ``hetsched cluster up``); ``down`` stops
 only a PID whose executable and start time still match its PID file, so a recycled PID is never
@@ -22,6 +24,7 @@ import base64
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -39,9 +42,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-
 from hetsched.operator.devcluster import build, certs
-from hetsched.operator.devcluster.pools import KWOK_ANNOTATION, PoolsFile, node_list
+from hetsched.operator.devcluster.pools import KWOK_ANNOTATION, POOL_LABEL, PoolFile, node_list, node_names
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
@@ -59,6 +61,10 @@ Log = Callable[[str], None]
 
 class ClusterError(RuntimeError):
     """The cluster could not be brought up, stopped or reached; the message says what to do."""
+
+
+class ComponentExited(ClusterError):
+    """A component died while we waited for it: no point waiting any longer."""
 
 
 def default_state_dir() -> Path:
@@ -87,7 +93,7 @@ def wait_for(
             result = check()
             if result is not None and result is not False:
                 return result
-        except ClusterError:
+        except ComponentExited:
             raise
         except Exception as exc:  # any failure (refused, 503, not found) just means "not yet"
             last_error = exc
@@ -184,6 +190,21 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def http_get(url: str, context: ssl.SSLContext | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    """GET ``url``; (status, body) for any HTTP status, OSError only when nothing answered.
+
+    An HTTPError carries an open response: closing it here avoids an "unclosed socket"
+    ResourceWarning (an error under pytest -W error).
+    """
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
 def _log_tail(path: Path, lines: int = 25) -> str:
     try:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
@@ -220,6 +241,7 @@ class ClusterConfig:
     bin_dir: str
     ports: Ports
     service_cidr: str = SERVICE_CIDR
+    node_grace_period: float | None = None  # controller-manager's default (50 s) when None
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     @classmethod
@@ -229,6 +251,7 @@ class ClusterConfig:
             bin_dir=data["bin_dir"],
             ports=Ports(**data["ports"]),
             service_cidr=data.get("service_cidr", SERVICE_CIDR),
+            node_grace_period=data.get("node_grace_period"),
             created_at=data.get("created_at", ""),
         )
 
@@ -374,9 +397,10 @@ class Cluster:
 
     def api_get(self, path: str, timeout: float = 5) -> Any:
         """GET a JSON path from the apiserver as admin."""
-        request = urllib.request.Request(self.server + path, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, context=self._ssl_context(), timeout=timeout) as response:
-            return json.load(response)
+        status, body = http_get(self.server + path, self._ssl_context(), timeout)
+        if status != 200:
+            raise ClusterError(f"GET {path}: HTTP {status}: {body[:300].decode(errors='replace')}")
+        return json.loads(body)
 
     def nodes(self) -> list[NodeStatus]:
         """KWOK nodes and whether each is Ready."""
@@ -386,7 +410,9 @@ class Cluster:
             conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
             labels = item["metadata"].get("labels", {})
             out.append(
-                NodeStatus(item["metadata"]["name"], labels.get("hetsched.io/pool"), conditions.get("Ready") == "True")
+                NodeStatus(
+                    item["metadata"]["name"], labels.get(POOL_LABEL), conditions.get("Ready") == "True"
+                )
             )
         return sorted(out, key=lambda n: n.name)
 
@@ -417,19 +443,23 @@ class Cluster:
         if query_api and result.components[1].running:
             try:
                 result.nodes = self.nodes()
-            except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+            except (OSError, ClusterError, ValueError, KeyError) as exc:
                 result.api_error = str(exc)
         return result
 
     # up
     def up(
         self,
-        pools: PoolsFile | None = None,
+        pools: PoolFile | None = None,
         *,
         bin_dir: Path | None = None,
         timeout: float = 120,
+        node_grace_period: float | None = None,
     ) -> ClusterStatus:
         """Bring the cluster up (or find it up) and create the pools' nodes; idempotent.
+
+        ``node_grace_period``: seconds without a heartbeat before a node goes NotReady (the
+        controller-manager's default is 50 s; KWOK renews leases every 10 s, so keep it >= 20).
 
         Already running: only applies ``pools``. Partly running: ClusterError (run ``down``).
         Left over with nothing running (e.g. after a reboot): removed and started afresh.
@@ -458,47 +488,39 @@ class Cluster:
 
             bins = bin_dir or build.ensure_binaries(progress=self.log)
             try:
-                self._start(bins, timeout)
+                self._start(bins, timeout, node_grace_period)
                 if pools is not None:
                     self._apply_nodes(pools, timeout)
             except BaseException:
-                self.log(f"bringing the cluster up failed; stopping what started (logs kept in {self.state_dir})")
+                self.log(
+                    f"bringing the cluster up failed; stopping what started (logs kept in {self.state_dir})"
+                )
                 with contextlib.suppress(ClusterError):
                     self._stop(timeout=10)
                 raise
         self.log(f"cluster up in {time.monotonic() - started:.1f}s")
         return self.status()
 
-    def _start(self, bins: Path, timeout: float) -> None:
+    def _start(self, bins: Path, timeout: float, node_grace_period: float | None) -> None:
         phase_start = time.monotonic()
         for sub in ("pids", "logs", "kubeconfigs", "etcd", "kwok-home"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)  # holds private keys
+        (self.state_dir / "etcd").chmod(0o700)  # etcd warns about anything wider
         ports = Ports(*_free_ports(6))
-        config = ClusterConfig(bin_dir=str(bins), ports=ports)
+        config = ClusterConfig(bin_dir=str(bins), ports=ports, node_grace_period=node_grace_period)
         self.config_path.write_text(json.dumps(asdict(config), indent=2) + "\n")
-        pki = certs.write_pki(self.state_dir / "pki", SERVICE_IP)
+        certs.write_pki(self.state_dir / "pki", SERVICE_IP)
         self._write_kubeconfig(self.kubeconfig, "admin")
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             self._write_kubeconfig(self._component_kubeconfig(name), name)
         self.log(f"  certificates and kubeconfigs: {time.monotonic() - phase_start:.1f}s")
 
-        self._launch("etcd", bins, self._etcd_args(ports))
-        self._wait_healthy("etcd", lambda: self._http_ok(f"http://127.0.0.1:{ports.etcd}/health"), timeout)
-        self._launch("kube-apiserver", bins, self._apiserver_args(ports, pki))
-        self._wait_healthy("kube-apiserver", self._apiserver_ready, timeout)
-        self._launch("kube-controller-manager", bins, self._controller_manager_args(ports, pki))
-        self._launch("kube-scheduler", bins, self._scheduler_args(ports))
-        self._launch("kwok", bins, self._kwok_args(ports), env={"HOME": str(self.state_dir / "kwok-home")})
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed, generated at start
-        for name, url, context in (
-            ("kube-controller-manager", f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure),
-            ("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", insecure),
-            ("kwok", f"http://127.0.0.1:{ports.kwok}/healthz", None),
-        ):
-            self._wait_healthy(name, lambda url=url, context=context: self._http_ok(url, context), timeout)
+        for group in (("etcd",), ("kube-apiserver",), ("kube-controller-manager", "kube-scheduler", "kwok")):
+            for name in group:
+                self._launch_component(name, bins, config)
+            for name in group:
+                self._wait_healthy(name, self._health_check(name, ports), timeout)
         # Pods can only be created once the controller-manager has made the `default` ServiceAccount.
         self._wait_healthy(
             "kube-controller-manager",
@@ -508,45 +530,80 @@ class Cluster:
         )
         self.log(f"  control plane ready: {time.monotonic() - phase_start:.1f}s")
 
+    def _launch_component(self, name: str, bins: Path, config: ClusterConfig) -> None:
+        pki, ports = self.pki, config.ports
+        if name == "etcd":
+            self._launch(name, bins, self._etcd_args(ports))
+        elif name == "kube-apiserver":
+            self._launch(name, bins, self._apiserver_args(ports, pki))
+        elif name == "kube-controller-manager":
+            self._launch(name, bins, self._controller_manager_args(config, pki))
+        elif name == "kube-scheduler":
+            self._launch(name, bins, self._scheduler_args(ports))
+        elif name == "kwok":
+            # HOME inside the state folder: KWOK would otherwise also read ~/.kwok/kwok.yaml.
+            self._launch(name, bins, self._kwok_args(ports), env={"HOME": str(self.state_dir / "kwok-home")})
+        else:
+            raise ValueError(f"unknown component {name!r}")
+
+    def _health_check(self, name: str, ports: Ports) -> Callable[[], bool]:
+        if name == "etcd":
+            return functools.partial(self._http_ok, f"http://127.0.0.1:{ports.etcd}/health")
+        if name == "kube-apiserver":
+            return self._apiserver_ready
+        if name == "kwok":
+            return functools.partial(self._http_ok, f"http://127.0.0.1:{ports.kwok}/healthz")
+        # The controller-manager and scheduler serve /healthz over TLS with a self-signed cert
+        # they generate at start; nothing to verify it against.
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        port = ports.of(name)
+        return functools.partial(self._http_ok, f"https://127.0.0.1:{port}/healthz", insecure)
+
     def _launch(self, name: str, bins: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        with contextlib.suppress(FileNotFoundError):  # a restart: collect the old one if it is our child
+            _reap(ProcessRecord(**json.loads(self._pid_path(name).read_text())).pid)
         exe = os.path.realpath(bins / name)  # what /proc/<pid>/exe will show
         log_path = self.log_path(name)
         log_path.write_text(f"# {exe} {' '.join(args)}\n")
         pid = _spawn([exe, *args], log_path, dict(os.environ) | (env or {}))
         stat = _proc_stat(pid)
         start_time = int(stat[19]) if stat else 0
-        record = ProcessRecord(name=name, pid=pid, exe=exe, start_time=start_time, port=self._config().ports.of(name))
+        record = ProcessRecord(
+            name=name, pid=pid, exe=exe, start_time=start_time, port=self._config().ports.of(name)
+        )
         tmp = self._pid_path(name).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(record)) + "\n")
         os.replace(tmp, self._pid_path(name))
 
-    def _wait_healthy(self, name: str, check: Callable[[], Any], timeout: float, what: str | None = None) -> None:
+    def _wait_healthy(
+        self, name: str, check: Callable[[], Any], timeout: float, what: str | None = None
+    ) -> None:
         start = time.monotonic()
         record = self.records()[name]
+        log = self.log_path(name)
 
         def probe() -> Any:
             if not record.is_alive():
                 _reap(record.pid)
-                raise ClusterError(f"{name} exited during start-up; log {self.log_path(name)}:\n{_log_tail(self.log_path(name))}")
+                raise ComponentExited(f"{name} exited during start-up; log {log}:\n{_log_tail(log)}")
             return check()
 
         try:
             wait_for(probe, timeout, what or f"{name} to be healthy")
+        except ComponentExited:
+            raise
         except ClusterError as exc:
-            if "exited" in str(exc):
-                raise
-            raise ClusterError(f"{exc}; log {self.log_path(name)}:\n{_log_tail(self.log_path(name))}") from None
+            raise ClusterError(f"{exc}; log {log}:\n{_log_tail(log)}") from None
         self.log(f"  {what or name}: ready after {time.monotonic() - start:.1f}s")
 
     @staticmethod
     def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-        with urllib.request.urlopen(url, context=context, timeout=2) as response:
-            return bool(response.status == 200)
+        return http_get(url, context, timeout=2)[0] == 200
 
     def _apiserver_ready(self) -> bool:
-        url = f"{self.server}/readyz"
-        with urllib.request.urlopen(url, context=self._ssl_context(), timeout=2) as response:
-            return bool(response.status == 200)
+        return http_get(f"{self.server}/readyz", self._ssl_context(), timeout=2)[0] == 200
 
     # command lines
     def _etcd_args(self, ports: Ports) -> list[str]:
@@ -582,6 +639,17 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             f"--cert-dir={self.state_dir / 'pki'}",
+            # The `kubernetes` Service cannot point at a loopback address (endpoint validation
+            # rejects it every 10 s); nothing runs in pods here, so leave it without endpoints.
+            "--endpoint-reconciler-type=none",
+            # Aggregation layer / request-header authentication (see certs.write_pki).
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            f"--requestheader-allowed-names={certs.FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client_key}",
         ]
 
     def _delegated_auth_args(self, name: str) -> list[str]:
@@ -594,10 +662,15 @@ class Cluster:
             "--bind-address=127.0.0.1",
         ]
 
-    def _controller_manager_args(self, ports: Ports, pki: certs.Pki) -> list[str]:
+    def _controller_manager_args(self, config: ClusterConfig, pki: certs.Pki) -> list[str]:
         # All default controllers, node-lifecycle included: KWOK nodes that stop heartbeating go
-        # NotReady after --node-monitor-grace-period (default) and their pods are evicted.
+        # NotReady after --node-monitor-grace-period and their pods are evicted.
+        ports = config.ports
+        grace = []
+        if config.node_grace_period is not None:
+            grace = [f"--node-monitor-grace-period={config.node_grace_period:g}s"]
         return [
+            *grace,
             *self._delegated_auth_args("kube-controller-manager"),
             f"--secure-port={ports.controller_manager}",
             f"--service-account-private-key-file={pki.service_account_key}",
@@ -612,7 +685,6 @@ class Cluster:
         return [*self._delegated_auth_args("kube-scheduler"), f"--secure-port={ports.scheduler}"]
 
     def _kwok_args(self, ports: Ports) -> list[str]:
-        # HOME is pointed into the state folder at launch so a user's ~/.kwok/kwok.yaml is not read.
         return [
             f"--kubeconfig={self._component_kubeconfig('kwok')}",
             "--manage-all-nodes=false",
@@ -620,6 +692,9 @@ class Cluster:
             f"--cidr={POD_CIDR}",
             "--node-ip=10.0.0.1",
             f"--server-address=127.0.0.1:{ports.kwok}",
+            # Heartbeat by Lease renewed every 10 s, like a kubelet. Without it KWOK falls back to
+            # status updates every 20-45 s, too close to the controller-manager's 50 s grace period.
+            "--node-lease-duration-seconds=40",
         ]
 
     def _write_kubeconfig(self, path: Path, client: str) -> None:
@@ -654,14 +729,14 @@ class Cluster:
         path.chmod(0o600)
 
     # nodes
-    def apply_nodes(self, pools: PoolsFile, timeout: float = 60) -> list[NodeStatus]:
+    def apply_nodes(self, pools: PoolFile, timeout: float = 60) -> list[NodeStatus]:
         """Create (or update the labels/taints of) the pools' nodes and wait until they are Ready."""
         with self._lock():
             return self._apply_nodes(pools, timeout)
 
-    def _apply_nodes(self, pools: PoolsFile, timeout: float) -> list[NodeStatus]:
+    def _apply_nodes(self, pools: PoolFile, timeout: float) -> list[NodeStatus]:
         start = time.monotonic()
-        names = {n for p in pools.pools for n in p.node_names()}
+        names = {n for p in pools.pools for n in node_names(p)}
         self.kubectl("apply", "-f", "-", input=json.dumps(node_list(pools)))
 
         def all_ready() -> list[NodeStatus] | None:
@@ -669,17 +744,61 @@ class Cluster:
             return nodes if len(nodes) == len(names) and all(n.ready for n in nodes) else None
 
         nodes = wait_for(all_ready, timeout, f"{len(names)} nodes to be Ready")
-        self.log(f"  {len(nodes)} nodes of {len(pools.pools)} pools Ready after {time.monotonic() - start:.1f}s")
+        self.log(
+            f"  {len(nodes)} nodes of {len(pools.pools)} pools Ready after {time.monotonic() - start:.1f}s"
+        )
         return nodes
 
-    def delete_nodes(self, pools: PoolsFile, timeout: float = 60) -> None:
+    def delete_nodes(self, pools: PoolFile, timeout: float = 60) -> None:
         """Delete the pools' nodes (their pods are then garbage-collected by the controller-manager)."""
-        names = sorted({n for p in pools.pools for n in p.node_names()})
+        names = sorted({n for p in pools.pools for n in node_names(p)})
         with self._lock():
             self.kubectl("delete", "nodes", "--ignore-not-found", *names, timeout=timeout)
             wait_for(
-                lambda: not any(n.name in names for n in self.nodes()), timeout, f"{len(names)} nodes to be deleted"
+                lambda: not any(n.name in names for n in self.nodes()),
+                timeout,
+                f"{len(names)} nodes to be deleted",
             )
+
+    def stop_heartbeats(self, names: Sequence[str], timeout: float = 60) -> None:
+        """Simulate losing nodes: KWOK stops heartbeating them, so after the node grace period
+        the node-lifecycle controller marks them not Ready (Ready=Unknown, ``unreachable`` taint).
+        Their pods stay bound until the taint-based eviction (300 s by default).
+        Undo with :meth:`resume_heartbeats`.
+        """
+        with self._lock():
+            self.kubectl("annotate", "node", *names, f"{KWOK_ANNOTATION}-")
+            self._restart_kwok(timeout)
+
+    def resume_heartbeats(self, names: Sequence[str], timeout: float = 60) -> None:
+        """Undo :meth:`stop_heartbeats`: KWOK manages the nodes again and reports them Ready."""
+        with self._lock():
+            self.kubectl("annotate", "node", *names, KWOK_NODE_SELECTOR, "--overwrite")
+            self._restart_kwok(timeout)
+
+    def _restart_kwok(self, timeout: float) -> None:
+        """Restart KWOK so it re-reads which nodes carry its annotation.
+
+        KWOK 0.7 only takes up or drops a node when it starts (or the node is created or
+        deleted): it keeps heartbeating a node that lost the annotation and ignores one that
+        regained it. The node Leases are deleted while it is down: the new KWOK has a new holder
+        identity and would otherwise wait for the old Leases to expire (40 s), longer than a short
+        grace period. The other nodes miss about a second of heartbeat.
+        """
+        self._stop_component("kwok", timeout)
+        self.kubectl("delete", "leases", "--all", "-n", "kube-node-lease")
+        config = self._config()
+        self._launch_component("kwok", Path(config.bin_dir), config)
+        self._wait_healthy("kwok", self._health_check("kwok", config.ports), timeout)
+
+    def _stop_component(self, name: str, timeout: float) -> None:
+        record = self.records()[name]
+        if record.is_alive():
+            os.kill(record.pid, signal.SIGTERM)
+            if self._wait_gone([record], timeout):
+                os.kill(record.pid, signal.SIGKILL)
+                if self._wait_gone([record], 10):
+                    raise ClusterError(f"{name} (pid {record.pid}) still running after SIGKILL")
 
     # down
     def down(self, timeout: float = 15, keep_state: bool = False) -> list[ProcessRecord]:

@@ -33,6 +33,22 @@ class Efficiency(BaseModel):
     link_efficiency: float = Field(
         default=1.0, gt=0, le=1, description="achievable fraction of link bandwidth"
     )
+    layer_overhead_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="fixed cost per transformer layer per forward step (kernel launches, gaps, syncs)",
+    )
+    experts_bandwidth: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="bandwidth fraction reached by the routed-experts grouped GEMMs, relative to dense GEMMs",
+    )
+    request_overhead_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="fixed cost added to each request's time to first token (admission, first-token return)",
+    )
     fitted_by: str = "ideal: peak figures, no overheads"
 
 

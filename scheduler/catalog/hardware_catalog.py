@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..calibration.calibrated import calibrate
 from .hardware import DeviceKind, HardwareSpec
 
 
@@ -404,7 +405,9 @@ _ENTRIES: list[HardwareSpec] = [
     ),
 ]
 
-HARDWARE: dict[str, HardwareSpec] = {hw.name: hw for hw in _ENTRIES}
+# Each entry gets the efficiency fitted against measured serving (scheduler/calibration/calibrated.py;
+# docs/calibration.md); ``--efficiency ideal`` ignores it.
+HARDWARE: dict[str, HardwareSpec] = {hw.name: calibrate(hw) for hw in _ENTRIES}
 
 #: Other names for catalog entries (lower case, '-' for '_'): short names and the
 #: ``system`` column of the measured-benchmark CSV (``h200_sxm``, ``b200_sxm``).

@@ -1,0 +1,64 @@
+"""Test helpers around a running local cluster (used by tests/integration/conftest.py).
+
+In the package rather than in conftest.py so test modules can import the type.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hetsched.operator.devcluster.cluster import Cluster, wait_for
+
+T = TypeVar("T")
+
+
+@dataclass
+class LocalCluster:
+    """What tests use: the kubeconfig, the pinned kubectl/helm, and a condition waiter."""
+
+    handle: Cluster
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.handle.kubeconfig)
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self.handle.bin_dir)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.handle.state_dir)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """KUBECONFIG, PATH (pinned binaries first) and private kubectl/helm caches."""
+        return dict(self.handle.env())
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """The pinned kubectl with this cluster's kubeconfig; ClusterError on failure if ``check``."""
+        result: subprocess.CompletedProcess[str] = self.handle.kubectl(*args, input=input, check=check)
+        return result
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / "helm"), "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=120, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    @staticmethod
+    def wait_for(check: Callable[[], T | None], timeout: float = 60, what: str = "a condition") -> T:
+        """Poll until ``check`` returns something truthy-ish (not None/False); fail on timeout."""
+        result: T = wait_for(check, timeout, what)
+        return result

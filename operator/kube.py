@@ -1,0 +1,155 @@
+"""The few Kubernetes API calls the reconciler makes (kubernetes_asyncio), behind a small class that
+tests replace with a fake.
+
+Children are written with server-side apply (field manager ``hetsched``, forced: the operator owns
+these objects); status with a JSON merge patch on the ``status`` subresource.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hetsched.scheduler.spec import API_GROUP, API_VERSION
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+FIELD_MANAGER = "hetsched"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    async def from_kubeconfig(cls, path: str | None = None) -> KubeApi:
+        """Client from ``path``, ``$KUBECONFIG`` or the in-cluster service account."""
+        configuration = client.Configuration()
+        kubeconfig = path or os.environ.get("KUBECONFIG")
+        if kubeconfig or Path("~/.kube/config").expanduser().exists():  # noqa: ASYNC240 (startup only)
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(client.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    async def apply(self, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        body = json.loads(json.dumps(obj))
+        common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
+        if obj["kind"] == "Deployment":
+            await self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **common)
+        elif obj["kind"] == "Service":
+            await self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **common)
+        else:
+            raise ValueError(f"cannot apply kind {obj['kind']}")
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        try:
+            if kind == "Deployment":
+                await self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+            elif kind == "Service":
+                await self.core.delete_namespaced_service(name, namespace)
+            else:
+                raise ValueError(f"cannot delete kind {kind}")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "agentworkloads",
+            name,
+            {"status": dict(status)},
+            _content_type=MERGE,  # type: ignore[call-arg]
+        )
+
+    async def post_event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``ref`` (what ``kubectl describe`` shows)."""
+        meta = ref["metadata"]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": ref["apiVersion"],
+                "kind": ref["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.core.create_namespaced_event(meta["namespace"], body)  # type: ignore[arg-type]
+
+    async def list_nodes(self) -> list[tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]]:
+        """(name, labels, spec, status) of every Node, as plain dicts (camelCase keys)."""
+        out = []
+        cont: str | None = None
+        while True:
+            page = (
+                await self.core.list_node(limit=500, _continue=cont)
+                if cont
+                else await self.core.list_node(limit=500)
+            )
+            for node in page.items:
+                d = self.api_client.sanitize_for_serialization(node)
+                meta = d.get("metadata") or {}
+                out.append(
+                    (
+                        str(meta.get("name")),
+                        dict(meta.get("labels") or {}),
+                        d.get("spec") or {},
+                        d.get("status") or {},
+                    )
+                )
+            cont = page.metadata._continue if page.metadata else None
+            if not cont:
+                return out
+
+    async def list_profiles(self) -> dict[str, dict[str, Any]]:
+        """AcceleratorProfile specs by name ({} when the CRD is not installed)."""
+        try:
+            doc = await self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, "acceleratorprofiles")
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        return {str(i["metadata"]["name"]): dict(i.get("spec") or {}) for i in doc.get("items", [])}
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            cm = await self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(cm.data or {})
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 404

@@ -1,0 +1,130 @@
+"""``hetsched operator run``: Kopf (main thread) plus the HTTP API and /metrics (own thread)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+
+def _network(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        try:
+            gbps = float(value)
+        except ValueError:
+            gbps = -1.0
+        if not sep or not key or gbps <= 0:
+            raise ValueError(f"--network-gbps {item!r}: expected default=<GB/s> or <pool>/<pool>=<GB/s>")
+        out[key] = gbps
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+    from hetsched.operator import handlers  # registers the handlers
+    from hetsched.operator.api import create_app
+    from hetsched.operator.metrics import Metrics
+    from hetsched.operator.server import HttpServer
+    from hetsched.operator.state import OperatorState
+    from hetsched.operator.whatif import WhatIfBackend
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    namespaces = tuple(args.namespace or ())
+    settings = handlers.OperatorSettings(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        policy=args.policy,
+        network_gbps=_network(args.network_gbps or []),
+        kubeconfig=args.kubeconfig,
+        resync_seconds=args.resync_seconds,
+        debounce_seconds=args.debounce_seconds,
+        workers=args.workers,
+        solver=args.solver,
+        not_ready_grace_seconds=args.not_ready_grace_seconds,
+        startup_grace_seconds=args.startup_grace_seconds,
+    )
+    state = OperatorState()
+    metrics = Metrics(state)
+    op = handlers.OperatorContext(settings=settings, state=state, metrics=metrics)
+    backend = WhatIfBackend(state, op.pools)
+    server = HttpServer(
+        create_app(state, metrics, backend, max_body=args.max_body_bytes), args.host, args.port
+    )
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    logging.getLogger("hetsched").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    server.start()
+    print(
+        f"hetsched operator: HTTP API on http://{args.host}:{server.port} (/metrics, /v1/pools, /v1/workloads, /docs)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        kopf.run(
+            clusterwide=settings.clusterwide,
+            namespaces=list(namespaces),
+            standalone=True,
+            memo=kopf.Memo(op=op),
+        )
+    finally:
+        server.stop()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "operator", help="run the Kubernetes operator", description="The hetsched operator."
+    )
+    sub = p.add_subparsers(dest="operator_command", metavar="COMMAND", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run Kopf and the HTTP API (/metrics, /v1/*) against $KUBECONFIG",
+        description="Watch AgentWorkloads, AcceleratorProfiles and Nodes; place workloads on the node pools "
+        "and converge their Deployments and Services. Kubeconfig: --kubeconfig, $KUBECONFIG or in-cluster.",
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (default)")
+    run.add_argument(
+        "--port", type=int, default=int(os.environ.get("HETSCHED_PORT", "8080")), help="HTTP port"
+    )
+    run.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+    run.add_argument(
+        "--policy",
+        choices=("stable", "joint"),
+        default="stable",
+        help="stable: placed workloads keep their placement while valid (default); joint: re-optimise all",
+    )
+    run.add_argument(
+        "--network-gbps",
+        action="append",
+        metavar="KEY=GBPS",
+        help="inter-pool bandwidth for KV transfer: default=25 or a100/h100=50 (repeatable)",
+    )
+    run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="periodic re-convergence (default 60)"
+    )
+    run.add_argument("--debounce-seconds", type=float, default=0.2, help="planning debounce (default 0.2)")
+    run.add_argument(
+        "--not-ready-grace-seconds",
+        type=float,
+        default=30.0,
+        help="a NotReady node still counts until it has been NotReady this long (default 30)",
+    )
+    run.add_argument(
+        "--startup-grace-seconds",
+        type=float,
+        default=10.0,
+        help="before the first plan, wait this long for every existing workload to be read (default 10)",
+    )
+    run.add_argument("--workers", type=int, default=4, help="concurrent convergences (default 4)")
+    run.add_argument("--solver", choices=("milp", "greedy"), default="milp", help="placement solver")
+    run.add_argument("--max-body-bytes", type=int, default=1 << 20, help="HTTP request body limit (1 MiB)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more")
+    run.add_argument("--debug", action="store_true", help="log everything (Kopf debug)")
+    run.set_defaults(func=cmd_run)

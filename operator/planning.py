@@ -1,0 +1,492 @@
+"""Glue between the operator and the placement engine (pure: no Kubernetes, no Kopf).
+
+* :func:`build_cluster` — the scheduler's ``Cluster`` from live pools (``nodes.py``) and
+  AcceleratorProfiles (``profiles.py``), minus devices already used;
+* :func:`resolve` — an AgentWorkload spec (dict from the API server) to a ``WorkloadRequest``;
+* :func:`plan_workloads` — one planning round for all registered workloads, with the *stable*
+  policy (placed workloads whose spec and pools did not change keep their placement and their
+  devices count as used; the rest are planned together on what is left) or the *joint* policy
+  (everything re-optimised together every round);
+* :class:`WorkloadPlan` / :class:`PhasePlan` — what the reconciler needs per workload, with the OI
+  and CF of each phase at its operating point (re-derived with ``analysis.analyze_phase``, the
+  same conventions as the planner's estimate cache).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hetsched.operator.manifests import PhaseDeployment, TaintRef
+from hetsched.operator.nodes import LivePool
+from hetsched.operator.profiles import Profile, ResolvedPool, resolve_pool
+from hetsched.operator.state import PoolView
+from hetsched.scheduler.analysis import analyze_phase
+from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.estimator import Phase
+from hetsched.scheduler.placement.candidates import PlanOptions
+from hetsched.scheduler.placement.planner import plan as engine_plan
+from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
+from hetsched.scheduler.placement.result import PhasePlacement, WorkloadPlacement
+from hetsched.scheduler.pools import DEFAULT_NETWORK_GBPS, Cluster, Pool, Taint, UnavailablePool
+
+Key = tuple[str, str]  # (namespace, name)
+GB = 1e9
+
+
+# ---- pools ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PoolsInput:
+    """Everything planning needs about the pools, and its fingerprint."""
+
+    cluster: Cluster  # all usable devices free
+    views: tuple[PoolView, ...]
+    fingerprint: str
+
+
+def build_pools(
+    live: Sequence[LivePool],
+    profiles: Sequence[Profile],
+    *,
+    network_gbps: Mapping[str, float] | None = None,
+    fingerprint: str = "",
+) -> PoolsInput:
+    """The Cluster (hardware and price resolved) and the per-pool views for the API and metrics."""
+    pools: list[Pool] = []
+    unavailable: list[UnavailablePool] = []
+    views: list[PoolView] = []
+    for lp in live:
+        rp: ResolvedPool = resolve_pool(lp, list(profiles), lp.price_label)
+        hw = rp.hardware
+        problem = rp.problem
+        if hw is not None and lp.nodes == 0:
+            problem = f"no Ready, schedulable nodes ({lp.total_nodes} node(s): NotReady or cordoned)"
+        views.append(
+            PoolView(
+                pool=lp,
+                hardware=hw.name if hw is not None else None,
+                hardware_source=rp.hardware_source,
+                device_memory_bytes=hw.memory_bytes if hw is not None else 0.0,
+                price_per_device_hour=rp.price_per_device_hour,
+                problem=problem,
+            )
+        )
+        if hw is None:
+            unavailable.append(UnavailablePool(lp.name, "hardware-unknown", problem, lp.devices))
+            continue
+        if lp.nodes == 0:
+            continue  # like cluster_from_nodes: a pool without usable nodes is not offered at all
+        pools.append(
+            Pool(
+                name=lp.name,
+                hardware=hw,
+                nodes=lp.nodes,
+                devices_per_node=lp.devices_per_node,
+                free_devices=lp.devices,
+                price_per_device_hour=rp.price_per_device_hour or 0.0,
+                node_selector=dict(lp.node_selector),
+                taints=tuple(Taint(key=k, value=v, effect=e) for k, v, e in lp.taints),
+            )
+        )
+    pairs: dict[tuple[str, str], float] = {}
+    default = DEFAULT_NETWORK_GBPS * GB
+    names = {p.name for p in pools}
+    for key, gbps in (network_gbps or {}).items():
+        if key == "default":
+            default = gbps * GB
+            continue
+        a, _, b = key.partition("/")
+        if a in names and b in names:
+            pairs[(a, b) if a <= b else (b, a)] = gbps * GB
+    cluster = Cluster(tuple(pools), pairs, default, tuple(unavailable))
+    return PoolsInput(cluster, tuple(views), fingerprint)
+
+
+def with_used(cluster: Cluster, used: Mapping[str, int]) -> Cluster:
+    """The cluster with ``used`` devices per pool taken."""
+    pools = tuple(
+        replace(p, free_devices=max(0, p.free_devices - int(used.get(p.name, 0)))) for p in cluster.pools
+    )
+    return replace(cluster, pools=pools)
+
+
+# ---- workloads --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A valid, resolved workload the coordinator plans."""
+
+    key: Key
+    generation: int
+    uid: str
+    request: WorkloadRequest
+    spec: Mapping[str, Any]  # the spec as the API server returned it (for serving/containers)
+    model_id: str  # what {model} renders to
+    created: str = ""  # metadata.creationTimestamp (RFC 3339): older workloads keep their devices first
+
+
+def resolve(
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    config_json: Mapping[str, Any] | None = None,
+) -> tuple[WorkloadRequest, str]:
+    """(request, model id for {model}); ValueError naming the field when the spec cannot be served."""
+    model: ModelConfig | None = None
+    if config_json is not None:
+        from hetsched.scheduler.placement import catalogs
+
+        cm = (spec.get("model") or {}).get("configMap") or {}
+        label = f"{namespace}/{cm.get('name', 'configmap')}"
+        try:
+            model = catalogs.load_hf_config(dict(config_json), label)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"spec.model.configMap: {exc}") from None
+    req = resolve_workload(dict(spec), name=name, namespace=namespace, model=model)
+    model_id = req.model.hf_id or (spec.get("model") or {}).get("name") or req.model.name
+    return req, str(model_id)
+
+
+# ---- plans ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PhasePlan:
+    phase: str  # prefill | decode
+    pool: str
+    hardware: str
+    tp: int
+    batch: int
+    max_batch: int
+    replicas: int
+    devices: int
+    operational_intensity: float
+    ridge_point: float
+    capacity_footprint_bytes: float
+    regime: str
+    ttft_seconds: float | None
+    tpot_seconds: float | None
+    tokens_per_second: float
+    cost_per_hour: float
+    dollars_per_million_tokens: float | None
+    node_selector: Mapping[str, str]
+    taints: tuple[TaintRef, ...]
+    gpu: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadPlan:
+    key: Key
+    generation: int
+    placed: bool
+    model: str
+    agent: str
+    mode: str | None = None
+    prefill: PhasePlan | None = None
+    decode: PhasePlan | None = None
+    max_model_len: int = 0
+    ttft_seconds: float | None = None
+    tpot_seconds: float | None = None
+    output_tokens_per_second: float | None = None
+    dollars_per_million_tokens: float | None = None
+    cost_per_hour: float = 0.0
+    rejected: tuple[tuple[str, str, str], ...] = ()  # (pool, phase, "reason: detail")
+    reason: str | None = None  # not placed: machine-readable reason
+    message: str = ""
+    suggestions: tuple[str, ...] = ()
+    pools_fingerprint: str = ""
+
+    def signature(self) -> tuple[Any, ...]:
+        """What a placement *is* (for change detection and events): mode, pools, TP, replicas, batch."""
+        if not self.placed:
+            return ("unplaced", self.reason)
+        return (
+            self.mode,
+            *(
+                (p.phase, p.pool, p.tp, p.replicas, p.batch)
+                for p in (self.prefill, self.decode)
+                if p is not None
+            ),
+            self.max_model_len,
+        )
+
+    def devices(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        if not self.placed:
+            return out
+        phases = [self.prefill] if self.mode == "colocated" else [self.prefill, self.decode]
+        for p in phases:
+            if p is not None:
+                out[p.pool] = out.get(p.pool, 0) + p.devices
+        return out
+
+    def deployments(self) -> list[PhaseDeployment]:
+        """The phases as Deployments: one ``colocated`` or a ``prefill`` and a ``decode``."""
+        if not self.placed or self.prefill is None or self.decode is None:
+            return []
+        if self.mode == "colocated":
+            d = self.decode
+            return [_deployment("colocated", d, self.max_model_len)]
+        return [
+            _deployment("prefill", self.prefill, self.max_model_len),
+            _deployment("decode", self.decode, self.max_model_len),
+        ]
+
+    def describe(self) -> str:
+        if not self.placed:
+            return f"not placed ({self.reason}): {self.message}"
+        assert self.prefill is not None and self.decode is not None
+        cost = (
+            ""
+            if self.dollars_per_million_tokens is None
+            else f", ${self.dollars_per_million_tokens:.3g}/Mtok"
+        )
+        if self.mode == "colocated":
+            d = self.decode
+            return (
+                f"colocated on {d.pool} ({d.hardware}): TP {d.tp} × {d.replicas} replica(s), batch {d.batch}, "
+                f"{d.regime}{cost}"
+            )
+        p, d = self.prefill, self.decode
+        return (
+            f"prefill on {p.pool} ({p.hardware}, TP {p.tp} × {p.replicas}, {p.regime}), "
+            f"decode on {d.pool} ({d.hardware}, TP {d.tp} × {d.replicas}, batch {d.batch}, {d.regime}){cost}"
+        )
+
+
+def _deployment(phase: str, p: PhasePlan, max_model_len: int) -> PhaseDeployment:
+    return PhaseDeployment(
+        phase=phase,
+        pool=p.pool,
+        node_selector=dict(p.node_selector),
+        gpu=p.gpu,
+        tp=p.tp,
+        replicas=p.replicas,
+        max_batch=p.batch,
+        max_model_len=max_model_len,
+        taints=p.taints,
+        avoid_labelled_pools="hetsched.io/pool" not in p.node_selector,
+    )
+
+
+def _phase_plan(
+    pp: PhasePlacement,
+    req: WorkloadRequest,
+    cluster: Cluster,
+    colocated: bool,
+    options: PlanOptions,
+) -> PhasePlan:
+    assert pp.pool is not None and pp.tp is not None and pp.batch is not None and pp.replicas is not None
+    pool = cluster.pool(pp.pool)
+    hw = pool.hardware
+    if pp.phase == "prefill":
+        batch = 1 if colocated else pp.batch
+        a = analyze_phase(
+            req.model,
+            hw,
+            Phase.PREFILL,
+            batch=batch,
+            new_tokens=req.prompt_tokens,
+            context_tokens=req.cached_tokens,
+            precisions=req.precisions,
+            tp=pp.tp,
+            efficiency=options.efficiency,
+            utilization=options.utilization,
+        )
+    else:
+        a = analyze_phase(
+            req.model,
+            hw,
+            Phase.DECODE,
+            batch=pp.batch,
+            new_tokens=1,
+            context_tokens=req.cached_tokens + req.prompt_tokens + req.output_tokens // 2,
+            precisions=req.precisions,
+            tp=pp.tp,
+            efficiency=options.efficiency,
+            utilization=options.utilization,
+        )
+    perf = a.performance
+    return PhasePlan(
+        phase=pp.phase,
+        pool=pp.pool,
+        hardware=hw.name,
+        tp=pp.tp,
+        batch=pp.batch,
+        max_batch=perf.max_batch,
+        replicas=pp.replicas,
+        devices=pp.devices,
+        operational_intensity=a.cost.operational_intensity,
+        ridge_point=perf.ridge_point,
+        capacity_footprint_bytes=a.cost.capacity_footprint_bytes,
+        regime=pp.regime or perf.regime.value,
+        ttft_seconds=pp.ttft_seconds,
+        tpot_seconds=pp.tpot_seconds,
+        tokens_per_second=a.tokens_per_second * pp.replicas,
+        cost_per_hour=pp.cost_per_hour,
+        dollars_per_million_tokens=pp.cost_per_million_tokens,
+        node_selector=dict(pool.node_selector),
+        taints=tuple(TaintRef(t.key, t.value, t.effect) for t in pool.taints),
+        gpu=hw.kind.value != "cpu",
+    )
+
+
+def _rejections(w: WorkloadPlacement, limit: int) -> tuple[tuple[str, str, str], ...]:
+    out: list[tuple[str, str, str]] = []
+    for phase in (w.prefill, w.decode):
+        for r in phase.rejected:
+            out.append((r.pool, r.kind or phase.phase, f"{r.reason.value}: {r.detail}"))
+    # Most informative first: hard reasons before "cost", then by pool.
+    order = {"cost": 2, "pool-excluded": 1}
+    out.sort(key=lambda x: (order.get(x[2].split(":", 1)[0], 0), x[0], x[1]))
+    return tuple(out[:limit])
+
+
+def to_workload_plan(
+    w: WorkloadPlacement,
+    reg: Registration,
+    cluster: Cluster,
+    options: PlanOptions,
+    fingerprint: str,
+    max_rejected: int = 24,
+) -> WorkloadPlan:
+    req = reg.request
+    if not w.placed:
+        suggestions = tuple(s.detail for s in w.suggestions if s.feasible)[:3]
+        return WorkloadPlan(
+            key=reg.key,
+            generation=reg.generation,
+            placed=False,
+            model=w.model,
+            agent=w.agent,
+            max_model_len=w.max_model_len,
+            rejected=_rejections(w, max_rejected),
+            reason=w.reason or "infeasible",
+            message=w.detail or "no placement",
+            suggestions=suggestions,
+            pools_fingerprint=fingerprint,
+        )
+    colocated = w.mode == "colocated"
+    prefill = _phase_plan(w.prefill, req, cluster, colocated, options)
+    decode = _phase_plan(w.decode, req, cluster, colocated, options)
+    return WorkloadPlan(
+        key=reg.key,
+        generation=reg.generation,
+        placed=True,
+        model=w.model,
+        agent=w.agent,
+        mode=w.mode,
+        prefill=prefill,
+        decode=decode,
+        max_model_len=w.max_model_len,
+        ttft_seconds=w.ttft_seconds,
+        tpot_seconds=w.tpot_seconds,
+        output_tokens_per_second=w.output_tokens_per_second,
+        dollars_per_million_tokens=w.cost_per_million_tokens,
+        cost_per_hour=w.cost_per_hour,
+        rejected=_rejections(w, max_rejected),
+        pools_fingerprint=fingerprint,
+    )
+
+
+def _still_valid(p: WorkloadPlan, cluster: Cluster) -> bool:
+    """A kept placement must still name usable pools with the same hardware and node size."""
+    if not p.placed:
+        return False
+    names = {q.name: q for q in cluster.pools}
+    for ph in (p.prefill, p.decode):
+        if ph is None:
+            return False
+        pool = names.get(ph.pool)
+        if pool is None or pool.hardware.name != ph.hardware or ph.tp > pool.devices_per_node:
+            return False
+        if dict(pool.node_selector) != dict(ph.node_selector):
+            return False
+    return True
+
+
+def plan_workloads(
+    regs: Sequence[Registration],
+    pools: PoolsInput,
+    previous: Mapping[Key, WorkloadPlan] | None = None,
+    *,
+    policy: str = "stable",
+    options: PlanOptions | None = None,
+) -> dict[Key, WorkloadPlan]:
+    """One planning round (see the module docstring for the policies)."""
+    options = options or PlanOptions()
+    previous = previous or {}
+    cluster = pools.cluster
+    pinned: dict[Key, WorkloadPlan] = {}
+    if policy == "stable":
+        capacity = {p.name: p.free_devices for p in cluster.pools}
+        keep = []
+        for reg in regs:
+            prev = previous.get(reg.key)
+            if prev is not None and prev.generation == reg.generation and _still_valid(prev, cluster):
+                keep.append((reg, prev))
+        # Devices lost (nodes gone): unpin the newest placements on an over-full pool until it fits.
+        keep.sort(key=lambda rp: (rp[0].created, rp[0].key))
+        used: dict[str, int] = {}
+        for _, prev in keep:
+            for pool, n in prev.devices().items():
+                used[pool] = used.get(pool, 0) + n
+        for pool, n in sorted(used.items()):
+            excess = n - capacity.get(pool, 0)
+            if excess <= 0:
+                continue
+            on_pool = [(reg, prev) for reg, prev in keep if pool in prev.devices()]
+            for reg, prev in reversed(on_pool):
+                if excess <= 0:
+                    break
+                keep.remove((reg, prev))
+                excess -= prev.devices()[pool]
+        pinned = {reg.key: prev for reg, prev in keep}
+    elif policy != "joint":
+        raise ValueError(f"policy must be stable or joint, got {policy!r}")
+    used_now: dict[str, int] = {}
+    for p in pinned.values():
+        for pool, n in p.devices().items():
+            used_now[pool] = used_now.get(pool, 0) + n
+    todo = [r for r in regs if r.key not in pinned]
+    out = dict(pinned)
+    if todo:
+        remaining = with_used(cluster, used_now)
+        result = engine_plan([r.request for r in todo], remaining, options)
+        by_key = {(w.namespace, w.name): w for w in result.workloads}
+        for reg in todo:
+            out[reg.key] = to_workload_plan(by_key[reg.key], reg, remaining, options, pools.fingerprint)
+    return out
+
+
+def what_if(
+    requests: Iterable[WorkloadRequest],
+    pools: PoolsInput,
+    used: Mapping[str, int] | None = None,
+    options: PlanOptions | None = None,
+) -> dict[str, Any]:
+    """Plan ``requests`` on the live pools (optionally net of ``used`` devices); the engine's JSON."""
+    cluster = with_used(pools.cluster, used or {})
+    result = engine_plan(list(requests), cluster, options or PlanOptions())
+    doc = result.to_dict()
+    doc["poolsFingerprint"] = pools.fingerprint
+    out: dict[str, Any] = _finite(doc)
+    return out
+
+
+def _finite(x: Any) -> Any:
+    """JSON-safe: infinities and NaN become None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+@dataclass
+class PlanHistory:
+    """The last plans, for the stable policy and for change detection."""
+
+    plans: dict[Key, WorkloadPlan] = field(default_factory=dict)

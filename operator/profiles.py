@@ -1,0 +1,124 @@
+"""Hardware and price of live pools: AcceleratorProfiles first, then the catalog.
+
+For a pool, the hardware comes from the first of:
+
+1. an AcceleratorProfile with ``matchPool`` = the pool's name that defines hardware;
+2. an AcceleratorProfile with ``matchGpuProduct`` = the pool's ``nvidia.com/gpu.product``;
+3. the nodes' ``hetsched.io/hardware`` label (a catalog key);
+4. the catalog's GPU Feature Discovery mapping of the product label.
+
+The price per device-hour comes from the first of: the pool profile's ``pricePerHour``, the product
+profile's, the nodes' ``hetsched.io/price-per-device-hour`` label, the hardware's catalog price. A
+profile with only ``pricePerHour`` overrides the price and leaves the hardware to the chain.
+Pure functions: the operator calls them with its index contents, the tests with plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from hetsched.operator.nodes import LivePool
+from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.placement import catalogs
+from hetsched.scheduler.spec import AcceleratorProfileSpec, format_validation_error
+from pydantic import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    spec: AcceleratorProfileSpec
+    hardware: HardwareSpec | None  # None: price-only profile
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPool:
+    pool: LivePool
+    hardware: HardwareSpec | None
+    hardware_source: str
+    price_per_device_hour: float | None
+    price_source: str
+    problem: str = ""
+
+
+def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
+    """Validate an AcceleratorProfile spec and build its hardware (ValueError naming the field)."""
+    try:
+        parsed = AcceleratorProfileSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise ValueError(f"spec: {format_validation_error(exc)}") from None
+    hardware = None
+    if parsed.defines_hardware:
+        from hetsched.scheduler.catalog import hardware_catalog
+
+        entry = parsed.hardware_entry(name)
+        entry.setdefault("source", f"AcceleratorProfile/{name}")
+        text = yaml.safe_dump({"hardware": [entry]}, sort_keys=False)
+        try:
+            hardware = hardware_catalog.load_hardware_yaml(text)[0]
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("hardware[0]", "spec")) from None
+    return Profile(name, parsed, hardware)
+
+
+def parse_profiles(raw: Mapping[str, Mapping[str, Any]]) -> tuple[list[Profile], dict[str, str]]:
+    """Profiles that parse, and the problems of those that do not (by name)."""
+    ok: list[Profile] = []
+    bad: dict[str, str] = {}
+    for name in sorted(raw):
+        try:
+            ok.append(parse_profile(name, raw[name]))
+        except ValueError as exc:
+            bad[name] = str(exc)
+    return ok, bad
+
+
+def resolve_pool(pool: LivePool, profiles: list[Profile], price_label: float | None = None) -> ResolvedPool:
+    by_pool = [p for p in profiles if p.spec.match_pool == pool.name]
+    by_product = [p for p in profiles if pool.gpu_product and p.spec.match_gpu_product == pool.gpu_product]
+    hardware: HardwareSpec | None = None
+    source = ""
+    for group, what in ((by_pool, "pool"), (by_product, "GPU product")):
+        for p in group:
+            if p.hardware is not None:
+                hardware, source = p.hardware, f"AcceleratorProfile/{p.name} (matches the {what})"
+                break
+        if hardware is not None:
+            break
+    problem = ""
+    if hardware is None:
+        if pool.hardware_hint:
+            hardware = catalogs.get_hardware(pool.hardware_hint)
+            source = f"catalog ({pool.hardware_hint}, from the hetsched.io/hardware label)"
+        if hardware is None and pool.gpu_product:
+            hardware = catalogs.hardware_for_gfd_product(pool.gpu_product)
+            source = f"catalog (nvidia.com/gpu.product={pool.gpu_product})"
+        if hardware is None:
+            tried = []
+            if pool.hardware_hint:
+                tried.append(f"hetsched.io/hardware={pool.hardware_hint} is not a catalog key")
+            if pool.gpu_product:
+                tried.append(f"no catalog entry for nvidia.com/gpu.product={pool.gpu_product}")
+            if not tried:
+                tried.append(
+                    "its nodes have neither a hetsched.io/hardware nor a nvidia.com/gpu.product label"
+                )
+            problem = "; ".join(tried) + " — create an AcceleratorProfile with matchPool: " + pool.name
+            source = ""
+    price: float | None = None
+    price_source = ""
+    for group in (by_pool, by_product):
+        for p in group:
+            if p.spec.price_per_hour is not None:
+                price, price_source = p.spec.price_per_hour, f"AcceleratorProfile/{p.name}"
+                break
+        if price is not None:
+            break
+    if price is None and price_label is not None:
+        price, price_source = price_label, "node label hetsched.io/price-per-device-hour"
+    if price is None and hardware is not None:
+        price, price_source = hardware.price_per_hour, hardware.price_source or "catalog"
+    return ResolvedPool(pool, hardware, source, price, price_source, problem)

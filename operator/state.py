@@ -1,0 +1,118 @@
+"""What the operator knows, shared between the Kopf event loop and the HTTP thread.
+
+The Kopf side writes (pools after each observation, a workload's status after each patch); the
+HTTP side (``/metrics``, ``/v1/*``) reads immutable snapshots. A single ``threading.Lock`` guards
+the swap; readers never see a half-written update and never block the event loop for long.
+
+``/metrics`` and ``/v1/workloads`` render the very status dicts that were patched to the API
+server, so they report the same numbers as ``kubectl get aw -o yaml``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from hetsched.operator.nodes import LivePool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """A live pool with what the planner knows about it."""
+
+    pool: LivePool
+    hardware: str | None  # resolved hardware name (None: unknown hardware, pool unusable)
+    hardware_source: str  # "AcceleratorProfile/<name>", "catalog (label)", "catalog (GPU product)", ...
+    device_memory_bytes: float
+    price_per_device_hour: float | None
+    problem: str = ""  # why the pool is unusable, if it is
+
+    def to_dict(self, allocated: int) -> dict[str, Any]:
+        d: dict[str, Any] = self.pool.to_dict()
+        d.update(
+            hardware=self.hardware,
+            hardwareSource=self.hardware_source,
+            deviceMemoryBytes=self.device_memory_bytes,
+            memoryBytes=self.memory_bytes,
+            pricePerDeviceHour=self.price_per_device_hour,
+            devicesAllocated=allocated,
+            devicesFree=max(0, self.pool.devices - allocated),
+        )
+        if self.problem:
+            d["problem"] = self.problem
+        return d
+
+    @property
+    def memory_bytes(self) -> float:
+        """Device memory of the pool's usable devices (CPU pools: the nodes' allocatable memory)."""
+        if self.device_memory_bytes > 0:
+            return float(self.pool.devices * self.device_memory_bytes)
+        return float(self.pool.memory_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    pools: tuple[PoolView, ...] = ()
+    pools_fingerprint: str = ""
+    workloads: Mapping[tuple[str, str], Mapping[str, Any]] = field(
+        default_factory=dict
+    )  # (ns, name) → status
+    taken_at: float = 0.0
+
+    def allocated(self) -> dict[str, int]:
+        """Devices per pool used by the placed workloads (the planner's view: tp × replicas)."""
+        out: dict[str, int] = {}
+        for status in self.workloads.values():
+            for phase in ("prefill", "decode"):
+                ph = status.get(phase)
+                if not isinstance(ph, Mapping) or not ph.get("pool"):
+                    continue
+                if phase == "decode" and status.get("mode") == "colocated":
+                    continue  # one Deployment serves both phases
+                out[ph["pool"]] = out.get(ph["pool"], 0) + int(ph.get("devices") or 0)
+        return out
+
+
+class OperatorState:
+    """Thread-safe holder of the latest snapshot plus liveness/readiness flags."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+        self._workloads: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.started = threading.Event()  # Kopf's startup handler ran
+        self.pools_observed = threading.Event()  # the node index was read at least once
+        self.planner: Any = None  # set by the operator: what-if planning for the HTTP API
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def set_pools(self, pools: tuple[PoolView, ...], fingerprint: str) -> None:
+        with self._lock:
+            self._snapshot = Snapshot(pools, fingerprint, self._snapshot.workloads, time.time())
+        self.pools_observed.set()
+
+    def set_workload(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._workloads[(namespace, name)] = MappingProxyType(dict(status))
+            self._publish()
+
+    def drop_workload(self, namespace: str, name: str) -> None:
+        with self._lock:
+            if self._workloads.pop((namespace, name), None) is not None:
+                self._publish()
+
+    def _publish(self) -> None:
+        s = self._snapshot
+        self._snapshot = Snapshot(
+            s.pools, s.pools_fingerprint, MappingProxyType(dict(self._workloads)), time.time()
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.started.is_set() and self.pools_observed.is_set()

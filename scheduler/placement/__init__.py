@@ -1,0 +1,73 @@
+"""Placement engine: where each workload's prefill and decode run, at least cluster cost.
+
+Public API (what the CLI and the operator call):
+
+* :func:`resolve_workload` / :func:`resolve_manifest` — an AgentWorkload spec (pydantic or dict)
+  to a :class:`WorkloadRequest`;
+* :func:`build_cluster` (pool file) / :func:`cluster_from_nodes` (``kubectl get nodes -o yaml``)
+  — the :class:`~hetsched.scheduler.pools.Cluster`;
+* :func:`plan` — the :class:`Plan` (``Plan.to_dict()`` is the ``hetsched plan -o json`` shape).
+
+docs/placement.md explains the model, the formulas, the reasons and the solver.
+"""
+
+from hetsched.scheduler.placement.candidates import (
+    CandidateGenerator,
+    EstimateCache,
+    Mode,
+    Option,
+    PlanOptions,
+    Reason,
+    Rejection,
+    WorkloadCandidates,
+)
+from hetsched.scheduler.placement.cluster import (
+    build_cluster,
+    cluster_from_nodes,
+    load_nodes,
+    resolve_hardware,
+)
+from hetsched.scheduler.placement.planner import build_problem, plan, shared_cache, suggest
+from hetsched.scheduler.placement.request import (
+    WorkloadRequest,
+    load_requests,
+    resolve_manifest,
+    resolve_workload,
+)
+from hetsched.scheduler.placement.result import (
+    PhasePlacement,
+    Plan,
+    PoolUsage,
+    SolverReport,
+    Suggestion,
+    WorkloadPlacement,
+)
+
+__all__ = [
+    "CandidateGenerator",
+    "EstimateCache",
+    "Mode",
+    "Option",
+    "PhasePlacement",
+    "Plan",
+    "PlanOptions",
+    "PoolUsage",
+    "Reason",
+    "Rejection",
+    "SolverReport",
+    "Suggestion",
+    "WorkloadCandidates",
+    "WorkloadPlacement",
+    "WorkloadRequest",
+    "build_cluster",
+    "build_problem",
+    "cluster_from_nodes",
+    "load_nodes",
+    "load_requests",
+    "plan",
+    "resolve_hardware",
+    "resolve_manifest",
+    "resolve_workload",
+    "shared_cache",
+    "suggest",
+]

@@ -1,0 +1,360 @@
+"""Calibration: deterministic fit, the calibrated table, physical floors, consistency with the roofline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hetsched.scheduler.calibration import calibrated, fit
+from hetsched.scheduler.calibration.dataset import Plan, predict, read_measurements, resolve_all
+from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency
+from hetsched.scheduler.catalog.hardware_catalog import get_hardware
+from hetsched.scheduler.catalog.model_catalog import get_model
+from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase, matmul_operational_intensity
+from hetsched.scheduler.precision import Precision
+from hetsched.scheduler.roofline import evaluate
+from hetsched.scheduler.serving import (
+    EfficiencyTerms,
+    closed_loop_response,
+    floor_seconds,
+    predict_colocated,
+    predict_disaggregated,
+    step_seconds,
+    step_terms,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "serving-measurements.csv"
+FP8 = Precisions(weights=Precision.FP8, kv_cache=Precision.FP8, activations=Precision.FP8)
+
+
+@pytest.fixture(scope="module")
+def plans() -> list[Plan]:
+    return [p for p in resolve_all(read_measurements(DATA)) if isinstance(p, Plan)]
+
+
+@pytest.fixture(scope="module")
+def small(plans: list[Plan]) -> fit.Dataset:
+    """Every 12th predictable row: both families, both serving modes, a second to fit."""
+    return fit.build_dataset(plans[::12])
+
+
+# ---- the fit ---------------------------------------------------------------------------------------
+
+
+def test_vendored_data_is_the_reference_file() -> None:
+    rows = read_measurements(DATA)
+    assert len(rows) == 2117
+    assert {r.mode for r in rows} == {"agg", "disagg"}
+
+
+def test_fit_is_deterministic(small: fit.Dataset) -> None:
+    a = fit.fit(small)
+    b = fit.fit(small)
+    assert a.families == b.families == ("nvidia-blackwell", "nvidia-hopper")
+    assert np.array_equal(a.params, b.params)
+    # Shared parameters are equal across families; the interconnect ones may differ.
+    for name in fit.PARAMETERS:
+        column = a.params[:, fit.PARAMETERS.index(name)]
+        if name not in fit.PER_FAMILY:
+            assert np.all(column == column[0])
+    assert np.all(a.params >= fit.LOWER) and np.all(a.params <= fit.UPPER)
+
+
+def test_fit_improves_on_the_start_and_on_ideal(small: fit.Dataset) -> None:
+    result = fit.fit(small)
+    every = np.ones(len(small.plans), dtype=bool)
+
+    def median_tpot_error(params: np.ndarray) -> float:
+        _, tpot = fit.predict_all(small, params)
+        return float(np.median(np.abs(tpot[every] / small.tpot[every] - 1)))
+
+    start = np.tile(fit.START, (len(result.families), 1))
+    ideal = np.tile(np.array([1.0, 1.0, 0.0, 0.0, 1.0]), (len(result.families), 1))
+    fitted = median_tpot_error(result.params)
+    assert fitted < median_tpot_error(start)
+    assert fitted < median_tpot_error(ideal)
+    assert fitted < 0.3
+
+
+def test_vectorised_fit_predictions_equal_the_public_serving_api(small: fit.Dataset) -> None:
+    result = fit.fit(small)
+    ttft, tpot = fit.predict_with(small, result)
+    effs = {f: result.efficiency(f, "test") for f in result.families}
+    for i in range(0, len(small.plans), 7):
+        plan = small.plans[i]
+        pred = predict(plan, lambda hw: effs[calibrated.family_of(hw)])
+        assert pred.tpot_seconds == pytest.approx(tpot[i], rel=1e-9)
+        assert pred.ttft_seconds == pytest.approx(ttft[i], rel=1e-9)
+
+
+def test_cross_validation_predicts_every_group(small: fit.Dataset) -> None:
+    cv = fit.cross_validate(small)
+    logo = cv["leave_one_group_out"]
+    assert set(logo["groups"]) == set(small.groups)
+    assert logo["pooled"]["all"]["rows"] == len(small.plans)
+    assert set(cv["leave_one_family_out"]) == set(small.families)
+
+
+def test_identical_measurements_count_once(plans: list[Plan]) -> None:
+    ds = fit.build_dataset([p for p in plans if p.model_key in ("deepseek-v3", "deepseek-r1")][:300])
+    # DeepSeek-V3 and -R1 rows are the same runs listed twice: same architecture, one group.
+    assert all(g.startswith("deepseek-r1=deepseek-v3") for g in ds.groups)
+    assert ds.weight.min() < 1.0
+
+
+def test_render_and_write_the_fitted_block(small: fit.Dataset, tmp_path: Path) -> None:
+    family_fit = fit.fit(small)
+    generic_fit = fit.fit(small, shared=True)
+    block = fit.render_fitted_block(family_fit, generic_fit, {"rows": 3}, "data.csv", "2026-01-01")
+    target = tmp_path / "calibrated.py"
+    target.write_text(calibrated.__loader__.get_source(calibrated.__name__) or "", encoding="utf-8")  # type: ignore[union-attr]
+    fit.write_calibrated(block, target)
+    namespace: dict[str, object] = {}
+    exec(compile(target.read_text(encoding="utf-8"), str(target), "exec"), namespace)
+    table = namespace["FAMILY_EFFICIENCY"]
+    assert isinstance(table, dict)
+    assert set(table) == {"nvidia-blackwell", "nvidia-hopper", "generic"}
+    hopper = table["nvidia-hopper"]
+    assert isinstance(hopper, Efficiency)
+    assert hopper.bandwidth == pytest.approx(family_fit.params[1][0], rel=1e-3)
+    assert namespace["FIT_DATE"] == "2026-01-01"
+
+
+# ---- the calibrated table and the hook -----------------------------------------------------------
+
+
+def test_calibrated_table_per_family_with_generic_fallback() -> None:
+    assert calibrated.family_of("h200") == "nvidia-hopper"
+    assert calibrated.family_of("h100-sxm") == "nvidia-hopper"
+    assert calibrated.family_of("b200") == "nvidia-blackwell"
+    assert calibrated.family_of("a100-80gb") == "nvidia-ampere"
+    assert calibrated.family_of("l40s") == "nvidia-ada"
+    assert calibrated.family_of("xeon-6980p") == "cpu"
+    assert calibrated.family_of("mystery") == "generic"
+    hopper = calibrated.efficiency_for(get_hardware("h200"))
+    assert hopper == calibrated.FAMILY_EFFICIENCY["nvidia-hopper"]
+    assert 0 < hopper.bandwidth <= 1 and 0 < hopper.compute <= 1 and hopper.step_overhead_seconds > 0
+    ampere = calibrated.efficiency_for(get_hardware("a100-80gb"))
+    assert "extrapolated to nvidia-ampere" in ampere.fitted_by
+    assert ampere.bandwidth == calibrated.FAMILY_EFFICIENCY["generic"].bandwidth
+
+
+def test_device_override_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    special = Efficiency(bandwidth=0.5, fitted_by="test override")
+    monkeypatch.setitem(calibrated.DEVICE_OVERRIDES, "h100-sxm", special)
+    assert calibrated.efficiency_for("h100-sxm") is special
+    assert calibrated.efficiency_for("h200") == calibrated.FAMILY_EFFICIENCY["nvidia-hopper"]
+
+
+def test_calibrate_hook_and_ideal_still_pure_roofline() -> None:
+    raw = get_hardware("h200")
+    hw = calibrated.calibrate(raw)
+    assert hw.efficiency == calibrated.efficiency_for(raw)
+    assert hw.name == raw.name and hw.memory_bandwidth == raw.memory_bandwidth
+    model = get_model("llama-3.1-8b")
+    length = 1024
+    cost = estimate_phase(
+        model, Phase.PREFILL, batch=1, new_tokens=length, context_tokens=0, precisions=Precisions()
+    )
+    # The estimator's OI is untouched by calibration: the paper's 2mdL / (md + dL + mL), in FLOP/B.
+    qkv = next(op for op in cost.operators if op.name == "qkv_proj")
+    m, d = model.q_width + 2 * model.num_kv_heads * model.head_dim, model.hidden_size
+    assert qkv.operational_intensity == pytest.approx(
+        matmul_operational_intensity(m, d, length, 2.0), rel=1e-12
+    )
+    # IDEAL on the calibrated device is the pure roofline; the calibrated efficiency is slower.
+    ideal = evaluate(cost, hw, efficiency=IDEAL)
+    pure = sum(
+        max(op.flops / hw.peak_for("bf16"), op.dram_bytes / hw.memory_bandwidth) for op in cost.operators
+    )
+    assert ideal.step_seconds == pytest.approx(pure, rel=1e-12)
+    assert ideal.attainable_flops == pytest.approx(
+        min(hw.peak_for("bf16"), cost.operational_intensity * 4.8e12)
+    )
+    assert evaluate(cost, hw).step_seconds > ideal.step_seconds
+
+
+# ---- the serving model: consistency with the roofline, physical floors ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("tp", "batch", "phase"), [(1, 1, Phase.DECODE), (4, 64, Phase.DECODE), (8, 1, Phase.PREFILL)]
+)
+def test_step_terms_reproduce_roofline_evaluate(tp: int, batch: int, phase: Phase) -> None:
+    model = get_model("llama-3.1-70b")
+    hw = get_hardware("h200")
+    eff = calibrated.efficiency_for(hw)
+    new = 1 if phase is Phase.DECODE else 2048
+    terms, cost = step_terms(
+        model, hw, phase, batch=batch, new_tokens=new, context_tokens=3000, precisions=FP8, tp=tp
+    )
+    expected = evaluate(cost, hw, compute_class=FP8.compute_class, efficiency=eff).step_seconds
+    assert float(step_seconds(terms, EfficiencyTerms.of(eff))) == pytest.approx(expected, rel=1e-12)
+
+
+def test_closed_loop_response_limits() -> None:
+    s, z = 0.2, 50.0
+    assert float(closed_loop_response(1, s, z, 1)) == pytest.approx(s, rel=1e-12)
+    assert float(closed_loop_response(2000, s, z, 1)) == pytest.approx(2000 * s - z, rel=1e-3)
+    assert float(closed_loop_response(1, s, z, 4)) == pytest.approx(s, rel=1e-9)
+    many = [float(closed_loop_response(n, s, z, 2)) for n in (1, 10, 100, 400, 1000)]
+    assert many == sorted(many)
+    assert many[-1] == pytest.approx(1000 * s / 2 - z, rel=0.02)
+
+
+CASES = [
+    ("llama-3.1-8b", "h200", Precisions(), 1, 1),
+    ("llama-3.1-70b", "b200", FP8, 4, 1),
+    ("deepseek-v3", "h200", FP8, 8, 1),
+    ("deepseek-v3", "b200", FP8, 1, 8),
+    ("qwen3-235b-a22b", "h200", FP8, 4, 1),
+    ("gpt-oss-120b", "a100-80gb", Precisions(weights=Precision.BF16, experts=Precision.MXFP4), 2, 1),
+    ("llama-3.1-8b", "l40s", Precisions(), 1, 1),
+]
+
+
+@pytest.mark.parametrize(("model_name", "hw_name", "prec", "tp", "dp"), CASES)
+@pytest.mark.parametrize("ideal", [False, True])
+def test_predictions_never_below_the_physical_floor(
+    model_name: str, hw_name: str, prec: Precisions, tp: int, dp: int, ideal: bool
+) -> None:
+    model = get_model(model_name)
+    hw = calibrated.calibrate(get_hardware(hw_name))
+    eff = IDEAL if ideal else None
+    for batch, prompt, out in ((1, 128, 64), (16, 4096, 512), (256, 8192, 1024)):
+        pred = predict_colocated(
+            model,
+            hw,
+            concurrency=batch,
+            prompt_tokens=prompt,
+            cached_tokens=0,
+            output_tokens=out,
+            precisions=prec,
+            tp=tp,
+            dp=dp,
+            efficiency=eff,
+            warmup_fraction=0.1,
+        )
+        if not pred.fits:
+            assert math.isinf(pred.tpot_seconds)
+            continue
+        dec, _ = step_terms(
+            model,
+            hw,
+            Phase.DECODE,
+            batch=pred.running_batch,
+            new_tokens=1,
+            context_tokens=prompt + out // 2,
+            precisions=prec,
+            tp=tp,
+            dp=dp,
+        )
+        pre, _ = step_terms(
+            model,
+            hw,
+            Phase.PREFILL,
+            batch=1,
+            new_tokens=prompt,
+            context_tokens=0,
+            precisions=prec,
+            tp=tp,
+            dp=dp,
+        )
+        # Bytes at peak bandwidth, FLOPs at peak FLOP/s: no prediction beats them.
+        assert pred.tpot_seconds >= float(floor_seconds(dec)) * (1 - 1e-12)
+        assert pred.ttft_seconds >= float(floor_seconds(pre)) * (1 - 1e-12)
+        assert pred.decode_step_seconds >= float(floor_seconds(dec)) * (1 - 1e-12)
+        dis = predict_disaggregated(
+            model,
+            hw,
+            hw,
+            prefill_batch=1,
+            decode_batch=batch,
+            prompt_tokens=prompt,
+            cached_tokens=0,
+            output_tokens=out,
+            precisions=prec,
+            prefill_tp=tp,
+            decode_tp=tp,
+            prefill_dp=dp,
+            decode_dp=dp,
+            kv_transfer_bandwidth=50e9,
+            prefill_efficiency=eff,
+            decode_efficiency=eff,
+            concurrency=batch,
+        )
+        dec_d, _ = step_terms(
+            model,
+            hw,
+            Phase.DECODE,
+            batch=max(1, math.ceil(batch / dp)),
+            new_tokens=1,
+            context_tokens=prompt + out // 2,
+            precisions=prec,
+            tp=tp,
+            dp=dp,
+        )
+        assert dis.tpot_seconds >= float(floor_seconds(dec_d)) * (1 - 1e-12)
+        assert dis.ttft_seconds >= float(floor_seconds(pre)) * (1 - 1e-12) + dis.kv_transfer_seconds
+
+
+def test_open_loop_disaggregated_is_prefill_plus_kv_transfer() -> None:
+    """Without a concurrency (the planner's open-loop use), TTFT = prefill step + KV transfer and
+    TPOT = the decode step, exactly as ``analyze_phase`` evaluates them."""
+    model = get_model("llama-3.1-70b")
+    hw = calibrated.calibrate(get_hardware("h200"))
+    pred = predict_disaggregated(
+        model,
+        hw,
+        hw,
+        prefill_batch=2,
+        decode_batch=32,
+        prompt_tokens=4096,
+        cached_tokens=1024,
+        output_tokens=512,
+        precisions=FP8,
+        prefill_tp=4,
+        decode_tp=8,
+        kv_transfer_bandwidth=100e9,
+    )
+    assert pred.ttft_seconds == pytest.approx(
+        pred.prefill.performance.step_seconds + pred.kv_transfer_seconds
+    )
+    assert pred.tpot_seconds == pytest.approx(pred.decode.performance.step_seconds)
+    assert pred.kv_transfer_seconds == pytest.approx(pred.prefill.cost.kv_bytes_per_request / 100e9)
+
+
+def test_colocated_queueing_grows_with_concurrency() -> None:
+    model = get_model("llama-3.1-70b")
+    hw = calibrated.calibrate(get_hardware("h200"))
+    preds = [
+        predict_colocated(
+            model,
+            hw,
+            concurrency=b,
+            prompt_tokens=8192,
+            cached_tokens=0,
+            output_tokens=1024,
+            precisions=FP8,
+            tp=8,
+        )
+        for b in (1, 8, 64, 256)
+    ]
+    assert [p.tpot_seconds for p in preds] == sorted(p.tpot_seconds for p in preds)
+    assert [p.ttft_seconds for p in preds] == sorted(p.ttft_seconds for p in preds)
+    assert preds[0].ttft_seconds == pytest.approx(preds[0].prefill_seconds + preds[0].decode_step_seconds)
+    # Beyond the KV capacity, requests wait for a slot: the running batch is capped.
+    huge = predict_colocated(
+        model,
+        hw,
+        concurrency=5000,
+        prompt_tokens=8192,
+        cached_tokens=0,
+        output_tokens=1024,
+        precisions=FP8,
+        tp=8,
+    )
+    assert huge.running_batch == huge.max_running_batch < 5000
+    assert huge.ttft_seconds > 10 * preds[-1].ttft_seconds

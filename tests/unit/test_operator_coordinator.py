@@ -1,0 +1,291 @@
+"""The coordinator (debounced background planning) and the reconciler (children, status, events),
+with a fake API: no cluster, no Kopf."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hetsched.operator import manifests
+from hetsched.operator.coordinator import Coordinator, Round
+from hetsched.operator.metrics import Metrics
+from hetsched.operator.planning import Key, PoolsInput, Registration, WorkloadPlan, plan_workloads
+from hetsched.operator.reconcile import ChildState
+from hetsched.operator.reconciler import Reconciler
+from hetsched.operator.state import OperatorState
+from operator_testkit import CHAT, CODER, HUGE, FakeApi, pools_input, registration
+
+
+def _coordinator(**kw: Any) -> Coordinator:
+    return Coordinator(debounce=0.01, max_delay=0.2, startup_grace=5, **kw)
+
+
+def test_registrations_are_planned_together_after_a_debounce() -> None:
+    rounds: list[Round] = []
+
+    async def main() -> None:
+        c = _coordinator(on_round=rounds.append)
+        c.start()
+        c.set_pools(pools_input())
+        for name, spec in (("chat", CHAT), ("coder", CODER), ("huge", HUGE)):
+            c.register(registration(name, spec))
+        plan = await c.plan_for(("default", "chat"), 1, timeout=30)
+        assert plan.placed
+        assert (await c.plan_for(("default", "huge"), 1, timeout=1)).placed is False
+        await c.stop()
+
+    asyncio.run(main())
+    assert len(rounds) == 1 and len(rounds[0].plans) == 3  # one burst, one round
+
+
+def test_plan_for_waits_for_the_generation_and_times_out() -> None:
+    async def main() -> None:
+        c = _coordinator()
+        c.start()
+        c.set_pools(pools_input())
+        c.register(registration("chat", CHAT))
+        await c.plan_for(("default", "chat"), 1, timeout=30)
+        with pytest.raises(TimeoutError):
+            await c.plan_for(("default", "chat"), 2, timeout=0.3)
+        c.register(registration("chat", CHAT, generation=2))
+        assert (await c.plan_for(("default", "chat"), 2, timeout=30)).generation == 2
+        assert c.plan(("default", "chat")) is not None
+        c.forget(("default", "chat"))
+        assert c.plan(("default", "chat")) is None
+        await c.stop()
+
+    asyncio.run(main())
+
+
+def test_no_round_without_pools_or_before_the_startup_barrier() -> None:
+    rounds: list[Round] = []
+
+    async def main() -> None:
+        expected = [("default", "chat"), ("default", "late")]
+        c = Coordinator(
+            debounce=0.01, max_delay=0.1, startup_grace=30, on_round=rounds.append, expected=lambda: expected
+        )
+        c.start()
+        c.register(registration("chat", CHAT))
+        await asyncio.sleep(0.2)
+        assert rounds == []  # no pools yet
+        c.set_pools(pools_input())
+        await asyncio.sleep(0.3)
+        assert rounds == []  # "late" is known to the index but not registered yet
+        c.mark_invalid(("default", "late"), 1)
+        await c.plan_for(("default", "chat"), 1, timeout=30)
+        await c.stop()
+
+    asyncio.run(main())
+    assert len(rounds) == 1
+
+
+def test_changed_keys_are_handed_over_and_errors_do_not_kill_the_loop() -> None:
+    changed: list[list[Key]] = []
+    calls = {"n": 0}
+
+    def flaky(
+        regs: list[Registration], pools: PoolsInput, prev: Mapping[Key, WorkloadPlan]
+    ) -> dict[Key, WorkloadPlan]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("solver crashed")
+        return plan_workloads(regs, pools, prev)
+
+    async def main() -> None:
+        c = _coordinator(plan_fn=flaky, on_changed=changed.append, retry_after=0.05)
+        c.start()
+        c.set_pools(pools_input())
+        c.register(registration("chat", CHAT))
+        await c.plan_for(("default", "chat"), 1, timeout=30)
+        c.register(registration("coder", CODER))
+        with pytest.raises(RuntimeError, match="solver crashed"):
+            await c.plan_for(("default", "coder"), 1, timeout=30)
+        assert c.result is not None and c.result.error
+        for _ in range(200):  # retried by itself
+            if c.rounds == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert (await c.plan_for(("default", "coder"), 1, timeout=30)).placed
+        assert c.snapshot()["rounds"] == 3
+        await c.stop()
+
+    asyncio.run(main())
+    assert changed[0] == [("default", "chat")]
+    assert ("default", "coder") in changed[-1] and ("default", "chat") not in changed[-1]
+
+
+def test_pool_loss_is_recorded() -> None:
+    from operator_testkit import demo_nodes
+
+    async def main() -> None:
+        c = _coordinator()
+        c.set_pools(pools_input())
+        c.set_pools(pools_input())  # same fingerprint: no-op
+        assert c.lost_pools == set()
+        nodes = [n for n in demo_nodes() if n["metadata"]["labels"]["hetsched.io/pool"] != "t4"]
+        c.set_pools(pools_input(nodes))
+        assert c.lost_pools == {"t4"}
+
+    asyncio.run(main())
+
+
+# ---- the reconciler -----------------------------------------------------------------------------
+class Harness:
+    def __init__(self) -> None:
+        self.api = FakeApi()
+        self.state = OperatorState()
+        self.metrics = Metrics(self.state)
+        self.coordinator = _coordinator()
+        self.index: dict[Key, dict[tuple[str, str], ChildState]] = {}
+        self.reconciler = Reconciler(
+            self.api,
+            self.state,
+            self.metrics,
+            self.coordinator,
+            lambda k: self.index.get(k, {}),
+            self.api.post_event,
+        )
+
+    def sync_index(self, ready: bool = True) -> None:
+        """What the watch would bring back: the applied objects, available if ``ready``."""
+        live = {(o["kind"], o["metadata"]["name"]): o for o in self.api.applied}
+        for kind, _ns, name in self.api.deleted:
+            live.pop((kind, name), None)
+        self.index = {}
+        for (kind, name), o in live.items():
+            key = (o["metadata"]["namespace"], o["metadata"]["labels"][manifests.WORKLOAD_LABEL])
+            replicas = o["spec"].get("replicas", 0) if kind == "Deployment" else 0
+            self.index.setdefault(key, {})[(kind, name)] = ChildState(
+                kind,
+                name,
+                o["metadata"]["annotations"][manifests.HASH_ANNOTATION],
+                o["metadata"]["ownerReferences"][0]["uid"],
+                replicas,
+                1,
+                1,
+                replicas if ready else 0,
+                replicas,
+            )
+
+
+def test_converge_is_idempotent_and_reports_ready() -> None:
+    h = Harness()
+    key = ("default", "chat")
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.coordinator.set_pools(pools_input())
+        h.coordinator.register(registration("chat", CHAT))
+        await h.coordinator.plan_for(key, 1, timeout=30)
+        assert await h.reconciler.converge(key) == "placed"
+        n_applied = len(h.api.applied)
+        assert n_applied in (2, 4)  # colocated (Deployment + Service) or disaggregated (2 + 2)
+        assert len(h.api.status_patches) == 1
+        status = h.api.status_patches[-1][2]
+        assert status["conditions"][2]["type"] == "Ready" and status["conditions"][2]["status"] == "False"
+        assert await h.reconciler.converge(key) == "unchanged"  # nothing new: no writes at all
+        assert len(h.api.applied) == n_applied and len(h.api.status_patches) == 1
+        h.sync_index(ready=True)
+        assert await h.reconciler.converge(key) == "placed"  # Ready flips: one status patch
+        assert h.api.status_patches[-1][2]["conditions"][0]["status"] == "True"
+        assert len(h.api.applied) == n_applied
+        await asyncio.sleep(0.05)  # events are posted in the background
+        assert [e[2] for e in h.api.events] == ["Placed"]
+        snap = h.state.snapshot()
+        assert snap.workloads[key]["prefill"]["pool"] == status["prefill"]["pool"]
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_mode_switch_deletes_stale_children() -> None:
+    h = Harness()
+    key = ("default", "chat")
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.coordinator.set_pools(pools_input())
+        for gen, mode in ((1, "always"), (2, "never")):
+            h.coordinator.register(registration("chat", {**CHAT, "disaggregation": mode}, generation=gen))
+            await h.coordinator.plan_for(key, gen, timeout=30)
+            await h.reconciler.converge(key)
+            h.sync_index()
+        names = {name for kind, ns, name in h.api.deleted}
+        assert names == {"chat-prefill", "chat-decode"}
+        assert {k[1] for k in h.index[key]} == {"chat-serve"}
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events] == ["Placed", "Replaced"]
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_infeasible_and_invalid_workloads() -> None:
+    h = Harness()
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.coordinator.set_pools(pools_input())
+        h.coordinator.register(registration("huge", HUGE))
+        await h.coordinator.plan_for(("default", "huge"), 1, timeout=30)
+        assert await h.reconciler.converge(("default", "huge")) == "infeasible"
+        assert h.api.applied == []
+        status = h.api.status_patches[-1][2]
+        assert status["conditions"][3]["type"] == "Degraded" and status["conditions"][3]["status"] == "True"
+        await h.reconciler.report_problem(
+            ("default", "bad"), 1, "u", "InvalidSpec", "spec.model: unknown model 'x'"
+        )
+        await h.reconciler.report_problem(
+            ("default", "bad"), 1, "u", "InvalidSpec", "spec.model: unknown model 'x'"
+        )
+        assert sum(1 for ns, n, _ in h.api.status_patches if n == "bad") == 1
+        await asyncio.sleep(0.05)
+        assert ("bad", "Warning", "InvalidSpec", "spec.model: unknown model 'x'") in h.api.events
+        assert h.metrics.reconcile_total.labels(result="infeasible")._value.get() == 1
+        h.reconciler.forget(("default", "huge"))
+        assert ("default", "huge") not in h.state.snapshot().workloads
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_queue_retries_failures() -> None:
+    h = Harness()
+    key = ("default", "chat")
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.reconciler.start()
+        h.coordinator.on_changed = h.reconciler.enqueue
+        h.api.fail_apply = True
+        h.coordinator.set_pools(pools_input())
+        h.coordinator.register(registration("chat", CHAT))
+        await h.coordinator.plan_for(key, 1, timeout=30)
+        await asyncio.sleep(0.2)
+        assert h.api.applied == [] and h.metrics.reconcile_total.labels(result="error")._value.get() >= 1
+        h.api.fail_apply = False
+        for _ in range(100):
+            if h.api.applied:
+                break
+            await asyncio.sleep(0.05)
+        assert h.api.applied
+        await h.reconciler.stop()
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_registration_equality_avoids_needless_rounds() -> None:
+    async def main() -> None:
+        c = _coordinator()
+        reg = registration("chat", CHAT)
+        c.register(reg)
+        version = c._version
+        c.register(replace(reg))
+        assert c._version == version
+
+    asyncio.run(main())

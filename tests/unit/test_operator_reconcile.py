@@ -1,0 +1,242 @@
+"""Pure reconciliation: status from plan and children, conditions, patches, events, actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hetsched.operator import manifests, reconcile
+from hetsched.operator.planning import WorkloadPlan, plan_workloads
+from hetsched.operator.reconcile import ChildState
+from hetsched.operator.status import AgentWorkloadStatus, get_condition, round_sig, set_condition
+from operator_testkit import CHAT, CODER, HUGE, pools_input, registration
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T00:05:00Z"
+
+
+def _plans() -> dict[str, WorkloadPlan]:
+    regs = [registration("chat", CHAT), registration("coder", CODER), registration("huge", HUGE)]
+    plans = plan_workloads(regs, pools_input())
+    return {k[1]: v for k, v in plans.items()}
+
+
+PLANS = _plans()
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    c = get_condition(status["conditions"], type_)
+    assert c is not None
+    return dict(c)
+
+
+def test_placed_status_has_every_figure() -> None:
+    plan = PLANS["chat"]
+    s = reconcile.placed_status(
+        plan, 3, None, (False, "chat-decode: not created yet"), namespace_name=("default", "chat"), now=NOW
+    )
+    AgentWorkloadStatus.model_validate(s)
+    assert s["observedGeneration"] == 3
+    assert _cond(s, "Estimated")["status"] == "True" and "OI" in _cond(s, "Estimated")["message"]
+    assert _cond(s, "Placed")["status"] == "True"
+    assert _cond(s, "Ready") == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Progressing",
+        "message": "chat-decode: not created yet",
+        "lastTransitionTime": NOW,
+        "observedGeneration": 3,
+    }
+    assert _cond(s, "Degraded")["status"] == "False"
+    for phase in ("prefill", "decode"):
+        ph = s[phase]
+        for key in (
+            "pool",
+            "tp",
+            "batch",
+            "replicas",
+            "operationalIntensity",
+            "capacityFootprintBytes",
+            "regime",
+            "tokensPerSecond",
+            "deployment",
+        ):
+            assert ph[key] not in (None, ""), (phase, key)
+        assert ph["regime"] in ("compute-bound", "bandwidth-bound", "capacity-bound")
+    assert s["prefill"]["ttftSeconds"] is not None and s["decode"]["tpotSeconds"] is not None
+    assert s["dollarsPerMillionTokens"] == round_sig(plan.dollars_per_million_tokens)
+    assert 0 < len(s["rejectedPools"]) <= 24
+    assert [c["type"] for c in s["conditions"]] == ["Estimated", "Placed", "Ready", "Degraded"]
+
+
+def test_colocated_status_points_both_phases_at_the_serve_deployment() -> None:
+    plan = next(p for p in PLANS.values() if p.mode == "colocated")
+    name = plan.key[1]
+    s = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=plan.key, now=NOW)
+    assert s["prefill"]["deployment"] == s["decode"]["deployment"] == f"{name}-serve"
+    assert s["prefill"]["pool"] == s["decode"]["pool"]
+
+
+def test_unplaced_status_is_degraded_with_the_reason() -> None:
+    plan = PLANS["huge"]
+    s = reconcile.unplaced_status(plan, 1, None, now=NOW)
+    AgentWorkloadStatus.model_validate(s)
+    placed = _cond(s, "Placed")
+    assert placed["status"] == "False" and placed["reason"] == reconcile.camel(plan.reason)
+    degraded = _cond(s, "Degraded")
+    assert (
+        degraded["status"] == "True"
+        and degraded["reason"] == "Infeasible"
+        and plan.message in degraded["message"]
+    )
+    assert s["prefill"] is None and s["mode"] is None
+
+
+def test_problem_status() -> None:
+    s = reconcile.problem_status(4, None, "InvalidSpec", "spec.model: unknown model 'x'", now=NOW)
+    assert _cond(s, "Estimated")["status"] == "False"
+    assert _cond(s, "Degraded") == {
+        "type": "Degraded",
+        "status": "True",
+        "reason": "InvalidSpec",
+        "message": "spec.model: unknown model 'x'",
+        "lastTransitionTime": NOW,
+        "observedGeneration": 4,
+    }
+    waiting = reconcile.problem_status(1, None, "ConfigMapNotFound", "waiting", estimated=None, now=NOW)
+    assert _cond(waiting, "Estimated")["status"] == "Unknown"
+
+
+def test_transition_time_moves_only_on_status_change() -> None:
+    conds = set_condition([], "Ready", False, "Progressing", "a", now=NOW)
+    conds = set_condition(conds, "Ready", False, "Progressing", "b", now=LATER)
+    assert conds[0]["lastTransitionTime"] == NOW and conds[0]["message"] == "b"
+    conds = set_condition(conds, "Ready", True, "Available", "c", now=LATER)
+    assert conds[0]["lastTransitionTime"] == LATER
+    long = set_condition([], "Degraded", True, "X", "m" * 5000, now=NOW)
+    assert len(long[0]["message"]) == 1024
+
+
+def test_status_patch_writes_only_changes_and_nulls_removed_keys() -> None:
+    plan = PLANS["chat"]
+    s1 = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
+    stored = reconcile.comparable(s1)
+    assert reconcile.status_patch(stored, s1) is None  # re-planning to the same result writes nothing
+    s2 = reconcile.placed_status(plan, 1, stored, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
+    assert reconcile.status_patch(stored, s2) is None  # nor does time passing
+    bad = reconcile.unplaced_status(PLANS["huge"], 2, stored, now=LATER)
+    patch = reconcile.status_patch(stored, bad)
+    assert patch is not None
+    assert patch["prefill"] is None and patch["mode"] is None and patch["observedGeneration"] == 2
+    stale = dict(stored, extraKey="x")
+    assert reconcile.status_patch(stale, s1) == {"extraKey": None}
+
+
+def test_events_on_placement_change_only() -> None:
+    plan = PLANS["chat"]
+    assert reconcile.placement_event(None, plan, set())[:2] == ("Normal", "Placed")
+    stored = reconcile.comparable(
+        reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
+    )
+    assert reconcile.placement_event(stored, plan, set()) is None
+    assert plan.prefill is not None
+    moved = reconcile.placement_event(stored, PLANS["coder"], set())
+    assert moved is not None and moved[1] == "Replaced"
+    lost = reconcile.placement_event(stored, PLANS["coder"], {plan.prefill.pool})
+    assert lost is not None and lost[:2] == ("Warning", "PoolLost")
+    assert reconcile.placement_event(stored, PLANS["huge"], set())[:2] == ("Warning", "Infeasible")
+    unplaced = reconcile.comparable(reconcile.unplaced_status(PLANS["huge"], 1, None, now=NOW))
+    assert reconcile.placement_event(unplaced, PLANS["huge"], set()) is None
+
+
+def test_actions_write_changed_and_delete_stale_children() -> None:
+    reg = registration("chat", CHAT)
+    plan = PLANS["chat"]
+    desired = reconcile.desired_children(reg, plan)
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in desired)
+    assert all(name.startswith("chat-") for _, name in kinds)
+    a = reconcile.plan_actions(desired, {}, {})
+    assert len(a.apply) == len(desired) and a.delete == ()
+    existing = {
+        (o["kind"], o["metadata"]["name"]): ChildState(
+            o["kind"], o["metadata"]["name"], o["metadata"]["annotations"][manifests.HASH_ANNOTATION], reg.uid
+        )
+        for o in desired
+    }
+    assert reconcile.plan_actions(desired, existing, {}).apply == ()
+    existing[("Deployment", "chat-serve")] = ChildState("Deployment", "chat-serve", "old", reg.uid)
+    assert reconcile.plan_actions(desired, existing, {}).delete == (("Deployment", "chat-serve"),)
+    # Just written but not yet in the index: no second write.
+    applied = {
+        (o["kind"], o["metadata"]["name"]): o["metadata"]["annotations"][manifests.HASH_ANNOTATION]
+        for o in desired
+    }
+    assert reconcile.plan_actions(desired, {}, applied).apply == ()
+    # Adopted from another owner: rewritten.
+    foreign = {k: ChildState(v.kind, v.name, v.hash, "someone-else") for k, v in existing.items()}
+    assert len(reconcile.plan_actions(desired, foreign, {}).apply) == len(desired)
+
+
+def test_readiness_from_child_states() -> None:
+    reg = registration("chat", CHAT)
+    plan = PLANS["chat"]
+    desired = reconcile.desired_children(reg, plan)
+    deployments = [o for o in desired if o["kind"] == "Deployment"]
+    h = manifests.HASH_ANNOTATION
+
+    def state(o: dict[str, Any], available: int) -> ChildState:
+        r = o["spec"]["replicas"]
+        return ChildState(
+            "Deployment",
+            o["metadata"]["name"],
+            o["metadata"]["annotations"][h],
+            reg.uid,
+            r,
+            1,
+            1,
+            available,
+            r,
+        )
+
+    ready = {("Deployment", o["metadata"]["name"]): state(o, o["spec"]["replicas"]) for o in deployments}
+    assert reconcile.readiness(plan, desired, ready)[0] is True
+    first = deployments[0]
+    partial = dict(ready)
+    partial[("Deployment", first["metadata"]["name"])] = state(first, 0)
+    ok, why = reconcile.readiness(plan, desired, partial)
+    assert not ok and "available" in why
+    assert reconcile.readiness(plan, desired, {})[1].count("not created yet") == len(deployments)
+    assert reconcile.readiness(PLANS["huge"], [], {}) == (False, "not placed")
+
+
+def test_child_state_from_body() -> None:
+    body = {
+        "metadata": {
+            "name": "d",
+            "generation": 2,
+            "annotations": {manifests.HASH_ANNOTATION: "h"},
+            "ownerReferences": [{"uid": "u"}],
+        },
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": 2, "availableReplicas": 3, "updatedReplicas": 3},
+    }
+    c = ChildState.from_body("Deployment", body)
+    assert (c.hash, c.owner_uid, c.replicas, c.available) == ("h", "u", 3, 3)
+    assert c.ready()[0]
+
+
+def test_camel_and_rounding() -> None:
+    assert reconcile.camel("no-free-devices") == "NoFreeDevices"
+    assert reconcile.camel(None) == "Unknown"
+    assert round_sig(123456.789) == 123460.0
+    assert round_sig(float("inf")) is None and round_sig(0.0) == 0.0 and round_sig(None) is None
+
+
+def test_bad_serving_args_raise_value_error() -> None:
+    spec = {**CHAT, "serving": {"prefill": {"image": "x", "args": ["{nope}"]}}}
+    reg = registration("chat", spec)
+    try:
+        reconcile.desired_children(reg, PLANS["chat"])
+    except ValueError as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("expected ValueError")

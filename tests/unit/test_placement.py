@@ -1,0 +1,799 @@
+"""Placement engine: every chosen configuration re-checked independently, reasons, suggestions.
+
+Helpers at the top (``model``, ``gpu``, ``request``, ``cluster``, ``check_plan``) are shared with
+the other ``test_placement_*`` modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hetsched.scheduler.catalog.agents import AgentProfile
+from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
+from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
+from hetsched.scheduler.placement import (
+    PlanOptions,
+    Reason,
+    WorkloadRequest,
+    build_cluster,
+    plan,
+    resolve_workload,
+)
+from hetsched.scheduler.placement.candidates import (
+    CandidateGenerator,
+    EstimateCache,
+    batch_ladder,
+    ceil_div,
+    tp_degrees,
+)
+from hetsched.scheduler.placement.result import Plan
+from hetsched.scheduler.pools import Cluster, Pool
+from hetsched.scheduler.precision import Precision
+from hetsched.scheduler.serving import predict_colocated, predict_disaggregated
+from hetsched.scheduler.spec import DisaggregationMode
+
+ROOT = Path(__file__).resolve().parents[2]
+GB = 1e9
+GIB = float(1 << 30)
+
+
+# ---- helpers (also used by test_placement_*.py) ------------------------------------------------------
+def model(
+    name: str = "tiny-1b",
+    layers: int = 16,
+    hidden: int = 2048,
+    heads: int = 16,
+    kv: int = 4,
+    ffn: int = 8192,
+    vocab: int = 32000,
+) -> ModelConfig:
+    return ModelConfig(
+        name=name,
+        source="test",
+        num_layers=layers,
+        hidden_size=hidden,
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=hidden // heads,
+        intermediate_size=ffn,
+        vocab_size=vocab,
+    )
+
+
+SMALL = model()  # ~1.1B parameters
+MID = model("mid-8b", layers=32, hidden=4096, heads=32, kv=8, ffn=14336, vocab=128256)  # Llama-3.1-8B shape
+BIG = model("big-70b", layers=80, hidden=8192, heads=64, kv=8, ffn=28672, vocab=128256)  # Llama-3.1-70B shape
+
+
+def gpu(
+    name: str,
+    mem_gb: float,
+    bw_tbs: float,
+    tflops: float,
+    price: float,
+    net_gbs: float = 25.0,
+    link_gbs: float = 300.0,
+    kind: DeviceKind = DeviceKind.GPU,
+) -> HardwareSpec:
+    return HardwareSpec(
+        name=name,
+        kind=kind,
+        memory_bytes=mem_gb * GB,
+        memory_bandwidth=bw_tbs * 1e12,
+        peak_flops={"bf16": tflops * 1e12},
+        intra_node_bandwidth=link_gbs * GB,
+        network_bandwidth=net_gbs * GB,
+        power_watts=300,
+        price_per_hour=price,
+        source="test",
+    )
+
+
+FAST = gpu("fast", 80, 3.35, 989, 4.25, link_gbs=450)  # H100-like
+OLD = gpu("old", 80, 2.0, 312, 2.2)  # A100-like
+CHEAP = gpu("cheap", 24, 0.3, 121, 0.8)  # L4-like
+TINY = gpu("tiny", 16, 0.32, 65, 0.5)  # T4-like
+CPU = gpu("socket", 768, 0.6, 200, 6.0, kind=DeviceKind.CPU)
+
+
+def agent(
+    prompt: int = 1000,
+    output: int = 200,
+    turns: int = 1,
+    initial: int | None = None,
+    growth: int = 0,
+    name: str = "test-agent",
+) -> AgentProfile:
+    return AgentProfile(
+        name=name,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        turns_per_task=turns,
+        initial_context_tokens=prompt if initial is None else initial,
+        context_growth_per_turn=growth,
+        source="test",
+    )
+
+
+def request(
+    name: str = "w",
+    m: ModelConfig = SMALL,
+    *,
+    rps: float | None = None,
+    sessions: int | None = None,
+    ttft: float = 1.0,
+    tpot: float = 0.05,
+    prompt: int = 1000,
+    output: int = 200,
+    cached: int = 0,
+    mode: DisaggregationMode = DisaggregationMode.AUTO,
+    kv: Precision = Precision.BF16,
+    namespace: str = "default",
+    **kw: Any,
+) -> WorkloadRequest:
+    if rps is None and sessions is None:
+        rps = 2.0
+    return WorkloadRequest(
+        name=name,
+        namespace=namespace,
+        model=m,
+        agent=agent(prompt, output),
+        precisions=Precisions(kv_cache=kv),
+        prompt_tokens=prompt,
+        cached_tokens=cached,
+        output_tokens=output,
+        ttft_slo_seconds=ttft,
+        tpot_slo_seconds=tpot,
+        requests_per_second=rps,
+        concurrent_sessions=sessions,
+        disaggregation=mode,
+        **kw,
+    )
+
+
+def pool(
+    name: str,
+    hw: HardwareSpec,
+    nodes: int = 1,
+    per_node: int = 8,
+    free: int | None = None,
+    price: float | None = None,
+) -> Pool:
+    return Pool(
+        name=name,
+        hardware=hw,
+        nodes=nodes,
+        devices_per_node=per_node,
+        free_devices=nodes * per_node if free is None else free,
+        price_per_device_hour=hw.price_per_hour if price is None else price,
+        node_selector={"hetsched.io/pool": name},
+    )
+
+
+def cluster(
+    *pools: Pool, bandwidth: dict[tuple[str, str], float] | None = None, default_gbs: float = 25.0
+) -> Cluster:
+    pairs = {tuple(sorted(k)): v for k, v in (bandwidth or {}).items()}
+    return Cluster(tuple(pools), pairs, default_gbs * GB)  # type: ignore[arg-type]
+
+
+def fresh(options: PlanOptions | None = None, **kw: Any) -> dict[str, Any]:
+    return {"options": options or PlanOptions(**kw), "cache": EstimateCache()}
+
+
+def check_plan(
+    result: Plan, requests: Sequence[WorkloadRequest], cl: Cluster, options: PlanOptions | None = None
+) -> None:
+    """Re-check every placed workload with the estimator and the serving formulas directly."""
+    opts = options or PlanOptions()
+    by_key = {r.key: r for r in requests}
+    used: dict[str, int] = {}
+    for w in result.workloads:
+        req = by_key[w.key]
+        if not w.placed:
+            assert w.prefill.pool is None and w.decode.pool is None and w.cost_per_hour == 0
+            assert w.reason and w.detail
+            continue
+        pre, dec = w.prefill, w.decode
+        assert (
+            pre.pool
+            and dec.pool
+            and pre.tp
+            and dec.tp
+            and pre.batch
+            and dec.batch
+            and pre.replicas
+            and dec.replicas
+        )
+        pp, dp = cl.pool(pre.pool), cl.pool(dec.pool)
+        for ph, p in ((pre, pp), (dec, dp)):
+            assert ph.tp is not None and ph.tp <= p.devices_per_node and ph.tp & (ph.tp - 1) == 0
+            assert req.allows(ph.phase, p.name)
+
+        def fits(p: Pool, tp: int, batch: int, context: int, req: WorkloadRequest = req) -> bool:
+            c = estimate_phase(
+                req.model,
+                Phase.DECODE,
+                batch=1,
+                new_tokens=1,
+                context_tokens=context - 1,
+                precisions=req.precisions,
+                tp=tp,
+            )
+            usable = p.hardware.memory_bytes * opts.utilization
+            return c.weight_resident_bytes / tp + batch * c.kv_bytes_per_request_per_device <= usable * (
+                1 + 1e-12
+            )
+
+        lam = req.requests_per_second
+        if w.mode == "colocated":
+            assert pre.pool == dec.pool and pre.tp == dec.tp and pre.replicas == dec.replicas
+            assert fits(dp, dec.tp, dec.batch, req.capacity_context)
+            pred = predict_colocated(
+                req.model,
+                dp.hardware,
+                concurrency=dec.batch,
+                prompt_tokens=req.prompt_tokens,
+                cached_tokens=req.cached_tokens,
+                output_tokens=req.output_tokens,
+                precisions=req.precisions,
+                tp=dec.tp,
+                efficiency=opts.efficiency,
+                utilization=opts.utilization,
+            )
+            if lam is None:
+                assert req.concurrent_sessions is not None
+                assert dec.replicas * dec.batch >= req.concurrent_sessions
+                lam = req.concurrent_sessions / (pred.ttft_seconds + req.output_tokens * pred.tpot_seconds)
+            assert dec.replicas * pred.decode_requests_per_second >= lam * (1 - 1e-9)
+            used[dp.name] = used.get(dp.name, 0) + dec.replicas * dec.tp
+        else:
+            assert w.mode == "disaggregated"
+            assert fits(pp, pre.tp, pre.batch, req.prefill_context)
+            assert fits(dp, dec.tp, dec.batch, req.capacity_context)
+            pred = predict_disaggregated(
+                req.model,
+                pp.hardware,
+                dp.hardware,
+                prefill_batch=pre.batch,
+                decode_batch=dec.batch,
+                prompt_tokens=req.prompt_tokens,
+                cached_tokens=req.cached_tokens,
+                output_tokens=req.output_tokens,
+                precisions=req.precisions,
+                prefill_tp=pre.tp,
+                decode_tp=dec.tp,
+                kv_transfer_bandwidth=cl.bandwidth_between(pp.name, dp.name),
+                prefill_efficiency=opts.efficiency,
+                decode_efficiency=opts.efficiency,
+                utilization=opts.utilization,
+                prefill_workers=pre.replicas,
+                concurrency=w.concurrency,
+            )
+            if req.concurrent_sessions is not None:
+                assert w.concurrency == req.concurrent_sessions
+            if lam is None:
+                assert req.concurrent_sessions is not None
+                assert dec.replicas * dec.batch >= req.concurrent_sessions
+                lam = req.concurrent_sessions / (pred.ttft_seconds + req.output_tokens * pred.tpot_seconds)
+            assert pre.replicas * pred.prefill_requests_per_second >= lam * (1 - 1e-9)
+            assert dec.replicas * pred.decode_requests_per_second >= lam * (1 - 1e-9)
+            assert pre.kv_transfer_seconds == pytest.approx(pred.kv_transfer_seconds, rel=1e-9)
+            used[pp.name] = used.get(pp.name, 0) + pre.replicas * pre.tp
+            used[dp.name] = used.get(dp.name, 0) + dec.replicas * dec.tp
+        assert pred.ttft_seconds <= req.ttft_slo_seconds * (1 + 1e-9)
+        assert pred.tpot_seconds <= req.tpot_slo_seconds * (1 + 1e-9)
+        assert w.ttft_seconds == pytest.approx(pred.ttft_seconds, rel=1e-9)
+        assert w.tpot_seconds == pytest.approx(pred.tpot_seconds, rel=1e-9)
+        assert pre.ttft_seconds == pytest.approx(pred.ttft_seconds, rel=1e-9)
+        assert dec.tpot_seconds == pytest.approx(pred.tpot_seconds, rel=1e-9)
+        assert w.requests_per_second == pytest.approx(lam, rel=1e-9)
+        devices = {pre.pool: 0, dec.pool: 0}
+        if w.mode == "colocated":
+            devices[dec.pool] = dec.replicas * dec.tp
+        else:
+            devices[pre.pool] += pre.replicas * pre.tp
+            devices[dec.pool] += dec.replicas * dec.tp
+        cost = sum(n * cl.pool(p).price_per_device_hour for p, n in devices.items())
+        assert w.cost_per_hour == pytest.approx(cost, rel=1e-9)
+        tokens_per_hour = lam * req.output_tokens * 3600
+        assert w.cost_per_million_tokens == pytest.approx(cost / (tokens_per_hour / 1e6), rel=1e-9)
+    for p in cl.pools:
+        assert used.get(p.name, 0) <= p.free_devices, f"pool {p.name} over-committed"
+        usage = next(u for u in result.pools if u.name == p.name)
+        assert usage.used_devices == used.get(p.name, 0)
+    assert result.total_cost_per_hour == pytest.approx(sum(w.cost_per_hour for w in result.workloads))
+    check_rejections(result, cl)
+
+
+def check_rejections(result: Plan, cl: Cluster) -> None:
+    names = [p.name for p in cl.pools] + [u.name for u in cl.unavailable]
+    for w in result.workloads:
+        for ph in (w.prefill, w.decode):
+            pools = [r.pool for r in ph.rejected]
+            expected = [n for n in names if n != ph.pool]
+            assert sorted(pools) == sorted(expected), f"{w.key} {ph.phase}: every other pool gets one reason"
+            for r in ph.rejected:
+                assert isinstance(r.reason, Reason) and r.detail.strip()
+                assert set(r.to_dict()) == {"pool", "reason", "detail"}
+
+
+# ---- unit helpers ------------------------------------------------------------------------------------------
+def test_ladders_and_ceil() -> None:
+    assert tp_degrees(8, 64) == [1, 2, 4, 8]
+    assert tp_degrees(6, 64) == [1, 2, 4]
+    assert tp_degrees(1, 64) == [1]
+    assert batch_ladder(1) == [1]
+    assert batch_ladder(13) == [1, 2, 4, 8, 13]
+    assert batch_ladder(16) == [1, 2, 4, 8, 16]
+    assert batch_ladder(0) == []
+    assert ceil_div(3.0000000000001, 1.0) == 3
+    assert ceil_div(3.01, 1.0) == 4
+    assert ceil_div(0.0, 2.0) == 0
+    assert ceil_div(7, 2) == 4
+
+
+# ---- the serving model's formulas -------------------------------------------------------------------------
+def test_every_option_is_the_serving_models_prediction() -> None:
+    """Options offered to the solver carry serving.predict_*'s numbers for their configuration."""
+    cl = cluster(
+        pool("fast", FAST, 1),
+        pool("old", OLD, 1),
+        pool("cheap", CHEAP, 2, 4),
+        bandwidth={("fast", "old"): 50 * GB},
+    )
+    opts = PlanOptions()
+    gen = CandidateGenerator(cl, opts, EstimateCache())
+    seen = {"colocated": 0, "disaggregated": 0}
+    for req in (
+        request("a", MID, rps=3, prompt=2000, cached=3000),
+        request("b", SMALL, sessions=40, tpot=0.03),
+        request("c", BIG, sessions=8, ttft=3.0, tpot=0.1),
+    ):
+        for o in gen.generate(req).all_options:
+            seen[o.mode.value] += 1
+            pre, dec = o.prefill, o.decode
+            if o.mode.value == "colocated":
+                ref = predict_colocated(
+                    req.model,
+                    cl.pool(dec.pool).hardware,
+                    concurrency=dec.batch,
+                    prompt_tokens=req.prompt_tokens,
+                    cached_tokens=req.cached_tokens,
+                    output_tokens=req.output_tokens,
+                    precisions=req.precisions,
+                    tp=dec.tp,
+                )
+            else:
+                ref = predict_disaggregated(
+                    req.model,
+                    cl.pool(pre.pool).hardware,
+                    cl.pool(dec.pool).hardware,
+                    prefill_batch=pre.batch,
+                    decode_batch=dec.batch,
+                    prompt_tokens=req.prompt_tokens,
+                    cached_tokens=req.cached_tokens,
+                    output_tokens=req.output_tokens,
+                    precisions=req.precisions,
+                    prefill_tp=pre.tp,
+                    decode_tp=dec.tp,
+                    kv_transfer_bandwidth=cl.bandwidth_between(pre.pool, dec.pool),
+                    prefill_workers=pre.replicas,
+                    concurrency=o.concurrency,
+                )
+            assert o.ttft_seconds == ref.ttft_seconds and o.tpot_seconds == ref.tpot_seconds
+            assert o.ttft_seconds <= req.ttft_slo_seconds and o.tpot_seconds <= req.tpot_slo_seconds
+    assert seen["colocated"] and seen["disaggregated"]
+
+
+# ---- end to end on small clusters ---------------------------------------------------------------------------
+def test_small_model_lands_on_cheap_gpus_and_checks_out() -> None:
+    cl = cluster(pool("fast", FAST, 2), pool("cheap", CHEAP, 2, 4), pool("tiny", TINY, 2, 4))
+    reqs = [request("chat", SMALL, rps=4, ttft=1.0, tpot=0.05)]
+    result = plan(reqs, cl, **fresh())
+    check_plan(result, reqs, cl)
+    w = result.workloads[0]
+    assert w.placed and {w.prefill.pool, w.decode.pool} <= {"cheap", "tiny"}
+    assert result.solver.optimal
+
+
+def test_big_model_needs_tensor_parallelism() -> None:
+    cl = cluster(pool("fast", FAST, 2), pool("old", OLD, 2), pool("cheap", CHEAP, 4, 4))
+    reqs = [request("coder", BIG, sessions=32, prompt=2000, cached=14000, output=200, ttft=2.0, tpot=0.05)]
+    result = plan(reqs, cl, **fresh())
+    check_plan(result, reqs, cl)
+    w = result.workloads[0]
+    assert w.placed and w.decode.pool in ("fast", "old") and (w.decode.tp or 0) >= 2
+    cheap = next(r for r in w.decode.rejected if r.pool == "cheap")
+    assert cheap.reason is Reason.TP_EXCEEDS_NODE and "TP 8" in cheap.detail and "4 device" in cheap.detail
+
+
+def test_several_workloads_share_pools_and_check_out() -> None:
+    cl = cluster(
+        pool("fast", FAST, 1, 8), pool("old", OLD, 1, 8), pool("cheap", CHEAP, 2, 4), pool("tiny", TINY, 2, 4)
+    )
+    reqs = [
+        request("a", SMALL, rps=6),
+        request("b", MID, sessions=16, prompt=2500, cached=8000, output=200, ttft=2.0, tpot=0.06),
+        request("c", MID, rps=3, ttft=0.5, tpot=0.03),
+        request("d", BIG, sessions=8, prompt=1000, output=100, ttft=3.0, tpot=0.08),
+        request("e", SMALL, sessions=64, prompt=500, cached=4000, output=300, tpot=0.04),
+    ]
+    result = plan(reqs, cl, **fresh())
+    check_plan(result, reqs, cl)
+    assert result.placed == len(reqs)
+
+
+def test_modes_never_and_always() -> None:
+    cl = cluster(pool("fast", FAST, 1), pool("cheap", CHEAP, 2, 4))
+    never = request("n", SMALL, mode=DisaggregationMode.NEVER)
+    always = request("a", SMALL, mode=DisaggregationMode.ALWAYS)
+    result = plan([never, always], cl, **fresh())
+    check_plan(result, [never, always], cl)
+    assert result.workload("n").mode == "colocated"
+    assert result.workload("a").mode == "disaggregated"
+
+
+def test_kv_transfer_is_added_to_ttft_and_explained() -> None:
+    """Prefill on one pool, decode on another: TTFT pays the KV over the inter-pool link."""
+    slow_net = {("fast", "big"): 0.2 * GB}
+    big_mem = gpu("bigmem", 192, 1.0, 100, 1.0)
+    cl = cluster(pool("fast", FAST, 1), pool("big", big_mem, 1), bandwidth=slow_net)
+    req = request(
+        "w",
+        MID,
+        rps=1,
+        prompt=8000,
+        cached=0,
+        output=500,
+        ttft=0.8,
+        tpot=0.2,
+        mode=DisaggregationMode.ALWAYS,
+        prefill_pools=frozenset({"fast"}),
+        decode_pools=frozenset({"big"}),
+    )
+    result = plan([req], cl, **fresh())
+    w = result.workload("w")
+    assert not w.placed and w.reason == "slo"
+    assert "KV transfer" in w.detail and "GB/s" in w.detail
+    fast_net = cluster(pool("fast", FAST, 1), pool("big", big_mem, 1), bandwidth={("fast", "big"): 50 * GB})
+    ok = plan([req], fast_net, **fresh())
+    check_plan(ok, [req], fast_net)
+    w2 = ok.workload("w")
+    assert w2.placed and w2.prefill.kv_transfer_seconds is not None and w2.prefill.kv_transfer_seconds > 0
+    # TTFT = prefill step + KV transfer (+ queueing for a prefill slot, per the serving model).
+    assert (w2.ttft_seconds or 0) >= w2.prefill.kv_transfer_seconds + (w2.prefill.step_seconds or 0)
+
+
+def test_sessions_set_decode_replicas() -> None:
+    cl = cluster(pool("old", OLD, 2))
+    req = request("s", MID, sessions=100, mode=DisaggregationMode.NEVER, max_batch=16)
+    result = plan([req], cl, **fresh())
+    check_plan(result, [req], cl)
+    d = result.workload("s").decode
+    assert d.batch is not None and d.batch <= 16 and d.replicas == math.ceil(100 / d.batch)
+
+
+def test_rps_sets_replicas_from_throughput() -> None:
+    cl = cluster(pool("cheap", CHEAP, 8, 4))
+    req = request("r", SMALL, rps=40, mode=DisaggregationMode.ALWAYS, tpot=0.05)
+    result = plan([req], cl, **fresh())
+    check_plan(result, [req], cl)
+    w = result.workload("r")
+    assert w.placed
+    d, p = w.decode, w.prefill
+    dec_rps = (d.batch or 0) / (req.output_tokens * (d.tpot_seconds or 1))
+    assert d.replicas == ceil_div(40, dec_rps)
+    pre_rps = (p.batch or 0) / (p.step_seconds or 1)
+    assert p.replicas == ceil_div(40, pre_rps)
+
+
+def test_tp_exceeds_node() -> None:
+    cl = cluster(pool("singles", OLD, nodes=8, per_node=1))
+    req = request("big", BIG, rps=1)
+    result = plan([req], cl, **fresh())
+    w = result.workload("big")
+    assert not w.placed and w.reason == "tp-exceeds-node"
+    rej = next(r for r in w.decode.rejected if r.pool == "singles")
+    assert rej.reason is Reason.TP_EXCEEDS_NODE and "TP 2" in rej.detail and "1 device" in rej.detail
+    assert any(s.action == "bigger-nodes" and s.feasible for s in w.suggestions)
+
+
+def test_slo_rejection_names_the_numbers() -> None:
+    cl = cluster(pool("tiny", TINY, 1, 4))
+    req = request("w", MID, rps=1, tpot=0.005, mode=DisaggregationMode.NEVER)
+    w = plan([req], cl, **fresh()).workload("w")
+    assert not w.placed and w.reason == "slo"
+    rej = w.decode.rejected[0]
+    assert rej.reason is Reason.SLO and "TPOT" in rej.detail and "> 5.0 ms" in rej.detail
+    relax = next(s for s in w.suggestions if s.action == "relax-slo")
+    assert relax.feasible
+    tpot = float(relax.changes["slo.tpotSeconds"])
+    again = plan([replace(req, tpot_slo_seconds=tpot)], cl, **fresh())
+    assert again.workload("w").placed
+
+
+def test_pool_constraints_and_unknown_hardware() -> None:
+    doc = {
+        "pools": [
+            {"name": "fast", "hardware": "custom-fast", "nodes": 1, "devicesPerNode": 8},
+            {
+                "name": "cheap",
+                "hardware": "custom-cheap",
+                "nodes": 2,
+                "devicesPerNode": 4,
+                "pricePerDeviceHour": 0.1,
+            },
+            {"name": "mystery", "hardware": "no-such-device", "nodes": 1, "devicesPerNode": 8},
+        ],
+        "hardware": [
+            {
+                "name": "custom-fast",
+                "memory": "80GB",
+                "bandwidth": "3.35TB/s",
+                "peakTflops": {"bf16": 989},
+                "intraNodeBandwidth": "450GB/s",
+                "networkBandwidth": "400Gb/s",
+                "power": "700W",
+                "pricePerHour": 4.0,
+                "source": "test",
+            },
+            {
+                "name": "custom-cheap",
+                "memory": "24GB",
+                "bandwidth": "300GB/s",
+                "peakTflops": {"bf16": 121},
+                "intraNodeBandwidth": "32GB/s",
+                "networkBandwidth": "100Gb/s",
+                "power": "72W",
+                "pricePerHour": 0.8,
+                "source": "test",
+            },
+        ],
+    }
+    cl = build_cluster(doc)
+    assert [p.name for p in cl.pools] == ["fast", "cheap"]
+    assert cl.pool("cheap").price_per_device_hour == 0.1 and cl.pool("fast").price_per_device_hour == 4.0
+    assert cl.unavailable[0].name == "mystery" and cl.unavailable[0].reason == "hardware-unknown"
+    assert "no-such-device" in cl.unavailable[0].detail
+    req = request("w", SMALL, rps=2, excluded_pools=frozenset({"cheap"}))
+    result = plan([req], cl, **fresh())
+    check_plan(result, [req], cl)
+    w = result.workload("w")
+    assert w.prefill.pool == "fast"
+    reasons = {r.pool: r for r in w.prefill.rejected}
+    assert reasons["cheap"].reason is Reason.POOL_EXCLUDED and "exclude" in reasons["cheap"].detail
+    assert reasons["mystery"].reason is Reason.HARDWARE_UNKNOWN
+    only = request("o", SMALL, rps=2, decode_pools=frozenset({"cheap"}), mode=DisaggregationMode.ALWAYS)
+    w2 = plan([only], cl, **fresh()).workload("o")
+    assert w2.decode.pool == "cheap"
+    assert {r.pool: r.reason for r in w2.decode.rejected}["fast"] is Reason.POOL_EXCLUDED
+
+
+def test_competition_leaves_one_out_with_no_free_devices() -> None:
+    cl = cluster(pool("old", OLD, 1, 8, free=4))
+    reqs = [
+        request("a", BIG, rps=0.5, mode=DisaggregationMode.NEVER),
+        request("b", BIG, rps=0.5, mode=DisaggregationMode.NEVER),
+    ]
+    result = plan(reqs, cl, **fresh())
+    check_plan(result, reqs, cl)
+    placed = [w for w in result.workloads if w.placed]
+    out = [w for w in result.workloads if not w.placed]
+    assert len(placed) == 1 and len(out) == 1
+    w = out[0]
+    assert w.reason == "no-free-devices" and w.closest_miss is not None
+    assert (
+        w.closest_miss.reason is Reason.NO_FREE_DEVICES
+        and "free after the other workloads" in w.closest_miss.detail
+    )
+    add = next(s for s in w.suggestions if s.action == "add-devices")
+    assert add.feasible and add.changes["pools"] == {"old": 4}
+
+
+def test_unfit_context_gets_verified_suggestions() -> None:
+    cl = cluster(pool("old", OLD, 1, 8))
+    req = request(
+        "long",
+        BIG,
+        sessions=4,
+        prompt=2000,
+        cached=2_000_000,
+        output=200,
+        ttft=600,
+        tpot=1.0,
+        mode=DisaggregationMode.NEVER,
+    )
+    result = plan([req], cl, **fresh())
+    w = result.workload("long")
+    assert not w.placed and w.reason == "capacity"
+    assert w.closest_miss is not None and w.closest_miss.reason is Reason.CAPACITY
+    actions = {s.action: s for s in w.suggestions}
+    lower = actions["lower-context"]
+    assert lower.feasible and lower.cost_per_hour is not None
+    ctx = int(lower.changes["maxContextTokens"])
+    assert ctx < req.capacity_context
+    again = plan([req.with_context(ctx)], cl, **fresh())
+    assert again.workload("long").placed
+    assert "kv-cache-fp8" in actions
+    if actions["kv-cache-fp8"].feasible:
+        fp8 = req.with_precisions(replace(req.precisions, kv_cache=Precision.FP8))
+        assert plan([fp8], cl, **fresh()).workload("long").placed
+
+
+def test_every_rejected_candidate_has_reason_and_detail() -> None:
+    cl = cluster(
+        pool("fast", FAST, 1),
+        pool("old", OLD, 1),
+        pool("cheap", CHEAP, 2, 4),
+        pool("tiny", TINY, 1, 4),
+        pool("cpu", CPU, 2, 2),
+    )
+    reqs = [
+        request("a", BIG, sessions=16, prompt=2000, cached=20000, tpot=0.04),
+        request("b", SMALL, rps=50, ttft=0.2, tpot=0.02),
+    ]
+    opts = PlanOptions(record_all_rejections=True)
+    gen = CandidateGenerator(cl, opts, EstimateCache())
+    total = 0
+    for r in reqs:
+        c = gen.generate(r)
+        assert c.rejections, "these workloads must reject some candidates"
+        for rej in c.rejections:
+            assert (
+                isinstance(rej.reason, Reason)
+                and rej.detail.strip()
+                and rej.pool in {p.name for p in cl.pools}
+            )
+            assert rej.kind in ("prefill", "decode", "colocated")
+            assert rej.severity > 0
+        total += len(c.rejections)
+    assert total > 5
+    result = plan(reqs, cl, **fresh(opts))
+    check_plan(result, reqs, cl)
+
+
+def test_cpu_pool_serves_relaxed_small_workload() -> None:
+    cheap_cpu = gpu("socket", 768, 0.6, 200, 0.3, kind=DeviceKind.CPU)
+    cl = cluster(pool("fast", FAST, 1), pool("cpu", cheap_cpu, 2, 2))
+    req = request("batch-job", SMALL, rps=0.2, ttft=30, tpot=0.2)
+    result = plan([req], cl, **fresh())
+    check_plan(result, [req], cl)
+    assert result.workload("batch-job").decode.pool == "cpu"
+
+
+def test_utilization_caps_memory() -> None:
+    cl = cluster(pool("old", OLD, 1, 1))
+    req = request(
+        "w", model("m", layers=40, hidden=5120, heads=40, kv=40, ffn=20480), rps=0.1, tpot=1.0, ttft=10
+    )
+    # ~13B parameters = 26 GB of weights: fits at 0.9 × 80 GB, not at 0.3 × 80 GB (it would at TP 2).
+    assert plan([req], cl, **fresh(utilization=0.9)).workload("w").placed
+    opts = PlanOptions(utilization=0.3, record_all_rejections=True)
+    w = plan([req], cl, **fresh(opts)).workload("w")
+    assert not w.placed and w.reason == "tp-exceeds-node"
+    c = CandidateGenerator(cl, opts, EstimateCache()).generate(req)
+    assert any(r.reason is Reason.CAPACITY and "0.3 ×" in r.detail for r in c.rejections)
+
+
+# ---- resolution --------------------------------------------------------------------------------------------
+SPEC: dict[str, Any] = {
+    "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"},
+    "agent": {"profile": "coding", "overrides": {"outputTokens": 150}},
+    "maxContextTokens": 16384,
+    "maxBatch": 64,
+    "precision": {"kvCache": "fp8"},
+    "demand": {"concurrentSessions": 12},
+    "slo": {"ttftSeconds": 2, "tpotSeconds": 0.05},
+    "disaggregation": "always",
+    "pools": {"decode": ["a100"], "exclude": ["t4"]},
+}
+
+
+def test_resolve_workload_from_a_spec_dict() -> None:
+    req = resolve_workload(SPEC, name="w", namespace="team")
+    assert req.key == "team/w" and req.model.name == "llama-3.1-8b"
+    assert req.output_tokens == 150 and req.agent.output_tokens == 150
+    assert req.precisions.kv_cache is Precision.FP8 and req.precisions.weights is Precision.BF16
+    assert req.concurrent_sessions == 12 and req.requests_per_second is None
+    assert req.disaggregation is DisaggregationMode.ALWAYS and req.max_batch == 64
+    # Scenario.from_agent's convention: decode context = maxContextTokens = C + P + O//2.
+    assert req.cached_tokens + req.prompt_tokens + req.output_tokens // 2 == 16384
+    assert req.capacity_context == req.cached_tokens + req.prompt_tokens + req.output_tokens
+    assert (
+        req.allows("decode", "a100") and not req.allows("decode", "h100") and not req.allows("prefill", "t4")
+    )
+    assert req.allows("prefill", "h100")
+
+
+def test_resolve_workload_errors_and_injection() -> None:
+    with pytest.raises(ValueError, match=r"spec\.model"):
+        resolve_workload({**SPEC, "model": {"name": "no-such-model-xyz"}}, name="w")
+    with pytest.raises(ValueError, match=r"spec\.agent\.profile"):
+        resolve_workload({**SPEC, "agent": {"profile": "no-such-agent-xyz"}}, name="w")
+    with pytest.raises(ValueError, match="configMap"):
+        resolve_workload({**SPEC, "model": {"configMap": {"name": "cfg"}}}, name="w")
+    with pytest.raises(ValueError, match="demand"):
+        resolve_workload({**SPEC, "demand": {}}, name="w")
+    req = resolve_workload(
+        {**SPEC, "model": {"configMap": {"name": "cfg"}}}, name="w", model=SMALL, agent=agent(500, 100)
+    )
+    assert req.model is SMALL and req.agent.prompt_tokens == 500 and req.output_tokens == 150
+
+
+def test_request_validation() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        request(rps=1.0, sessions=2)
+    with pytest.raises(ValueError, match="SLO"):
+        request(rps=1.0, ttft=0)
+
+
+# ---- the examples ----------------------------------------------------------------------------------------
+def _plan_files(pools: str, *workloads: str) -> tuple[Plan, Cluster, list[WorkloadRequest]]:
+    from hetsched.scheduler.placement import load_requests
+
+    cl = build_cluster(ROOT / "examples" / "pools" / pools)
+    reqs = load_requests([str(ROOT / "examples" / "workloads" / w) for w in workloads])
+    return plan(reqs, cl, **fresh()), cl, reqs
+
+
+def test_examples_plan_sensibly() -> None:
+    result, cl, reqs = _plan_files(
+        "demo.yaml", "chatbot.yaml", "coding.yaml", "web-use.yaml", "computer-use.yaml"
+    )
+    check_plan(result, reqs, cl)
+    assert result.placed == 4
+    chat = result.workload("chatbot-8b")
+    pools = {chat.prefill.pool, chat.decode.pool}
+    assert "h100" not in pools and pools & {"l4", "t4"}, "a small chatbot belongs on older, cheaper GPUs"
+    coder = result.workload("coding-70b")
+    for ph in (coder.prefill, coder.decode):
+        assert ph.pool in ("h100", "a100") and (ph.tp or 0) >= 2
+    for w in result.workloads:
+        for ph in (w.prefill, w.decode):
+            assert ph.regime in ("compute-bound", "bandwidth-bound", "capacity-bound")
+
+
+def test_mix_example_uses_several_pools() -> None:
+    result, cl, reqs = _plan_files("demo.yaml", "mix.yaml")
+    check_plan(result, reqs, cl)
+    assert result.placed == len(reqs) >= 5
+    used = {u.name for u in result.pools if u.used_devices}
+    assert len(used) >= 3
+    assert any(w.mode == "disaggregated" and w.prefill.pool != w.decode.pool for w in result.workloads)
+
+
+@pytest.mark.parametrize("hw", [FAST, OLD, CHEAP])
+@pytest.mark.parametrize("tp", [1, 2, 8])
+def test_step_time_is_the_rooflines(hw: HardwareSpec, tp: int) -> None:
+    """The hot path's step time equals roofline.evaluate's (and so the serving model's steps)."""
+    from hetsched.scheduler.catalog.hardware import Efficiency
+    from hetsched.scheduler.roofline import evaluate
+
+    calibrated = hw.model_copy(
+        update={
+            "efficiency": Efficiency(
+                bandwidth=0.6,
+                compute=0.55,
+                step_overhead_seconds=0.0015,
+                collective_latency_seconds=2e-5,
+                link_efficiency=0.8,
+            )
+        }
+    )
+    req = request(m=MID, prompt=3000, cached=2000, output=300)
+    cache = EstimateCache()
+    sid = cache.shape_id(req)
+    for h in (hw, calibrated):
+        hid = cache.hardware_id(h, None, 0.9)
+        for phase in (Phase.PREFILL, Phase.DECODE):
+            for batch in (1, 7, 64):
+                mine = cache.step_time(req, sid, h, hid, phase, tp, batch)
+                ref = evaluate(cache.cost(req, sid, phase, tp, batch), h, compute_class="bf16").step_seconds
+                assert mine == pytest.approx(ref, rel=1e-12)
