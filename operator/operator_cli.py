@@ -48,6 +48,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         not_ready_grace_seconds=args.not_ready_grace_seconds,
         startup_grace_seconds=args.startup_grace_seconds,
     )
+    lease = None
+    if args.leader_elect:  # checked before anything starts
+        from hetsched.operator.leader import LeaseConfig, default_namespace
+
+        lease = LeaseConfig(
+            namespace=args.leader_elect_namespace or default_namespace(),
+            name=args.leader_elect_name,
+            identity=args.leader_elect_identity or "",
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )
     state = OperatorState()
     metrics = Metrics(state)
     op = handlers.OperatorContext(settings=settings, state=state, metrics=metrics)
@@ -63,6 +75,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    elector = None
+    if lease is not None:
+        from hetsched.operator.leader import LeaderElector
+
+        elector = LeaderElector(lease, args.kubeconfig)
+        elector.start()
+        print(
+            f"hetsched operator: {lease.identity} waiting to lead (Lease {lease.namespace}/{lease.name})",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            if not elector.wait_leading():
+                server.stop()
+                return 1
+        except KeyboardInterrupt:
+            elector.stop(release=False)
+            server.stop()
+            return 0
     try:
         kopf.run(
             clusterwide=settings.clusterwide,
@@ -71,7 +102,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             memo=kopf.Memo(op=op),
         )
     finally:
-        server.stop()
+        server.stop()  # not ready any more before the Lease goes to a standby
+        if elector is not None:
+            elector.stop(release=True)
     return 0
 
 
@@ -125,6 +158,17 @@ def register(subparsers: Any) -> None:
     run.add_argument("--workers", type=int, default=4, help="concurrent convergences (default 4)")
     run.add_argument("--solver", choices=("milp", "greedy"), default="milp", help="placement solver")
     run.add_argument("--max-body-bytes", type=int, default=1 << 20, help="HTTP request body limit (1 MiB)")
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run only while holding a coordination.k8s.io Lease (several replicas: one acts at a time)",
+    )
+    run.add_argument("--leader-elect-namespace", default=None, help="Lease namespace (default: the pod's)")
+    run.add_argument("--leader-elect-name", default="hetsched-operator", help="Lease name")
+    run.add_argument("--leader-elect-identity", default=None, help="holder identity (default: host + random)")
+    run.add_argument("--leader-elect-lease-duration", type=float, default=15.0, help="seconds (default 15)")
+    run.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, help="seconds (default 10)")
+    run.add_argument("--leader-elect-retry-period", type=float, default=2.0, help="seconds (default 2)")
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything (Kopf debug)")
     run.set_defaults(func=cmd_run)

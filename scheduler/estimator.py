@@ -34,7 +34,6 @@ from functools import lru_cache
 from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
 from hetsched.scheduler.precision import PRECISIONS, Precision
 
-
 #: Element width of each compute class (for choosing the attention core's class).
 _CLASS_BITS: dict[str, int] = {"fp4": 4, "int4": 4, "fp8": 8, "int8": 8, "bf16": 16, "fp32": 32}
 
@@ -400,7 +399,11 @@ def estimate_phase(
         absorb_f = layers * 2.0 * t * s.heads * s.kv_lora * (s.qk_nope + s.v_head)
         absorb_w = layers * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * wb
         act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.kv_lora + s.v_head) * ab * 2
-        ops.append(OperatorCost("attention", score_f + ctx_f + absorb_f, absorb_w, kv_read, kv_write, act, attention_class))
+        ops.append(
+            OperatorCost(
+                "attention", score_f + ctx_f + absorb_f, absorb_w, kv_read, kv_write, act, attention_class
+            )
+        )
     elif s.mla:
         # Expanded: decompress K_nope and V for every attended key position (cached and new).
         kv_positions = b * (full_layers * (c + n) + s.window_layers * min(c + n, s.window or c + n))
@@ -409,14 +412,14 @@ def estimate_phase(
         score_f = 2.0 * s.heads * (s.qk_nope + s.qk_rope) * keys_sum
         ctx_f = 2.0 * s.heads * s.v_head * keys_sum
         act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.v_head) * ab * 2
-        ops.append(OperatorCost("attention", score_f + ctx_f + up_f, up_w, kv_read, kv_write, act, attention_class))
+        ops.append(
+            OperatorCost("attention", score_f + ctx_f + up_f, up_w, kv_read, kv_write, act, attention_class)
+        )
     else:
         score_f = 2.0 * s.heads * s.head_dim * keys_sum
         ctx_f = 2.0 * s.heads * s.head_dim * keys_sum
         act = layers * t * (s.q_width + s.attn_out) * ab
-        ops.append(
-            OperatorCost("attention", score_f + ctx_f, 0.0, kv_read, kv_write, act, attention_class)
-        )
+        ops.append(OperatorCost("attention", score_f + ctx_f, 0.0, kv_read, kv_write, act, attention_class))
 
     f, w, a = _matmul(h, s.attn_out, t, wb, ab)
     ops.append(OperatorCost("out_proj", layers * f, layers * w, 0.0, 0.0, layers * a))

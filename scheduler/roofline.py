@@ -11,7 +11,7 @@ Regimes (docs/estimator.md):
 
 Step time is the sum over operators of ``max(FLOPs / (peak·η_c), bytes / (bandwidth·η_b))``
 (each operator on its own roof: the attention core at its own compute class, the routed experts'
-grouped GEMMs at ``η_b·experts_bandwidth``), plus the tensor-parallel all-reduces and the fixed
+grouped GEMMs at ``η_c·experts_compute`` and ``η_b·experts_bandwidth``), plus the tensor-parallel all-reduces and the fixed
 costs: per step, and per layer (``layers × layer_overhead_seconds``).
 """
 
@@ -107,8 +107,12 @@ def evaluate(
     busy_s = 0.0
     for op in cost.operators:
         op_peak = eff_peak if op.compute_class is None else hw.peak_for(op.compute_class) * n * eff.compute
-        c = op.flops / op_peak
-        m = op.dram_bytes / (eff_bw * eff.experts_bandwidth if op.name == "experts" else eff_bw)
+        if op.name == "experts":
+            c = op.flops / (op_peak * eff.experts_compute)
+            m = op.dram_bytes / (eff_bw * eff.experts_bandwidth)
+        else:
+            c = op.flops / op_peak
+            m = op.dram_bytes / eff_bw
         compute_s += c
         memory_s += m
         busy_s += c if c > m else m

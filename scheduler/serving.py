@@ -5,8 +5,10 @@ the single source for the planner's colocated-versus-disaggregated choice, for `
 validate`` and for the calibration fit (docs/calibration.md derives every term).
 
 **Step time** of a phase on one replica is the roofline of ``roofline.evaluate``: per operator
-``max(FLOPs / (peak·η_c), bytes / (bandwidth·η_b))``, plus the collectives (``latency + bytes /
-(link·η_link)`` each) and the fixed per-step cost. It is computed here from
+``max(FLOPs / (peak·η_c), bytes / (bandwidth·η_b))`` (the attention core at its own compute class;
+the routed experts' grouped GEMMs at ``experts_compute·η_c`` and ``experts_bandwidth·η_b``), plus
+the collectives (``latency + bytes / (link·η_link)`` each) and the fixed costs (per step, and
+``layers × layer_overhead_seconds``). It is computed here from
 :class:`StepTerms` (the efficiency-independent FLOPs and bytes of the step per device), so the
 fit can evaluate thousands of steps at once with numpy; for ``dp = 1`` it equals
 ``evaluate(...).step_seconds`` exactly (a unit test checks it).
@@ -33,10 +35,12 @@ exchange (dispatch and combine) of ``(G−1)/G · min(k, G)`` hidden vectors per
   lightly loaded and ``B_run·S − Z`` when prefill is the bottleneck. Requests beyond ``B_max`` wait
   for a KV slot: ``(B/B_max − 1)·(R + Z)``. A benchmark that starts all requests at once adds, for
   the fraction ``warmup_fraction`` of requests in that first wave, half the queue of ``B_run``
-  prompts: ``warmup_fraction · S · (B_run − 1) / 2``.
+  prompts: ``warmup_fraction · S · (B_run − 1) / 2``. Every request also pays the fixed
+  ``request_overhead_seconds`` (admission, tokenization, returning the first token).
 
 **Disaggregated**: prefill workers run prompts in batches of ``Bp``; the prompt's KV then crosses
-the network to a decode worker: ``TTFT = t_prefill(Bp) + KV bytes / bandwidth``,
+the network to a decode worker: ``TTFT = t_prefill(Bp) + KV bytes / bandwidth`` (+ the per-request
+overhead),
 ``TPOT = t_decode(Bd)`` on the decode worker. Given the number of requests in flight
 (``concurrency``, a closed loop), TTFT also includes waiting for a free prefill slot: the same
 mean-value analysis with ``workers·dp·Bp`` parallel slots (Seidmann's approximation for a
@@ -127,6 +131,7 @@ class EfficiencyTerms:
     link_efficiency: ArrayLike
     layer_overhead_seconds: ArrayLike = 0.0
     experts_bandwidth: ArrayLike = 1.0
+    experts_compute: ArrayLike = 1.0
     request_overhead_seconds: ArrayLike = 0.0
 
     @staticmethod
@@ -139,6 +144,7 @@ class EfficiencyTerms:
             eff.link_efficiency,
             eff.layer_overhead_seconds,
             eff.experts_bandwidth,
+            eff.experts_compute,
             eff.request_overhead_seconds,
         )
 
@@ -148,28 +154,32 @@ def _col(x: ArrayLike) -> Array:
     return np.asarray(x, dtype=np.float64)[..., None]
 
 
-def step_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:
-    """Σ_ops max(FLOPs/(N·peak·η_c), bytes/(N·bw·η_b)) + collectives + fixed cost (``evaluate``)."""
+def _busy(t: StepTerms, e: EfficiencyTerms, dram_bytes: Array) -> Array:
+    """Σ_ops max(compute, memory): each operator on its own roof; the routed experts' grouped GEMMs
+    at ``experts_compute`` and ``experts_bandwidth`` of the dense fractions."""
+    experts = t.experts
     compute = t.flops / (t.peak_flops * _col(t.devices * e.compute))
-    memory = t.dram_bytes / _col(t.devices * t.bandwidth * e.bandwidth)
-    memory = memory * (1.0 + t.experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
-    busy = np.maximum(compute, memory).sum(axis=-1)
+    compute = compute * (1.0 + experts * (1.0 / _col(e.experts_compute) - 1.0))
+    memory = dram_bytes / _col(t.devices * t.bandwidth * e.bandwidth)
+    memory = memory * (1.0 + experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
+    return np.asarray(np.maximum(compute, memory).sum(axis=-1), dtype=np.float64)
+
+
+def step_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:
+    """Σ_ops max(FLOPs/(N·peak·η_c), bytes/(N·bw·η_b)) + collectives + fixed costs per step and per
+    layer: ``roofline.evaluate`` exactly."""
     comm = t.collectives * (
         e.collective_latency_seconds + t.collective_bytes / (t.link_bandwidth * e.link_efficiency)
     )
     fixed = e.step_overhead_seconds + t.layers * e.layer_overhead_seconds
-    return np.asarray(busy + comm + fixed, dtype=np.float64)
+    return np.asarray(_busy(t, e, t.dram_bytes) + comm + fixed, dtype=np.float64)
 
 
 def marginal_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:
     """Time the step's work adds to an iteration that already reads the weights and pays the
     fixed and latency costs: its FLOPs, its non-weight bytes and its collective bytes."""
-    compute = t.flops / (t.peak_flops * _col(t.devices * e.compute))
-    memory = (t.dram_bytes - t.weight_bytes) / _col(t.devices * t.bandwidth * e.bandwidth)
-    memory = memory * (1.0 + t.experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
-    busy = np.maximum(compute, memory).sum(axis=-1)
     comm = t.collectives * t.collective_bytes / (t.link_bandwidth * e.link_efficiency)
-    return np.asarray(busy + comm, dtype=np.float64)
+    return np.asarray(_busy(t, e, t.dram_bytes - t.weight_bytes) + comm, dtype=np.float64)
 
 
 def floor_seconds(t: StepTerms) -> Array:

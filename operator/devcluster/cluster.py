@@ -791,9 +791,43 @@ class Cluster:
         self._launch_component("kwok", Path(config.bin_dir), config)
         self._wait_healthy("kwok", self._health_check("kwok", config.ports), timeout)
 
-    def _stop_component(self, name: str, timeout: float) -> None:
+    # single components (fault injection: the others keep running)
+    def stop_component(self, name: str, timeout: float = 15, kill: bool = False) -> None:
+        """Stop one component: SIGTERM (SIGKILL after ``timeout``), or SIGKILL at once (``kill``:
+        a crash). Bring it back with :meth:`start_component`; its data (etcd) is kept."""
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r} (one of {', '.join(COMPONENTS)})")
+        with self._lock():
+            self._stop_component(name, timeout, kill=kill)
+
+    def start_component(self, name: str, timeout: float = 60) -> None:
+        """Start one stopped component with its usual command line and wait until it is healthy."""
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r} (one of {', '.join(COMPONENTS)})")
+        with self._lock():
+            record = self.records().get(name)
+            if record is not None and record.is_alive():
+                return
+            config = self._config()
+            self._launch_component(name, Path(config.bin_dir), config)
+            self._wait_healthy(name, self._health_check(name, config.ports), timeout)
+
+    def restart_component(
+        self, name: str, down_seconds: float = 0.0, timeout: float = 60, kill: bool = False
+    ) -> None:
+        """:meth:`stop_component`, wait ``down_seconds``, :meth:`start_component`."""
+        self.stop_component(name, timeout, kill=kill)
+        time.sleep(down_seconds)
+        self.start_component(name, timeout)
+
+    def _stop_component(self, name: str, timeout: float, kill: bool = False) -> None:
         record = self.records()[name]
         if record.is_alive():
+            if kill:
+                os.kill(record.pid, signal.SIGKILL)
+                if self._wait_gone([record], 10):
+                    raise ClusterError(f"{name} (pid {record.pid}) still running after SIGKILL")
+                return
             os.kill(record.pid, signal.SIGTERM)
             if self._wait_gone([record], timeout):
                 os.kill(record.pid, signal.SIGKILL)

@@ -17,7 +17,8 @@ class Efficiency(BaseModel):
     """Achievable fractions of peak and fixed costs; ideal (pure roofline) by default.
 
     Calibrated values (issue: fidelity) are fitted against measured serving runs; ``fitted_by``
-    says how. ``--efficiency ideal`` ignores them.
+    says how (docs/calibration.md explains each number). ``--efficiency ideal`` ignores them. Every
+    default is neutral: fractions 1, costs 0, so ``Efficiency()`` is the pure roofline.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,6 +44,12 @@ class Efficiency(BaseModel):
         gt=0,
         le=1,
         description="bandwidth fraction reached by the routed-experts grouped GEMMs, relative to dense GEMMs",
+    )
+    experts_compute: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="FLOP/s fraction reached by the routed-experts grouped GEMMs, relative to dense GEMMs",
     )
     request_overhead_seconds: float = Field(
         default=0.0,

@@ -3,7 +3,8 @@
 This is the planner's hot path. Two levels of estimate, memoised in :class:`EstimateCache`:
 
 * **bounds** from the phase steps (``estimate_phase`` once per (shape, phase, TP, batch) for all
-  pools, ``roofline.evaluate`` per hardware): a step's time is a lower bound on what a user sees
+  pools, and per hardware the step time as ``roofline.evaluate`` computes it — a unit test checks
+  they are equal): a step's time is a lower bound on what a user sees
   (TPOT ≥ decode step, TTFT ≥ prefill step + KV transfer, colocated TTFT ≥ prefill + decode
   step), so candidates missing an SLO on a bound are rejected without further work, and the rest
   are visited in order of a lower bound on the devices they need;
@@ -34,7 +35,12 @@ from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.estimator import Phase, PhaseCost, estimate_phase
 from hetsched.scheduler.placement.request import WorkloadRequest
 from hetsched.scheduler.pools import Cluster, Pool
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, allreduce_seconds, evaluate
+from hetsched.scheduler.roofline import (
+    DEFAULT_MEMORY_UTILIZATION,
+    PhasePerformance,
+    allreduce_seconds,
+    evaluate,
+)
 from hetsched.scheduler.serving import (
     EfficiencyTerms,
     ServingPrediction,
@@ -50,6 +56,7 @@ GIB = float(1 << 30)
 _PREFILL = Phase.PREFILL  # module constants: enum attribute access is slow on the hot path
 _DECODE = Phase.DECODE
 _EPS = 1e-9
+_SELF_CHECKS = 3  # fast step times checked against roofline.evaluate per (shape, hardware)
 
 
 class Mode(StrEnum):
@@ -189,14 +196,16 @@ class EstimateCache:
 
     * phase costs (``estimate_phase``: FLOPs and bytes) do not depend on the hardware: keyed by
       (shape, phase, TP, batch), one estimate serves every pool;
-    * their roofline (``roofline.evaluate``) per hardware: (shape, hardware, TP, phase, batch);
+    * their roofline step time per hardware (``step_time``; the full ``roofline.evaluate`` analysis
+      only for configurations the serving model evaluates): (shape, hardware, TP, phase, batch);
     * the serving model's step terms (``serving.step_terms``) and predictions per configuration.
 
     A shape is (model, precisions, P, C, O); a hardware id covers the spec, the efficiency
-    override and the memory utilisation. Cleared wholesale past ``max_entries``.
+    override and the memory utilisation. Cleared wholesale after ``max_entries`` insertions
+    (about 3 kB each: ~0.5 MB per model shape on 12 pools).
     """
 
-    def __init__(self, max_entries: int = 500_000) -> None:
+    def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
         self._shapes: dict[object, int] = {}
         self._hardware: dict[str, int] = {}
@@ -206,6 +215,9 @@ class EstimateCache:
         self._steps: dict[tuple[int, int, int, bool, int], float] = {}
         self._roof: dict[tuple[int, str], tuple[Efficiency, float, float]] = {}
         self._eff: dict[int, Efficiency] = {}
+        self._utilization: dict[int, float] = {}
+        self._checked: dict[tuple[int, int], int] = {}  # (shape, hardware) -> fast steps checked, -1: off
+        self.fast_mismatches = 0
         self._terms: dict[tuple[int, int, int, bool, int], tuple[StepTerms, PhaseCost]] = {}
         self._capacity: dict[tuple[int, int, int], int] = {}
         self._colocated: dict[tuple[int, int, int, int], ServingPrediction] = {}
@@ -239,6 +251,7 @@ class EstimateCache:
             hid = self._hardware[key] = len(self._hardware)
             eff = hw.efficiency if efficiency is None else efficiency
             self._eff[hid] = eff
+            self._utilization[hid] = utilization
             self._efficiency[hid] = EfficiencyTerms.of(eff)
         return hid
 
@@ -348,34 +361,71 @@ class EstimateCache:
         tp: int,
         batch: int,
     ) -> float:
-        """The roofline step time of ``roofline.evaluate`` (operators on their own roofs, the
-        tensor-parallel all-reduces, the fixed per-step cost) without the rest of its analysis:
-        the hot path only needs the time. ``test_step_time_is_the_rooflines`` checks equality."""
+        """The step time of ``roofline.evaluate`` without the rest of its analysis (the hot path
+        needs only the time): operators on their own roofs, the all-reduces, the fixed costs.
+
+        Self-checking: the first steps of every (shape, hardware) are also evaluated with
+        ``roofline.evaluate``; on any disagreement (the roofline changed) that pair falls back to
+        ``evaluate`` for good, so the time is always the roofline's.
+        """
         key = (sid, hid, tp, phase is _PREFILL, batch)
         hit = self._steps.get(key)
         if hit is not None:
             return hit
         cost = self.cost(req, sid, phase, tp, batch)
+        check = (sid, hid)
+        state = self._checked.get(check, 0)
+        t: float
+        if state < 0:  # the fast formula disagreed once: the roofline itself
+            t = self._evaluate(req, cost, hw, hid).step_seconds
+        else:
+            t = self._fast_step(req, cost, hw, hid, tp)
+            if state < _SELF_CHECKS:
+                ref = self._evaluate(req, cost, hw, hid).step_seconds
+                if math.isclose(t, ref, rel_tol=1e-9, abs_tol=1e-15):
+                    self._checked[check] = state + 1
+                else:
+                    self._checked[check] = -1
+                    self.fast_mismatches += 1
+                    t = ref
+        self._trim()
+        self._steps[key] = t
+        return t
+
+    def _evaluate(
+        self, req: WorkloadRequest, cost: PhaseCost, hw: HardwareSpec, hid: int
+    ) -> PhasePerformance:
+        return evaluate(
+            cost,
+            hw,
+            compute_class=req.precisions.compute_class,
+            efficiency=self._eff[hid],
+            utilization=self._utilization[hid],
+        )
+
+    def _fast_step(self, req: WorkloadRequest, cost: PhaseCost, hw: HardwareSpec, hid: int, tp: int) -> float:
         cc = req.precisions.compute_class
         roof = self._roof.get((hid, cc))
         if roof is None:
-            eff0 = self._eff[hid]
-            roof = self._roof[(hid, cc)] = (
-                eff0,
-                hw.peak_for(cc) * eff0.compute,
-                hw.memory_bandwidth * eff0.bandwidth,
-            )
+            e = self._eff[hid]
+            roof = self._roof[(hid, cc)] = (e, hw.peak_for(cc) * e.compute, hw.memory_bandwidth * e.bandwidth)
         eff, peak, bandwidth = roof
         peak_tp = peak * tp
         bw_tp = bandwidth * tp
         busy = 0.0
         for op in cost.operators:
-            c = op.flops / peak_tp
-            m = op.dram_bytes / bw_tp
+            op_peak = (
+                peak_tp if op.compute_class is None else hw.peak_for(op.compute_class) * tp * eff.compute
+            )
+            if op.name == "experts":
+                c = op.flops / (op_peak * eff.experts_compute)
+                m = op.dram_bytes / (bw_tp * eff.experts_bandwidth)
+            else:
+                c = op.flops / op_peak
+                m = op.dram_bytes / bw_tp
             busy += c if c > m else m
-        t: float = busy + allreduce_seconds(cost, hw, eff) + eff.step_overhead_seconds
-        self._trim()
-        self._steps[key] = t
+        overhead = eff.step_overhead_seconds + cost.layers * eff.layer_overhead_seconds
+        t: float = busy + allreduce_seconds(cost, hw, eff) + overhead
         return t
 
     def _step_terms(

@@ -292,7 +292,8 @@ def _option_rejection(
         o = min(using, key=lambda x: x.cost_per_hour)
         short = [(p, n, remaining.get(p, 0)) for p, n in o.devices if n > remaining.get(p, 0)]
         needs = "; ".join(
-            f"needs {n} devices of {p}, {max(f, 0)} free after the other workloads" for p, n, f in short
+            f"needs {n} device{'s' if n != 1 else ''} of {p}, {max(f, 0)} free after the other workloads"
+            for p, n, f in short
         )
         sev = max(n / max(f, 1) for _, n, f in short)
         return Rejection(name, Reason.NO_FREE_DEVICES, f"{o.describe()}: {needs}", phase, sev)

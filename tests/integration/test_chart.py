@@ -31,7 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hetsched"
 EXAMPLES = REPO / "examples" / "workloads"
 DEMO_WORKLOADS = ("chatbot.yaml", "coding.yaml", "computer-use.yaml", "web-use.yaml")
-ALL_ON = ["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "grafanaDashboard.enabled=true"]
+ALL_ON = [
+    "serviceMonitor.enabled=true",
+    "prometheusRule.enabled=true",
+    "grafanaDashboard.enabled=true",
+    "leaderElection.enabled=true",
+]
 RELEASE = "hs"
 
 pytestmark = pytest.mark.integration
@@ -407,6 +412,22 @@ def test_everything_enabled_render(cluster: LocalCluster) -> None:
     )
     args = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--network-gbps=default=25" in args
+    assert {
+        "--leader-elect",
+        "--leader-elect-name=hs-hetsched",
+        "--leader-elect-identity=$(POD_NAME)",
+    } <= set(args)
+    role = one(objs, "Role")
+    assert role["metadata"]["name"] == "hs-hetsched-leader-election"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["hs-hetsched"],
+            "verbs": ["get", "update"],
+        },
+    ]
 
 
 def test_namespaced_render_grants_workload_rights_per_namespace_only(cluster: LocalCluster) -> None:
@@ -600,6 +621,10 @@ ALLOWED = [
     ("create", "events", ("-n", "default")),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    # leaderElection.enabled: its own Lease in the release namespace
+    ("create", "leases.coordination.k8s.io", ("-n", "hetsched-chart")),
+    ("get", "leases.coordination.k8s.io/hs-hetsched", ("-n", "hetsched-chart")),
+    ("update", "leases.coordination.k8s.io/hs-hetsched", ("-n", "hetsched-chart")),
 ]
 DENIED = [
     ("get", "secrets", ("-n", "default")),
@@ -620,6 +645,9 @@ DENIED = [
     ("create", "serviceaccounts/token", ("-n", "hetsched-chart")),
     ("create", "pods/exec", ("-n", "default")),
     ("*", "*", ("-A",)),
+    ("update", "leases.coordination.k8s.io/kube-scheduler", ("-n", "hetsched-chart")),
+    ("get", "leases.coordination.k8s.io", ("-n", "kube-system")),
+    ("delete", "leases.coordination.k8s.io/hs-hetsched", ("-n", "hetsched-chart")),
 ]
 
 
@@ -739,6 +767,8 @@ def test_helm_uninstall_cleans_up(
         ("configmap", release.fullname + "-dashboard", release.namespace),
         ("clusterrole", release.fullname, None),
         ("clusterrolebinding", release.fullname, None),
+        ("role", release.fullname + "-leader-election", release.namespace),
+        ("rolebinding", release.fullname + "-leader-election", release.namespace),
     ):
         args = ["get", kind, name, "--ignore-not-found", "-o", "name"] + (["-n", ns] if ns else [])
         assert cluster.kubectl(*args).stdout.strip() == "", f"{kind}/{name} left behind"

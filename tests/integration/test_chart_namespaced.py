@@ -33,7 +33,8 @@ def namespaced_release(cluster: LocalCluster) -> Iterator[str]:
         cluster.kubectl("create", "namespace", ns)
     cluster.helm(
         "install", RELEASE, str(CHART), "--namespace", RELEASE_NS, "--create-namespace",
-        "--set", f"operator.watchNamespaces={{{WATCHED}}}", "--wait", "--timeout", "100s",
+        "--set", f"operator.watchNamespaces={{{WATCHED}}}", "--set", "leaderElection.enabled=true",
+        "--wait", "--timeout", "100s",
     )  # fmt: skip
     try:
         yield f"system:serviceaccount:{RELEASE_NS}:{FULLNAME}"
@@ -68,7 +69,17 @@ def test_namespaced_operator_with_the_chart_identity(
     cluster: LocalCluster, namespaced_release: str, tmp_path: Path
 ) -> None:
     kubeconfig = sa_kubeconfig(cluster, RELEASE_NS, FULLNAME, tmp_path / "kubeconfig")
-    op = OperatorProcess(kubeconfig, tmp_path / "operator.log", "--namespace", WATCHED)
+    # Exactly the chart's arguments (leader election, --namespace), on a loopback port here.
+    deployment = cluster.kubectl_json("get", "deployment", FULLNAME, "-n", RELEASE_NS)
+    chart_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert chart_args[:2] == ["operator", "run"]
+    args = [
+        a.replace("$(POD_NAMESPACE)", RELEASE_NS).replace("$(POD_NAME)", "local-test-pod")
+        for a in chart_args[2:]
+        if not a.startswith("--port=")
+    ]
+    assert f"--namespace={WATCHED}" in args and "--leader-elect" in args
+    op = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)
     profile = {
         "apiVersion": "hetsched.io/v1alpha1",
         "kind": "AcceleratorProfile",
@@ -111,6 +122,8 @@ def test_namespaced_operator_with_the_chart_identity(
             timeout=30,
             what="an Event about the AcceleratorProfile",
         )
+        lease = cluster.kubectl_json("get", "lease", FULLNAME, "-n", RELEASE_NS)
+        assert lease["spec"]["holderIdentity"] == "local-test-pod"
         assert not RBAC_DENIAL.search(op.log_text()), op.log_text()[-4000:]
     finally:
         op.stop()

@@ -60,6 +60,9 @@ def test_fit_is_deterministic(small: fit.Dataset) -> None:
         if name not in fit.PER_FAMILY:
             assert np.all(column == column[0])
     assert np.all(a.params >= fit.LOWER) and np.all(a.params <= fit.UPPER)
+    # Parameters the fit holds (FIT_FIXED) keep their value in every family.
+    for name, value in fit.FIT_FIXED.items():
+        assert np.all(a.params[:, fit.PARAMETERS.index(name)] == value)
 
 
 def test_fit_improves_on_the_start_and_on_ideal(small: fit.Dataset) -> None:
@@ -71,7 +74,7 @@ def test_fit_improves_on_the_start_and_on_ideal(small: fit.Dataset) -> None:
         return float(np.median(np.abs(tpot[every] / small.tpot[every] - 1)))
 
     start = np.tile(fit.START, (len(result.families), 1))
-    ideal = np.tile(np.array([1.0, 1.0, 0.0, 0.0, 1.0]), (len(result.families), 1))
+    ideal = np.tile(fit.NEUTRAL, (len(result.families), 1))
     fitted = median_tpot_error(result.params)
     assert fitted < median_tpot_error(start)
     assert fitted < median_tpot_error(ideal)
@@ -135,7 +138,8 @@ def test_calibrated_table_per_family_with_generic_fallback() -> None:
     assert calibrated.family_of("mystery") == "generic"
     hopper = calibrated.efficiency_for(get_hardware("h200"))
     assert hopper == calibrated.FAMILY_EFFICIENCY["nvidia-hopper"]
-    assert 0 < hopper.bandwidth <= 1 and 0 < hopper.compute <= 1 and hopper.step_overhead_seconds > 0
+    assert 0 < hopper.bandwidth <= 1 and 0 < hopper.compute <= 1 and hopper.layer_overhead_seconds > 0
+    assert 0 < hopper.experts_bandwidth <= 1 and 0 < hopper.experts_compute <= 1
     ampere = calibrated.efficiency_for(get_hardware("a100-80gb"))
     assert "extrapolated to nvidia-ampere" in ampere.fitted_by
     assert ampere.bandwidth == calibrated.FAMILY_EFFICIENCY["generic"].bandwidth
@@ -179,19 +183,154 @@ def test_calibrate_hook_and_ideal_still_pure_roofline() -> None:
 # ---- the serving model: consistency with the roofline, physical floors ---------------------------
 
 
-@pytest.mark.parametrize(
-    ("tp", "batch", "phase"), [(1, 1, Phase.DECODE), (4, 64, Phase.DECODE), (8, 1, Phase.PREFILL)]
+NVFP4 = Precisions(weights=Precision.NVFP4, kv_cache=Precision.FP8, activations=Precision.NVFP4)
+#: Every term away from its neutral value (and different from the calibrated table).
+HARSH = Efficiency(
+    bandwidth=0.7,
+    compute=0.6,
+    step_overhead_seconds=0.4e-3,
+    collective_latency_seconds=9e-6,
+    link_efficiency=0.5,
+    layer_overhead_seconds=40e-6,
+    experts_bandwidth=0.8,
+    experts_compute=0.3,
+    request_overhead_seconds=0.05,
+    fitted_by="test",
 )
-def test_step_terms_reproduce_roofline_evaluate(tp: int, batch: int, phase: Phase) -> None:
-    model = get_model("llama-3.1-70b")
-    hw = get_hardware("h200")
-    eff = calibrated.efficiency_for(hw)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "prec", "tp", "batch", "phase"),
+    [
+        ("llama-3.1-70b", FP8, 1, 1, Phase.DECODE),
+        ("llama-3.1-70b", FP8, 4, 64, Phase.DECODE),
+        ("llama-3.1-70b", FP8, 8, 1, Phase.PREFILL),
+        ("qwen3-235b-a22b", FP8, 8, 32, Phase.DECODE),
+        ("deepseek-v3", NVFP4, 8, 2, Phase.PREFILL),
+        ("gpt-oss-120b", NVFP4, 2, 16, Phase.DECODE),
+    ],
+)
+@pytest.mark.parametrize("source", ["calibrated", "harsh"])
+def test_step_terms_reproduce_roofline_evaluate(
+    model_name: str, prec: Precisions, tp: int, batch: int, phase: Phase, source: str
+) -> None:
+    model = get_model(model_name)
+    hw = get_hardware("b200")
+    eff = calibrated.efficiency_for(hw) if source == "calibrated" else HARSH
     new = 1 if phase is Phase.DECODE else 2048
     terms, cost = step_terms(
-        model, hw, phase, batch=batch, new_tokens=new, context_tokens=3000, precisions=FP8, tp=tp
+        model, hw, phase, batch=batch, new_tokens=new, context_tokens=3000, precisions=prec, tp=tp
     )
-    expected = evaluate(cost, hw, compute_class=FP8.compute_class, efficiency=eff).step_seconds
+    expected = evaluate(cost, hw, compute_class=prec.compute_class, efficiency=eff).step_seconds
     assert float(step_seconds(terms, EfficiencyTerms.of(eff))) == pytest.approx(expected, rel=1e-12)
+
+
+# ---- the fitted terms, one at a time ---------------------------------------------------------------
+
+
+def test_efficiency_defaults_are_the_pure_roofline() -> None:
+    assert Efficiency() == IDEAL
+    assert IDEAL.layer_overhead_seconds == 0 and IDEAL.request_overhead_seconds == 0
+    assert IDEAL.experts_bandwidth == 1 and IDEAL.experts_compute == 1
+    terms = EfficiencyTerms.of(IDEAL)
+    assert terms == EfficiencyTerms(1.0, 1.0, 0.0, 0.0, 1.0)
+
+
+def test_layer_overhead_scales_with_the_layer_count() -> None:
+    hw = get_hardware("h200")
+    t_layer = 50e-6
+    eff = Efficiency(layer_overhead_seconds=t_layer)
+    for name in ("llama-3.1-8b", "llama-3.1-70b", "deepseek-v3"):
+        model = get_model(name)
+        cost = estimate_phase(model, Phase.DECODE, batch=8, new_tokens=1, context_tokens=500, precisions=FP8)
+        ideal = evaluate(cost, hw, compute_class="fp8", efficiency=IDEAL)
+        with_layers = evaluate(cost, hw, compute_class="fp8", efficiency=eff)
+        assert with_layers.overhead_seconds == pytest.approx(model.num_layers * t_layer, rel=1e-12)
+        assert with_layers.step_seconds - ideal.step_seconds == pytest.approx(model.num_layers * t_layer)
+    # Fixed per step and per layer add up.
+    both = Efficiency(layer_overhead_seconds=t_layer, step_overhead_seconds=1e-3)
+    model = get_model("llama-3.1-70b")
+    cost = estimate_phase(model, Phase.DECODE, batch=1, new_tokens=1, context_tokens=0, precisions=FP8)
+    assert evaluate(cost, hw, efficiency=both).overhead_seconds == pytest.approx(1e-3 + 80 * t_layer)
+
+
+@pytest.mark.parametrize(("factor", "field"), [(0.5, "experts_bandwidth"), (0.25, "experts_compute")])
+def test_experts_factors_touch_only_the_routed_experts(factor: float, field: str) -> None:
+    hw = get_hardware("h200")
+    changed = Efficiency(**{field: factor})
+    # A dense model has no routed experts: no change at all.
+    dense_cost = estimate_phase(
+        get_model("llama-3.1-70b"), Phase.DECODE, batch=8, new_tokens=1, context_tokens=500, precisions=FP8
+    )
+    assert (
+        evaluate(dense_cost, hw, efficiency=changed).step_seconds
+        == evaluate(dense_cost, hw, efficiency=IDEAL).step_seconds
+    )
+    # An MoE model: decode (experts bandwidth-bound) for the bandwidth factor, a long prefill
+    # (experts compute-bound) for the compute factor; every other operator is priced as before.
+    model = get_model("qwen3-235b-a22b")
+    phase, new = (Phase.DECODE, 1) if field == "experts_bandwidth" else (Phase.PREFILL, 8192)
+    cost = estimate_phase(model, phase, batch=16, new_tokens=new, context_tokens=1000, precisions=FP8)
+    peak = hw.peak_for("fp8")
+
+    def op_time(op_name: str, flops_scale: float, bytes_scale: float) -> float:
+        op = next(o for o in cost.operators if o.name == op_name)
+        p = hw.peak_for(op.compute_class) if op.compute_class else peak
+        return max(op.flops / (p * flops_scale), op.dram_bytes / (hw.memory_bandwidth * bytes_scale))
+
+    f_scale, b_scale = (1.0, factor) if field == "experts_bandwidth" else (factor, 1.0)
+    delta = op_time("experts", f_scale, b_scale) - op_time("experts", 1.0, 1.0)
+    assert delta > 0
+    diff = (
+        evaluate(cost, hw, efficiency=changed).step_seconds
+        - evaluate(cost, hw, efficiency=IDEAL).step_seconds
+    )
+    assert diff == pytest.approx(delta, rel=1e-9)
+
+
+def test_request_overhead_adds_to_ttft_only() -> None:
+    model = get_model("llama-3.1-70b")
+    hw = get_hardware("h200")
+    base, plus = HARSH.model_copy(update={"request_overhead_seconds": 0.0}), HARSH
+    kw = dict(
+        prompt_tokens=2048, cached_tokens=0, output_tokens=256, precisions=FP8, tp=4, warmup_fraction=0.1
+    )
+    a = predict_colocated(model, hw, concurrency=16, efficiency=base, **kw)  # type: ignore[arg-type]
+    b = predict_colocated(model, hw, concurrency=16, efficiency=plus, **kw)  # type: ignore[arg-type]
+    assert b.ttft_seconds - a.ttft_seconds == pytest.approx(plus.request_overhead_seconds, rel=1e-9)
+    assert b.tpot_seconds == a.tpot_seconds
+    dkw = dict(
+        prefill_batch=1,
+        decode_batch=32,
+        prompt_tokens=2048,
+        cached_tokens=0,
+        output_tokens=256,
+        precisions=FP8,
+        prefill_tp=4,
+        decode_tp=4,
+        kv_transfer_bandwidth=50e9,
+    )
+    for conc in (None, 64):
+        da = predict_disaggregated(
+            model,
+            hw,
+            hw,
+            prefill_efficiency=base,
+            decode_efficiency=base,
+            concurrency=conc,
+            **dkw,  # type: ignore[arg-type]
+        )
+        db = predict_disaggregated(
+            model,
+            hw,
+            hw,
+            prefill_efficiency=plus,
+            decode_efficiency=plus,
+            concurrency=conc,
+            **dkw,  # type: ignore[arg-type]
+        )
+        assert db.ttft_seconds - da.ttft_seconds == pytest.approx(plus.request_overhead_seconds, rel=1e-9)
+        assert db.tpot_seconds == da.tpot_seconds
 
 
 def test_closed_loop_response_limits() -> None:
@@ -301,8 +440,8 @@ def test_predictions_never_below_the_physical_floor(
 
 
 def test_open_loop_disaggregated_is_prefill_plus_kv_transfer() -> None:
-    """Without a concurrency (the planner's open-loop use), TTFT = prefill step + KV transfer and
-    TPOT = the decode step, exactly as ``analyze_phase`` evaluates them."""
+    """Without a concurrency (the planner's open-loop use), TTFT = prefill step + KV transfer + the
+    per-request overhead and TPOT = the decode step, exactly as ``analyze_phase`` evaluates them."""
     model = get_model("llama-3.1-70b")
     hw = calibrated.calibrate(get_hardware("h200"))
     pred = predict_disaggregated(
@@ -320,7 +459,9 @@ def test_open_loop_disaggregated_is_prefill_plus_kv_transfer() -> None:
         kv_transfer_bandwidth=100e9,
     )
     assert pred.ttft_seconds == pytest.approx(
-        pred.prefill.performance.step_seconds + pred.kv_transfer_seconds
+        pred.prefill.performance.step_seconds
+        + pred.kv_transfer_seconds
+        + hw.efficiency.request_overhead_seconds
     )
     assert pred.tpot_seconds == pytest.approx(pred.decode.performance.step_seconds)
     assert pred.kv_transfer_seconds == pytest.approx(pred.prefill.cost.kv_bytes_per_request / 100e9)
@@ -344,7 +485,9 @@ def test_colocated_queueing_grows_with_concurrency() -> None:
     ]
     assert [p.tpot_seconds for p in preds] == sorted(p.tpot_seconds for p in preds)
     assert [p.ttft_seconds for p in preds] == sorted(p.ttft_seconds for p in preds)
-    assert preds[0].ttft_seconds == pytest.approx(preds[0].prefill_seconds + preds[0].decode_step_seconds)
+    assert preds[0].ttft_seconds == pytest.approx(
+        preds[0].prefill_seconds + preds[0].decode_step_seconds + hw.efficiency.request_overhead_seconds
+    )
     # Beyond the KV capacity, requests wait for a slot: the running batch is capped.
     huge = predict_colocated(
         model,

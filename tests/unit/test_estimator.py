@@ -202,6 +202,82 @@ def test_mla_cache_is_replicated_not_split_by_tp() -> None:
     assert cost.kv_bytes_per_request_per_device == cost.kv_bytes_per_request
 
 
+def test_allreduce_payload_is_bf16_even_with_fp8_or_fp4_activations() -> None:
+    """Engines all-reduce the BF16 residual stream: 2 bytes per element whatever the GEMM inputs,
+    4 with FP32 activations."""
+    model = dense(num_kv_heads=8)
+    for act, width in ((Precision.FP8, 2), (Precision.NVFP4, 2), (Precision.BF16, 2), (Precision.FP32, 4)):
+        prec = Precisions(weights=Precision.FP8, kv_cache=Precision.FP8, activations=act)
+        cost = estimate_phase(
+            model, Phase.DECODE, batch=16, new_tokens=1, context_tokens=100, precisions=prec, tp=4
+        )
+        assert cost.allreduce_bytes == 16 * model.hidden_size * width
+        assert cost.allreduce_count == 2 * model.num_layers
+
+
+def _kv_read(model: ModelConfig, tp: int) -> float:
+    cost = estimate_phase(
+        model, Phase.DECODE, batch=4, new_tokens=1, context_tokens=1000, precisions=BF16, tp=tp
+    )
+    return next(op.kv_read_bytes for op in cost.operators if op.name == "attention")
+
+
+def test_kv_reads_are_replicated_on_the_ranks_that_replicate_the_cache() -> None:
+    """Every TP rank holding a copy of a KV head reads it: the replica's KV traffic is ``tp / split``
+    copies (split = min(tp, KV heads); MLA's latent is on every rank), per device one copy's share."""
+    gqa = dense(num_kv_heads=4)
+    one = _kv_read(gqa, 1)
+    assert _kv_read(gqa, 2) == pytest.approx(one)  # heads split: no copy
+    assert _kv_read(gqa, 4) == pytest.approx(one)
+    assert _kv_read(gqa, 8) == pytest.approx(2 * one)  # 2 ranks per KV head
+    # Per device: the KV bytes a rank reads never shrink below one head's share.
+    assert _kv_read(gqa, 8) / 8 == pytest.approx(one / 4)
+    mla = dense(
+        num_kv_heads=32,
+        mla=MLAConfig(
+            kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128
+        ),
+    )
+    assert _kv_read(mla, 8) == pytest.approx(8 * _kv_read(mla, 1))  # every rank reads the whole latent
+    # FLOPs are not replicated: the heads are split.
+    f1 = estimate_phase(mla, Phase.DECODE, batch=4, new_tokens=1, context_tokens=1000, precisions=BF16)
+    f8 = estimate_phase(mla, Phase.DECODE, batch=4, new_tokens=1, context_tokens=1000, precisions=BF16, tp=8)
+    assert f8.flops == pytest.approx(f1.flops)
+
+
+def test_attention_core_runs_at_the_kv_cache_class_not_the_gemm_class() -> None:
+    def attention_class(act: Precision, kv: Precision) -> str | None:
+        prec = Precisions(weights=act, kv_cache=kv, activations=act)
+        cost = estimate_phase(
+            dense(), Phase.PREFILL, batch=1, new_tokens=512, context_tokens=0, precisions=prec
+        )
+        assert all(op.compute_class is None for op in cost.operators if op.name != "attention")
+        return next(op.compute_class for op in cost.operators if op.name == "attention")
+
+    assert attention_class(Precision.NVFP4, Precision.FP8) == "fp8"  # not at the FP4 peak
+    assert attention_class(Precision.NVFP4, Precision.BF16) == "bf16"
+    assert attention_class(Precision.FP8, Precision.FP8) == "fp8"
+    assert attention_class(Precision.FP8, Precision.BF16) == "bf16"
+    assert attention_class(Precision.BF16, Precision.FP8) == "bf16"
+    assert attention_class(Precision.BF16, Precision.INT8) == "bf16"  # an integer cache is dequantized
+    # The roofline prices the attention FLOPs at that class's peak.
+    hw = gpu(peak_flops={"bf16": 100e12, "fp8": 200e12, "fp4": 400e12})
+    prec = Precisions(weights=Precision.NVFP4, kv_cache=Precision.FP8, activations=Precision.NVFP4)
+    cost = estimate_phase(dense(), Phase.PREFILL, batch=1, new_tokens=4096, context_tokens=0, precisions=prec)
+    perf = evaluate(cost, hw, compute_class=prec.compute_class, efficiency=IDEAL)
+    expected = sum(
+        max(op.flops / (200e12 if op.name == "attention" else 400e12), op.dram_bytes / hw.memory_bandwidth)
+        for op in cost.operators
+    )
+    assert perf.step_seconds == pytest.approx(expected, rel=1e-12)
+
+
+def test_phase_cost_carries_the_layer_count() -> None:
+    for layers in (1, 32, 61):
+        cost = estimate_phase(dense(num_layers=layers), Phase.DECODE, batch=1, new_tokens=1, context_tokens=0)
+        assert cost.layers == layers
+
+
 def test_sliding_window_caps_cache() -> None:
     windowed = dense(sliding_window=128, sliding_window_layers=16)
     cost = estimate_phase(windowed, Phase.DECODE, batch=1, new_tokens=1, context_tokens=9999, precisions=BF16)

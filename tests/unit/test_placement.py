@@ -769,31 +769,69 @@ def test_mix_example_uses_several_pools() -> None:
     assert any(w.mode == "disaggregated" and w.prefill.pool != w.decode.pool for w in result.workloads)
 
 
+MOE = ModelConfig.model_validate(
+    {
+        "name": "moe",
+        "source": "test",
+        "num_layers": 24,
+        "hidden_size": 2048,
+        "num_heads": 16,
+        "num_kv_heads": 4,
+        "head_dim": 128,
+        "intermediate_size": 0,
+        "vocab_size": 32000,
+        "moe": {"num_experts": 32, "experts_per_token": 4, "expert_intermediate_size": 768},
+    }
+)
+
+
 @pytest.mark.parametrize("hw", [FAST, OLD, CHEAP])
 @pytest.mark.parametrize("tp", [1, 2, 8])
 def test_step_time_is_the_rooflines(hw: HardwareSpec, tp: int) -> None:
-    """The hot path's step time equals roofline.evaluate's (and so the serving model's steps)."""
+    """The hot path's fast step time equals roofline.evaluate's (and so the serving model's steps)."""
     from hetsched.scheduler.catalog.hardware import Efficiency
     from hetsched.scheduler.roofline import evaluate
 
     calibrated = hw.model_copy(
         update={
+            "peak_flops": {**hw.peak_flops, "fp8": 2 * hw.peak_flops["bf16"]},
             "efficiency": Efficiency(
                 bandwidth=0.6,
                 compute=0.55,
                 step_overhead_seconds=0.0015,
                 collective_latency_seconds=2e-5,
                 link_efficiency=0.8,
-            )
+            ),
         }
     )
-    req = request(m=MID, prompt=3000, cached=2000, output=300)
     cache = EstimateCache()
-    sid = cache.shape_id(req)
-    for h in (hw, calibrated):
-        hid = cache.hardware_id(h, None, 0.9)
-        for phase in (Phase.PREFILL, Phase.DECODE):
-            for batch in (1, 7, 64):
-                mine = cache.step_time(req, sid, h, hid, phase, tp, batch)
-                ref = evaluate(cache.cost(req, sid, phase, tp, batch), h, compute_class="bf16").step_seconds
-                assert mine == pytest.approx(ref, rel=1e-12)
+    for m, prec in (
+        (MID, Precisions()),
+        (MOE, Precisions(kv_cache=Precision.FP8, activations=Precision.FP8)),
+    ):
+        req = replace(request(m=m, prompt=3000, cached=2000, output=300), precisions=prec)
+        sid = cache.shape_id(req)
+        for h in (hw, calibrated):
+            hid = cache.hardware_id(h, None, 0.9)
+            for phase in (Phase.PREFILL, Phase.DECODE):
+                for batch in (1, 7, 64):
+                    cost = cache.cost(req, sid, phase, tp, batch)
+                    ref = evaluate(cost, h, compute_class=prec.compute_class).step_seconds
+                    assert cache._fast_step(req, cost, h, hid, tp) == pytest.approx(ref, rel=1e-12)
+                    assert cache.step_time(req, sid, h, hid, phase, tp, batch) == pytest.approx(
+                        ref, rel=1e-12
+                    )
+    assert cache.fast_mismatches == 0
+
+
+def test_step_time_falls_back_to_the_roofline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hetsched.scheduler.roofline import evaluate
+
+    cache = EstimateCache()
+    monkeypatch.setattr(cache, "_fast_step", lambda *a: 123.0)  # a roofline that changed under us
+    req = request(m=MID)
+    sid, hid = cache.shape_id(req), cache.hardware_id(FAST, None, 0.9)
+    for batch in (1, 2, 4, 8, 16):
+        ref = evaluate(cache.cost(req, sid, Phase.DECODE, 1, batch), FAST).step_seconds
+        assert cache.step_time(req, sid, FAST, hid, Phase.DECODE, 1, batch) == pytest.approx(ref)
+    assert cache.fast_mismatches == 1
