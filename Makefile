@@ -72,6 +72,7 @@ figures: venv ## regenerate the README figures into docs/figures/ (roofline, reg
 # Operator (docs/operator.md).
 crds: venv ## regenerate crds/*.yaml from scheduler/spec.py (structural OpenAPI + CEL rules)
 	$(HETSCHED) crds
+	$(HETSCHED) crds --out charts/hetsched/crds
 
 DEMO_PORT ?= 8080
 demo: venv controlplane ## local cluster + CRDs + examples/workloads + operator in the background; prints the placement

@@ -116,7 +116,7 @@ class StateCollector(Collector):
         yield from (oi, cf, regime, tps, ttft, tpot, replicas, tp, cost)
 
         total = GaugeMetricFamily(
-            "hetsched_pool_devices_total", "Usable devices of the pool", labels=["pool"]
+            "hetsched_pool_devices", "Usable devices of the pool", labels=["pool"]
         )
         allocated = GaugeMetricFamily(
             "hetsched_pool_devices_allocated", "Devices of the pool the placed workloads use", labels=["pool"]

@@ -24,6 +24,10 @@ def _network(values: list[str]) -> dict[str, float]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Kopf's client reads $KUBECONFIG when it is imported: set it before any import of kopf.
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
     import kopf
     from hetsched.operator import handlers  # registers the handlers
     from hetsched.operator.api import create_app
@@ -32,8 +36,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hetsched.operator.state import OperatorState
     from hetsched.operator.whatif import WhatIfBackend
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     namespaces = tuple(args.namespace or ())
     settings = handlers.OperatorSettings(
         clusterwide=not namespaces,

@@ -146,11 +146,11 @@ class Cluster:
         if key in self.network_bandwidth:
             return self.network_bandwidth[key]
         if a == b:
-            return self.pool(a).hardware.network_bandwidth
+            return float(self.pool(a).hardware.network_bandwidth)
         return min(
             self.default_network_bandwidth,
-            self.pool(a).hardware.network_bandwidth,
-            self.pool(b).hardware.network_bandwidth,
+            float(self.pool(a).hardware.network_bandwidth),
+            float(self.pool(b).hardware.network_bandwidth),
         )
 
 

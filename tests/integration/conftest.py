@@ -8,6 +8,7 @@ builds them first, which takes minutes).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture
 def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:50].strip("-")
+    # Parametrised test names carry [...]: keep only what a namespace name allows.
+    name = "t-" + re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:50].strip("-")
     cluster.kubectl("create", "namespace", name)
     # Pods need the namespace's `default` ServiceAccount, made by the controller-manager.
     cluster.wait_for(

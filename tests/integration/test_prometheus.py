@@ -466,11 +466,11 @@ def test_promtool_unit_tests_every_alert_fires_when_it_should(tmp_path: Path) ->
             "interval": "1m",
             "input_series": [
                 {"series": f'hetsched_pool_devices_allocated{{{sel}, pool="h100"}}', "values": "15x30"},
-                {"series": f'hetsched_pool_devices_total{{{sel}, pool="h100"}}', "values": "16x30"},
+                {"series": f'hetsched_pool_devices{{{sel}, pool="h100"}}', "values": "16x30"},
                 {"series": f'hetsched_pool_devices_allocated{{{sel}, pool="a100"}}', "values": "8x30"},
-                {"series": f'hetsched_pool_devices_total{{{sel}, pool="a100"}}', "values": "16x30"},
+                {"series": f'hetsched_pool_devices{{{sel}, pool="a100"}}', "values": "16x30"},
                 {"series": f'hetsched_pool_devices_allocated{{{sel}, pool="gone"}}', "values": "0x30"},
-                {"series": f'hetsched_pool_devices_total{{{sel}, pool="gone"}}', "values": "0x30"},
+                {"series": f'hetsched_pool_devices{{{sel}, pool="gone"}}', "values": "0x30"},
             ],
             "alert_rule_test": [
                 {"eval_time": "10m", "alertname": "HetschedPoolNearlyFull", "exp_alerts": []},

@@ -141,7 +141,7 @@ def test_metrics_equal_status(setup: tuple[Any, OperatorState, Metrics, PoolsInp
             assert value == snap.allocated().get(dict(labels)["pool"], 0)
     names = {m for m, _ in samples}
     for m in (
-        "hetsched_pool_devices_total",
+        "hetsched_pool_devices",
         "hetsched_pool_memory_bytes",
         "hetsched_reconcile_total",
         "hetsched_reconcile_duration_seconds_count",

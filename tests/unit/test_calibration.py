@@ -24,6 +24,8 @@ from hetsched.scheduler.serving import (
     step_seconds,
     step_terms,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "serving-measurements.csv"
 FP8 = Precisions(weights=Precision.FP8, kv_cache=Precision.FP8, activations=Precision.FP8)
@@ -282,8 +284,8 @@ def test_experts_factors_touch_only_the_routed_experts(factor: float, field: str
     delta = op_time("experts", f_scale, b_scale) - op_time("experts", 1.0, 1.0)
     assert delta > 0
     diff = (
-        evaluate(cost, hw, efficiency=changed).step_seconds
-        - evaluate(cost, hw, efficiency=IDEAL).step_seconds
+        evaluate(cost, hw, compute_class="fp8", efficiency=changed).step_seconds
+        - evaluate(cost, hw, compute_class="fp8", efficiency=IDEAL).step_seconds
     )
     assert diff == pytest.approx(delta, rel=1e-9)
 
@@ -501,3 +503,51 @@ def test_colocated_queueing_grows_with_concurrency() -> None:
     )
     assert huge.running_batch == huge.max_running_batch < 5000
     assert huge.ttft_seconds > 10 * preds[-1].ttft_seconds
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    fractions=st.tuples(*[st.floats(0.05, 1.0)] * 5),
+    costs=st.tuples(st.floats(0, 5e-3), st.floats(0, 1e-4), st.floats(0, 2e-4), st.floats(0, 0.2)),
+    model_name=st.sampled_from(["llama-3.1-70b", "qwen3-235b-a22b", "deepseek-v3"]),
+    batch=st.integers(1, 256),
+)
+def test_no_efficiency_predicts_below_the_physical_floor(
+    fractions: tuple[float, ...], costs: tuple[float, ...], model_name: str, batch: int
+) -> None:
+    """Whatever the (valid) efficiency, TPOT and TTFT stay above bytes/peak bandwidth and FLOPs/peak."""
+    bw, comp, link, experts_bw, experts_c = fractions
+    step, coll, layer, request = costs
+    eff = Efficiency(
+        bandwidth=bw,
+        compute=comp,
+        link_efficiency=link,
+        experts_bandwidth=experts_bw,
+        experts_compute=experts_c,
+        step_overhead_seconds=step,
+        collective_latency_seconds=coll,
+        layer_overhead_seconds=layer,
+        request_overhead_seconds=request,
+    )
+    model = get_model(model_name)
+    hw = get_hardware("b200")
+    pred = predict_colocated(
+        model,
+        hw,
+        concurrency=batch,
+        prompt_tokens=2048,
+        cached_tokens=0,
+        output_tokens=512,
+        precisions=NVFP4,
+        tp=8,
+        efficiency=eff,
+        warmup_fraction=0.1,
+    )
+    assert pred.fits
+    common = dict(precisions=NVFP4, tp=8, context_tokens=2048 + 256)
+    dec, _ = step_terms(model, hw, Phase.DECODE, batch=pred.running_batch, new_tokens=1, **common)  # type: ignore[arg-type]
+    pre, _ = step_terms(
+        model, hw, Phase.PREFILL, batch=1, new_tokens=2048, precisions=NVFP4, tp=8, context_tokens=0
+    )
+    assert pred.tpot_seconds >= float(floor_seconds(dec)) * (1 - 1e-12)
+    assert pred.ttft_seconds >= float(floor_seconds(pre)) + request - 1e-12
