@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hetsched.scheduler.catalog.agents import AgentProfile
@@ -60,8 +60,18 @@ class Scenario:
 @dataclass(frozen=True, slots=True)
 class PhaseAnalysis:
     phase: Phase
-    cost: PhaseCost
+    cost: PhaseCost  # of the step that runs: at B_max when the requested batch does not fit
     performance: PhasePerformance
+    requested_batch: int = 0  # 0: the cost's batch
+
+    @property
+    def batch(self) -> int:
+        return self.requested_batch or self.cost.batch
+
+    @property
+    def capacity_footprint_bytes(self) -> float:
+        """CF per request at the requested batch: resident weights / B + that request's KV."""
+        return self.cost.weight_resident_bytes / self.batch + self.cost.kv_bytes_per_request
 
     @property
     def tokens_per_second(self) -> float:
@@ -71,7 +81,7 @@ class PhaseAnalysis:
     def to_dict(self) -> dict[str, Any]:
         c, p = self.cost, self.performance
         return {
-            "batch": c.batch,
+            "batch": self.batch,
             "new_tokens_per_request": c.new_tokens,
             "context_tokens": c.context_tokens,
             "tp": c.tp,
@@ -82,7 +92,7 @@ class PhaseAnalysis:
             "kv_write_bytes": c.kv_write_bytes,
             "activation_bytes": c.activation_bytes,
             "operational_intensity": c.operational_intensity,
-            "capacity_footprint_bytes": c.capacity_footprint_bytes,
+            "capacity_footprint_bytes": self.capacity_footprint_bytes,
             "weight_resident_bytes": c.weight_resident_bytes,
             "kv_cache_bytes": c.kv_bytes_per_request,
             "regime": p.regime.value,
@@ -211,30 +221,34 @@ def analyze(
     ``efficiency=None`` uses the hardware's calibrated efficiency; pass ``IDEAL`` for the pure roofline.
     """
     prec = precisions or Precisions.native(model)
-    prefill = analyze_phase(
-        model,
-        hardware,
-        Phase.PREFILL,
-        batch=scenario.batch,
-        new_tokens=scenario.prompt_tokens,
-        context_tokens=scenario.cached_tokens,
-        precisions=prec,
-        tp=tp,
-        efficiency=efficiency,
-        utilization=utilization,
-    )
-    decode = analyze_phase(
-        model,
-        hardware,
-        Phase.DECODE,
-        batch=scenario.batch,
-        new_tokens=1,
-        context_tokens=scenario.decode_context - 1,
-        precisions=prec,
-        tp=tp,
-        efficiency=efficiency,
-        utilization=utilization,
-    )
+
+    def run(phase: Phase, batch: int) -> PhaseAnalysis:
+        new, cached = (
+            (scenario.prompt_tokens, scenario.cached_tokens)
+            if phase is Phase.PREFILL
+            else (1, scenario.decode_context - 1)
+        )
+        result = analyze_phase(
+            model,
+            hardware,
+            phase,
+            batch=batch,
+            new_tokens=new,
+            context_tokens=cached,
+            precisions=prec,
+            tp=tp,
+            efficiency=efficiency,
+            utilization=utilization,
+        )
+        # Capacity-bound: only B_max requests fit, so the step that really runs is the one at B_max
+        # (its regime stays capacity-bound: B_max is still below the ridge batch).
+        perf = result.performance
+        if perf.regime is Regime.CAPACITY_BOUND and 1 <= perf.operating_batch < batch:
+            return replace(run(phase, perf.operating_batch), requested_batch=batch)
+        return result
+
+    prefill = run(Phase.PREFILL, scenario.batch)
+    decode = run(Phase.DECODE, scenario.batch)
     return WorkloadAnalysis(model, hardware, scenario, prec, prefill, decode)
 
 

@@ -8,9 +8,12 @@ Procedure (docs/calibration.md has the why):
    and bytes per operator of its decode and prefill steps, collectives, KV capacity and running
    batch, queue shape (``serving.colocated_setup`` / ``disaggregated_setup``). Rows whose weights do
    not fit in the catalog memory are left out.
-3. Parameters: the five numbers of ``Efficiency`` (fractions of peak bandwidth, of peak FLOP/s and
-   of link bandwidth; fixed cost per step; latency per collective), within physical bounds; the
-   interconnect ones (``PER_FAMILY``) per hardware family, the others shared by all families.
+3. Parameters: the numbers of ``Efficiency`` (``PARAMETER_SPECS``: fractions of peak bandwidth,
+   of peak FLOP/s and of link bandwidth; the routed experts' bandwidth and FLOP/s relative to dense
+   GEMMs; fixed costs per layer, per step and per request; latency per collective), within
+   physical bounds; the link efficiency (``PER_FAMILY``) per hardware family, the others shared by
+   all families; ``FIT_FIXED`` holds the per-step cost and the collective latency at 0 (not
+   identifiable next to the per-layer cost).
    Residuals: ``log(predicted / measured)`` of TPOT, and of TTFT weighted by
    ``TTFT_WEIGHT`` (TTFT also carries queueing and benchmark start-up that the model only
    approximates). Identical measurements listed twice (DeepSeek-V3 and -R1 rows are the same runs)
@@ -23,7 +26,8 @@ Procedure (docs/calibration.md has the why):
    it and predict it; and leave-one-family-out: fit the generic set without a family and predict it
    (new hardware).
 
-``python -m hetsched.scheduler.calibration.fit [--measurements CSV] [--write] [-o json]``.
+``python -m hetsched.scheduler.calibration.fit [--measurements CSV] [--write] [-o json]
+[--fix NAME=VALUE] [--free NAME]`` (the last two: ablations, report only).
 """
 
 from __future__ import annotations
@@ -109,12 +113,16 @@ NEUTRAL = np.array([p.neutral for p in PARAMETER_SPECS])
 #: bandwidth and FLOP/s and the fixed costs are properties of the kernels and the host that
 #: transfer; fitting them per family overfits (leave-one-group-out TPOT error rises).
 PER_FAMILY = ("link_efficiency",)
-#: Parameters held at a value instead of fitted. The fixed cost per step cannot be told apart from
-#: the fixed cost per layer on this data (every model has one layer count), and fitting both lets
-#: the split trade off between models: leave-one-group-out TPOT median 19.3 % with it free, 17.7 %
-#: with it at 0 (kernel launches, gaps and syncs are per layer; CUDA graphs hide the per-step host
-#: work). The field stays in ``Efficiency`` for devices that have a per-step cost.
-FIT_FIXED: dict[str, float] = {"step_overhead_seconds": 0.0}
+#: Parameters held at a value instead of fitted (docs/calibration.md §4, ablations). On this data
+#: neither can be told apart from the fixed cost per layer, and fitting them lets the fixed costs
+#: trade off between models instead of following the layer count:
+#: * the fixed cost per step (every model has one layer count): leave-one-group-out TPOT median
+#:   17.7 % held at 0, 19.3 % fitted (kernel launches, gaps and syncs are per layer; CUDA graphs
+#:   hide the per-step host work);
+#: * the latency per collective (NVLink one-shot all-reduces, fused with the norm, cost a few µs,
+#:   inside the per-layer cost): 16.4 % held at 0, 17.7 % fitted (3.5 µs).
+#: The fields stay in ``Efficiency`` for hardware that has such costs (PCIe, multi-node).
+FIT_FIXED: dict[str, float] = {"step_overhead_seconds": 0.0, "collective_latency_seconds": 0.0}
 TTFT_WEIGHT = 0.1
 LOSS = "soft_l1"
 LOSS_SCALE = 0.1

@@ -17,6 +17,7 @@ from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.roofline import evaluate
 from hetsched.scheduler.serving import (
     EfficiencyTerms,
+    ServingPrediction,
     closed_loop_response,
     floor_seconds,
     predict_colocated,
@@ -92,6 +93,16 @@ def test_vectorised_fit_predictions_equal_the_public_serving_api(small: fit.Data
         pred = predict(plan, lambda hw: effs[calibrated.family_of(hw)])
         assert pred.tpot_seconds == pytest.approx(tpot[i], rel=1e-9)
         assert pred.ttft_seconds == pytest.approx(ttft[i], rel=1e-9)
+
+
+def test_fit_holds_the_fixed_parameters_and_frees_them_on_request(small: fit.Dataset) -> None:
+    column = fit.PARAMETERS.index("layer_overhead_seconds")
+    held = fit.fit(small, fixed={**fit.FIT_FIXED, "layer_overhead_seconds": 0.0})
+    assert np.all(held.params[:, column] == 0.0)
+    free = fit.fit(small, fixed={})  # nothing held: the per-step cost is fitted too
+    assert np.all(free.params >= fit.LOWER) and np.all(free.params <= fit.UPPER)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        fit.fit(small, fixed={"no_such_term": 1.0})
 
 
 def test_cross_validation_predicts_every_group(small: fit.Dataset) -> None:
@@ -294,45 +305,45 @@ def test_request_overhead_adds_to_ttft_only() -> None:
     model = get_model("llama-3.1-70b")
     hw = get_hardware("h200")
     base, plus = HARSH.model_copy(update={"request_overhead_seconds": 0.0}), HARSH
-    kw = dict(
-        prompt_tokens=2048, cached_tokens=0, output_tokens=256, precisions=FP8, tp=4, warmup_fraction=0.1
-    )
-    a = predict_colocated(model, hw, concurrency=16, efficiency=base, **kw)  # type: ignore[arg-type]
-    b = predict_colocated(model, hw, concurrency=16, efficiency=plus, **kw)  # type: ignore[arg-type]
-    assert b.ttft_seconds - a.ttft_seconds == pytest.approx(plus.request_overhead_seconds, rel=1e-9)
-    assert b.tpot_seconds == a.tpot_seconds
-    dkw = dict(
-        prefill_batch=1,
-        decode_batch=32,
-        prompt_tokens=2048,
-        cached_tokens=0,
-        output_tokens=256,
-        precisions=FP8,
-        prefill_tp=4,
-        decode_tp=4,
-        kv_transfer_bandwidth=50e9,
-    )
-    for conc in (None, 64):
-        da = predict_disaggregated(
+
+    def colocated(eff: Efficiency) -> ServingPrediction:
+        return predict_colocated(
+            model,
+            hw,
+            concurrency=16,
+            prompt_tokens=2048,
+            cached_tokens=0,
+            output_tokens=256,
+            precisions=FP8,
+            tp=4,
+            efficiency=eff,
+            warmup_fraction=0.1,
+        )
+
+    def disaggregated(eff: Efficiency, concurrency: int | None) -> ServingPrediction:
+        return predict_disaggregated(
             model,
             hw,
             hw,
-            prefill_efficiency=base,
-            decode_efficiency=base,
-            concurrency=conc,
-            **dkw,  # type: ignore[arg-type]
+            prefill_batch=1,
+            decode_batch=32,
+            prompt_tokens=2048,
+            cached_tokens=0,
+            output_tokens=256,
+            precisions=FP8,
+            prefill_tp=4,
+            decode_tp=4,
+            kv_transfer_bandwidth=50e9,
+            prefill_efficiency=eff,
+            decode_efficiency=eff,
+            concurrency=concurrency,
         )
-        db = predict_disaggregated(
-            model,
-            hw,
-            hw,
-            prefill_efficiency=plus,
-            decode_efficiency=plus,
-            concurrency=conc,
-            **dkw,  # type: ignore[arg-type]
-        )
-        assert db.ttft_seconds - da.ttft_seconds == pytest.approx(plus.request_overhead_seconds, rel=1e-9)
-        assert db.tpot_seconds == da.tpot_seconds
+
+    pairs = [(colocated(base), colocated(plus))]
+    pairs += [(disaggregated(base, c), disaggregated(plus, c)) for c in (None, 64)]
+    for a, b in pairs:
+        assert b.ttft_seconds - a.ttft_seconds == pytest.approx(plus.request_overhead_seconds, rel=1e-9)
+        assert b.tpot_seconds == a.tpot_seconds
 
 
 def test_closed_loop_response_limits() -> None:
@@ -544,8 +555,16 @@ def test_no_efficiency_predicts_below_the_physical_floor(
         warmup_fraction=0.1,
     )
     assert pred.fits
-    common = dict(precisions=NVFP4, tp=8, context_tokens=2048 + 256)
-    dec, _ = step_terms(model, hw, Phase.DECODE, batch=pred.running_batch, new_tokens=1, **common)  # type: ignore[arg-type]
+    dec, _ = step_terms(
+        model,
+        hw,
+        Phase.DECODE,
+        batch=pred.running_batch,
+        new_tokens=1,
+        precisions=NVFP4,
+        tp=8,
+        context_tokens=2048 + 256,
+    )
     pre, _ = step_terms(
         model, hw, Phase.PREFILL, batch=1, new_tokens=2048, precisions=NVFP4, tp=8, context_tokens=0
     )
