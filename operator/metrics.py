@@ -4,7 +4,7 @@ Workload and pool gauges are produced at scrape time from the shared :class:`Ope
 snapshot (a custom collector), so they always equal the status that was last patched and the
 series of a deleted workload disappear with it. Reconcile counters and the duration histogram are
 ordinary prometheus-client objects. Labels are bounded: namespace, name, phase, pool, regime,
-result.
+condition (the four AgentWorkload condition types), status (True/False/Unknown), result.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGIMES = ("compute-bound", "bandwidth-bound", "capacity-bound")
+CONDITIONS = ("Estimated", "Placed", "Ready", "Degraded")
+CONDITION_STATUSES = ("True", "False", "Unknown")
 RESULTS = ("placed", "unchanged", "infeasible", "invalid", "waiting", "error")
 
 
@@ -29,6 +31,16 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "unknown"
+
+
+def condition_statuses(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(condition type, status) of each AgentWorkload condition; a missing or malformed one is
+    ``Unknown`` (the Kubernetes reading of an absent condition)."""
+    current: dict[str, str] = {}
+    for cond in status.get("conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("status") in CONDITION_STATUSES:
+            current[str(cond.get("type"))] = str(cond["status"])
+    return [(c, current.get(c, "Unknown")) for c in CONDITIONS]
 
 
 def phases_of(status: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -56,6 +68,12 @@ class StateCollector(Collector):
         oi = GaugeMetricFamily(
             "hetsched_phase_operational_intensity_flops_per_byte",
             "Operational intensity of one step of the phase at its operating batch (FLOPs per DRAM byte)",
+            labels=phase_labels,
+        )
+        ridge = GaugeMetricFamily(
+            "hetsched_phase_ridge_point_flops_per_byte",
+            "Ridge point of the roofline of the phase's hardware at its precision: the operational "
+            "intensity above which a step is compute-bound (FLOPs per DRAM byte)",
             labels=phase_labels,
         )
         cf = GaugeMetricFamily(
@@ -96,10 +114,28 @@ class StateCollector(Collector):
             "Predicted serving cost of the workload (USD per million output tokens)",
             labels=["namespace", "name"],
         )
+        slo_ttft = GaugeMetricFamily(
+            "hetsched_workload_slo_ttft_seconds",
+            "Time-to-first-token SLO of the workload (spec.slo.ttftSeconds)",
+            labels=["namespace", "name"],
+        )
+        slo_tpot = GaugeMetricFamily(
+            "hetsched_workload_slo_tpot_seconds",
+            "Time-per-output-token SLO of the workload (spec.slo.tpotSeconds)",
+            labels=["namespace", "name"],
+        )
+        condition = GaugeMetricFamily(
+            "hetsched_workload_condition",
+            "Current status (True, False or Unknown) of each condition of the workload "
+            "(Estimated, Placed, Ready, Degraded): one series per condition, always 1",
+            labels=["namespace", "name", "condition", "status"],
+        )
         for (ns, name), status in sorted(snap.workloads.items()):
             for phase, ph in phases_of(status):
                 lv = [ns, name, phase, str(ph["pool"])]
                 oi.add_metric(lv, float(ph.get("operationalIntensity") or 0.0))
+                if ph.get("ridgePoint") is not None:
+                    ridge.add_metric(lv, float(ph["ridgePoint"]))
                 cf.add_metric(lv, float(ph.get("capacityFootprintBytes") or 0.0))
                 current = str(ph.get("regime") or "")
                 for r in REGIMES:
@@ -113,11 +149,15 @@ class StateCollector(Collector):
                 tp.add_metric(lv, float(ph.get("tp") or 0))
             if status.get("dollarsPerMillionTokens") is not None:
                 cost.add_metric([ns, name], float(status["dollarsPerMillionTokens"]))
-        yield from (oi, cf, regime, tps, ttft, tpot, replicas, tp, cost)
+            for cond, value in condition_statuses(status):
+                condition.add_metric([ns, name, cond, value], 1.0)
+            slo = snap.slos.get((ns, name))
+            if slo is not None:
+                slo_ttft.add_metric([ns, name], slo.ttft_seconds)
+                slo_tpot.add_metric([ns, name], slo.tpot_seconds)
+        yield from (oi, ridge, cf, regime, tps, ttft, tpot, replicas, tp, cost, slo_ttft, slo_tpot, condition)
 
-        total = GaugeMetricFamily(
-            "hetsched_pool_devices", "Usable devices of the pool", labels=["pool"]
-        )
+        total = GaugeMetricFamily("hetsched_pool_devices", "Usable devices of the pool", labels=["pool"])
         allocated = GaugeMetricFamily(
             "hetsched_pool_devices_allocated", "Devices of the pool the placed workloads use", labels=["pool"]
         )

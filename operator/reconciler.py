@@ -23,7 +23,7 @@ from hetsched.operator.coordinator import Coordinator
 from hetsched.operator.metrics import Metrics
 from hetsched.operator.planning import Key, Registration
 from hetsched.operator.reconcile import ChildState
-from hetsched.operator.state import OperatorState
+from hetsched.operator.state import OperatorState, Slo
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND
 
 log = logging.getLogger("hetsched.reconciler")
@@ -205,7 +205,7 @@ class Reconciler:
         if patch is not None:
             await self.api.patch_workload_status(key[0], key[1], patch)
         self._status[key] = stored
-        self.state.set_workload(key[0], key[1], stored)
+        self.state.set_workload(key[0], key[1], stored, Slo.from_spec(reg.spec))
         return patch is not None
 
     async def report_problem(

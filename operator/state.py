@@ -5,7 +5,9 @@ HTTP side (``/metrics``, ``/v1/*``) reads immutable snapshots. A single ``thread
 the swap; readers never see a half-written update and never block the event loop for long.
 
 ``/metrics`` and ``/v1/workloads`` render the very status dicts that were patched to the API
-server, so they report the same numbers as ``kubectl get aw -o yaml``.
+server, so they report the same numbers as ``kubectl get aw -o yaml``. Beside each status the
+state keeps the SLO of the spec it was planned for (``/metrics`` exports it next to the predicted
+latencies).
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ class PoolView:
 
 
 @dataclass(frozen=True, slots=True)
+class Slo:
+    """``spec.slo`` of a workload the operator planned."""
+
+    ttft_seconds: float
+    tpot_seconds: float
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Slo | None:
+        """The SLO of a spec as the API server returned it (None when it has none)."""
+        slo = spec.get("slo")
+        if not isinstance(slo, Mapping):
+            return None
+        try:
+            return cls(float(slo["ttftSeconds"]), float(slo["tpotSeconds"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     pools: tuple[PoolView, ...] = ()
     pools_fingerprint: str = ""
@@ -62,6 +83,7 @@ class Snapshot:
         default_factory=dict
     )  # (ns, name) → status
     taken_at: float = 0.0
+    slos: Mapping[tuple[str, str], Slo] = field(default_factory=dict)  # (ns, name) → SLO, if planned
 
     def allocated(self) -> dict[str, int]:
         """Devices per pool used by the placed workloads (the planner's view: tp × replicas)."""
@@ -84,6 +106,7 @@ class OperatorState:
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
         self._workloads: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._slos: dict[tuple[str, str], Slo] = {}
         self.started = threading.Event()  # Kopf's startup handler ran
         self.pools_observed = threading.Event()  # the node index was read at least once
         self.planner: Any = None  # set by the operator: what-if planning for the HTTP API
@@ -94,23 +117,38 @@ class OperatorState:
 
     def set_pools(self, pools: tuple[PoolView, ...], fingerprint: str) -> None:
         with self._lock:
-            self._snapshot = Snapshot(pools, fingerprint, self._snapshot.workloads, time.time())
+            s = self._snapshot
+            self._snapshot = Snapshot(pools, fingerprint, s.workloads, time.time(), s.slos)
         self.pools_observed.set()
 
-    def set_workload(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def set_workload(
+        self, namespace: str, name: str, status: Mapping[str, Any], slo: Slo | None = None
+    ) -> None:
+        """The status last written; ``slo``: the SLO of the spec it was planned for (None: the spec
+        was not planned, e.g. invalid, and no SLO is reported)."""
+        key = (namespace, name)
         with self._lock:
-            self._workloads[(namespace, name)] = MappingProxyType(dict(status))
+            self._workloads[key] = MappingProxyType(dict(status))
+            if slo is None:
+                self._slos.pop(key, None)
+            else:
+                self._slos[key] = slo
             self._publish()
 
     def drop_workload(self, namespace: str, name: str) -> None:
         with self._lock:
+            self._slos.pop((namespace, name), None)
             if self._workloads.pop((namespace, name), None) is not None:
                 self._publish()
 
     def _publish(self) -> None:
         s = self._snapshot
         self._snapshot = Snapshot(
-            s.pools, s.pools_fingerprint, MappingProxyType(dict(self._workloads)), time.time()
+            s.pools,
+            s.pools_fingerprint,
+            MappingProxyType(dict(self._workloads)),
+            time.time(),
+            MappingProxyType(dict(self._slos)),
         )
 
     @property

@@ -7,11 +7,14 @@ Node objects, and builds the Node manifests. Everything here is pure.
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hetsched.operator.nodes import DEVICES_LABEL, PRICE_LABEL
 from hetsched.scheduler.pools import (
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
@@ -34,6 +37,7 @@ __all__ = [
     "node_name",
     "node_names",
     "parse_pools",
+    "price_label_value",
 ]
 
 HARDWARE_LABEL = "hetsched.io/hardware"
@@ -45,6 +49,14 @@ MAX_PODS_PER_NODE = "110"  # the kubelet's default --max-pods
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 # Node names double as the kubernetes.io/hostname label value, which is at most 63 characters.
 _MAX_LABEL_VALUE = 63
+
+
+def price_label_value(price: float) -> str:
+    """``pricePerDeviceHour`` as a label value the operator parses back to the same float:
+    plain decimal notation, no exponent or sign (label values allow only ``[-A-Za-z0-9_.]``),
+    e.g. 4.25 → "4.25", 3.0 → "3", 1e-05 → "0.00001"."""
+    text = format(Decimal(repr(float(price))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def node_name(pool: str, index: int) -> str:
@@ -69,6 +81,11 @@ def check_for_cluster(pools: PoolFile, source: str = "pools file") -> PoolFile:
             problems.append(f"{where}.name: too long for node names '<name>-<index>' (63 characters at most)")
         if pool.gpu_memory_mib is not None and pool.gpu_product is None:
             problems.append(f"{where}.gpuMemoryMiB: only meaningful with gpuProduct (a GPU pool)")
+        price = pool.price_per_device_hour
+        if price is not None and (
+            not math.isfinite(price) or len(price_label_value(price)) > _MAX_LABEL_VALUE
+        ):
+            problems.append(f"{where}.pricePerDeviceHour: {price!r} does not fit a node label")
         for key, value in pool.labels.items():
             if len(value) > _MAX_LABEL_VALUE:
                 problems.append(f"{where}.labels.{key}: label values are at most 63 characters")
@@ -95,7 +112,10 @@ def node_manifest(pool: PoolEntry, index: int) -> dict[str, Any]:
     """A KWOK-managed Node, labelled as NVIDIA GPU Feature Discovery would label a real one.
 
     ``nodeCpu``/``nodeMemory`` are what pods may use; capacity equals allocatable (no system
-    reservation to model). KWOK keeps the capacity we set and reports the node Ready.
+    reservation to model). KWOK keeps the capacity we set and reports the node Ready. The
+    operator's own labels: ``hetsched.io/price-per-device-hour`` when the pool gives
+    ``pricePerDeviceHour``, and on CPU pools ``hetsched.io/devices-per-node`` (sockets per node,
+    ``devicesPerNode``; GPU pools count ``nvidia.com/gpu`` instead).
     """
     name = node_name(pool.name, index)
     labels = {
@@ -106,6 +126,8 @@ def node_manifest(pool: PoolEntry, index: int) -> dict[str, Any]:
         POOL_LABEL: pool.name,
         HARDWARE_LABEL: pool.hardware,
     }
+    if pool.price_per_device_hour is not None:
+        labels[PRICE_LABEL] = price_label_value(pool.price_per_device_hour)
     resources = {
         "cpu": pool.node_cpu,
         "memory": pool.node_memory,
@@ -121,6 +143,8 @@ def node_manifest(pool: PoolEntry, index: int) -> dict[str, Any]:
         if pool.gpu_memory_mib is not None:
             labels["nvidia.com/gpu.memory"] = str(pool.gpu_memory_mib)
         resources[GPU_RESOURCE] = str(pool.devices_per_node)
+    else:
+        labels[DEVICES_LABEL] = str(pool.devices_per_node)
     labels |= pool.labels  # extra labels last, so a pool file can override
     spec: dict[str, Any] = {}
     if pool.taints:

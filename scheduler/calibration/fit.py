@@ -608,7 +608,8 @@ _SHOW: dict[str, tuple[str, float, str]] = {
     "collective_latency_seconds": ("t_coll", 1e6, " µs"),
     "link_efficiency": ("η_link", 1.0, ""),
     "layer_overhead_seconds": ("t_layer", 1e6, " µs"),
-    "experts_bandwidth": ("η_experts", 1.0, ""),
+    "experts_bandwidth": ("η_eb", 1.0, ""),
+    "experts_compute": ("η_ec", 1.0, ""),
     "request_overhead_seconds": ("t_request", 1e3, " ms"),
 }
 

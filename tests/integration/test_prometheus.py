@@ -400,37 +400,43 @@ def test_promtool_unit_tests_every_alert_fires_when_it_should(tmp_path: Path) ->
                 },
             ],
         },
-        {  # a workload found infeasible at every resync (5 per minute) from 1m to 15m, then placed
+        {  # ns/coder Degraded from 1m to 15m (reported by two operator instances during a
+            # leader handover: one alert), then placed; ns/chat never Degraded, ns/wait Unknown
             "interval": "1m",
             "input_series": [
+                *(
+                    {
+                        "series": f'hetsched_workload_condition{{job="hetsched", instance="{instance}", namespace="ns", name="coder", condition="Degraded", status="True"}}',
+                        "values": "_ 1x13 stale",
+                    }
+                    for instance in ("op:8080", "op2:8080")
+                ),
                 {
-                    "series": f'hetsched_reconcile_total{{{sel}, result="infeasible"}}',
-                    "values": "0 0+5x14 70x20",
-                }
+                    "series": f'hetsched_workload_condition{{{sel}, namespace="ns", name="coder", condition="Degraded", status="False"}}',
+                    "values": "1 stale _x13 1x20",
+                },
+                {
+                    "series": f'hetsched_workload_condition{{{sel}, namespace="ns", name="chat", condition="Degraded", status="False"}}',
+                    "values": "1x35",
+                },
+                {
+                    "series": f'hetsched_workload_condition{{{sel}, namespace="ns", name="wait", condition="Degraded", status="Unknown"}}',
+                    "values": "1x35",
+                },
+                {
+                    "series": f'hetsched_workload_condition{{{sel}, namespace="ns", name="chat", condition="Placed", status="True"}}',
+                    "values": "1x35",
+                },
             ],
             "alert_rule_test": [
-                {"eval_time": "4m", "alertname": "HetschedWorkloadInfeasible", "exp_alerts": []},
+                {"eval_time": "4m", "alertname": "HetschedWorkloadDegraded", "exp_alerts": []},
                 {
                     "eval_time": "10m",
-                    "alertname": "HetschedWorkloadInfeasible",
-                    "exp_alerts": [_firing("HetschedWorkloadInfeasible", op)],
+                    "alertname": "HetschedWorkloadDegraded",
+                    "exp_alerts": [_firing("HetschedWorkloadDegraded", {"namespace": "ns", "name": "coder"})],
                 },
-                {"eval_time": "30m", "alertname": "HetschedWorkloadInfeasible", "exp_alerts": []},
-            ],
-        },
-        {  # one invalid spec at 2m: fires at once, gone 15 min later
-            "interval": "1m",
-            "input_series": [
-                {"series": f'hetsched_reconcile_total{{{sel}, result="invalid"}}', "values": "0 0 1x30"}
-            ],
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "HetschedWorkloadInvalid", "exp_alerts": []},
-                {
-                    "eval_time": "5m",
-                    "alertname": "HetschedWorkloadInvalid",
-                    "exp_alerts": [_firing("HetschedWorkloadInvalid", op)],
-                },
-                {"eval_time": "25m", "alertname": "HetschedWorkloadInvalid", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "HetschedWorkloadDegraded", "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "HetschedWorkloadDegraded", "exp_alerts": []},
             ],
         },
         {  # decode capacity-bound for good, prefill compute-bound: only decode fires, after 15 min
@@ -576,7 +582,7 @@ def test_every_rule_expression_queries_and_selects_data(prometheus: Prom) -> Non
             assert prometheus.query(selector), f"{rule['alert']}: {selector} has no data"
 
 
-def test_capacity_bound_and_infeasible_alerts_see_the_demo(cluster: LocalCluster, prometheus: Prom) -> None:
+def test_capacity_bound_and_degraded_alerts_see_the_demo(cluster: LocalCluster, prometheus: Prom) -> None:
     by_alert = {r["alert"]: r["expr"] for r in rules()}
     items = cluster.kubectl_json("get", "agentworkloads", "-n", NAMESPACE)["items"]
     capacity_bound = {
@@ -590,7 +596,12 @@ def test_capacity_bound_and_infeasible_alerts_see_the_demo(cluster: LocalCluster
     assert {
         (s["metric"]["name"], s["metric"]["phase"]) for s in got if s["metric"]["namespace"] == NAMESPACE
     } == capacity_bound
-    assert prometheus.query(by_alert["HetschedWorkloadInfeasible"]), "too-big is infeasible at every resync"
+    degraded = prometheus.query(by_alert["HetschedWorkloadDegraded"])
+    assert {
+        (s["metric"]["namespace"], s["metric"]["name"])
+        for s in degraded
+        if s["metric"]["namespace"] == NAMESPACE
+    } == {(NAMESPACE, INFEASIBLE)}, "too-big is Degraded (infeasible), the placed workloads are not"
     assert prometheus.query(by_alert["HetschedOperatorDown"]) == []
     assert prometheus.query(by_alert["HetschedReconcileErrors"]) == []
 
@@ -630,6 +641,7 @@ def test_metrics_equal_the_workload_status(cluster: LocalCluster, prometheus: Pr
         ("hetsched_phase_operational_intensity_flops_per_byte", "operationalIntensity"),
         ("hetsched_phase_capacity_footprint_bytes", "capacityFootprintBytes"),
         ("hetsched_phase_predicted_tokens_per_second", "tokensPerSecond"),
+        ("hetsched_phase_ridge_point_flops_per_byte", "ridgePoint"),
     ):
         series = {
             (s["metric"]["name"], s["metric"]["phase"], s["metric"]["pool"]): float(s["value"][1])
@@ -655,3 +667,22 @@ def test_metrics_equal_the_workload_status(cluster: LocalCluster, prometheus: Pr
             if w["metadata"]["name"] != INFEASIBLE
         }
     )
+    for metric, field in (
+        ("hetsched_workload_slo_ttft_seconds", "ttftSeconds"),
+        ("hetsched_workload_slo_tpot_seconds", "tpotSeconds"),
+    ):
+        slo = {
+            s["metric"]["name"]: float(s["value"][1])
+            for s in prometheus.query(f'{metric}{{namespace="{NAMESPACE}"}}')
+        }
+        assert slo == {w["metadata"]["name"]: float(w["spec"]["slo"][field]) for w in items}, metric
+    conditions = {
+        (s["metric"]["name"], s["metric"]["condition"], s["metric"]["status"]): float(s["value"][1])
+        for s in prometheus.query(f'hetsched_workload_condition{{namespace="{NAMESPACE}"}}')
+    }
+    assert conditions == {
+        (w["metadata"]["name"], c["type"], c["status"]): 1.0
+        for w in items
+        for c in w["status"]["conditions"]
+        if c["type"] in ("Estimated", "Placed", "Ready", "Degraded")
+    }

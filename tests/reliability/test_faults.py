@@ -154,7 +154,7 @@ def test_apiserver_and_etcd_restarts_are_survived(
             (c["kind"], c["metadata"]["name"]): c["metadata"]["uid"] for c in children(rel_cluster, ns)
         }
         names = ["before"]
-        for step, (component, down) in enumerate((("kube-apiserver", 75.0), ("etcd", 8.0)), start=1):
+        for step, (component, down) in enumerate((("kube-apiserver", 60.0), ("etcd", 8.0)), start=1):
             rel_cluster.handle.stop_component(component)
             time.sleep(down)
             assert op.alive(), op.tail()

@@ -287,7 +287,10 @@ def test_rules_cover_the_operational_failures() -> None:
     by_expr = {rule["alert"]: rule["expr"] for rule in all_rules()}
     assert 'up{job="hetsched"}' in by_expr["HetschedOperatorDown"]
     assert 'result="error"' in by_expr["HetschedReconcileErrors"]
-    assert 'result="infeasible"' in by_expr["HetschedWorkloadInfeasible"]
+    # Per workload: infeasible, invalid spec, missing ConfigMap are all Degraded=True.
+    degraded = by_expr["HetschedWorkloadDegraded"]
+    assert 'hetsched_workload_condition{job="hetsched", condition="Degraded", status="True"}' in degraded
+    assert "by (namespace, name)" in degraded
     assert 'regime="capacity-bound"' in by_expr["HetschedPhaseCapacityBound"]
 
 

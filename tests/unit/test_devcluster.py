@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from hetsched.operator.devcluster.pools import (
     node_manifest,
     node_manifests,
     parse_pools,
+    price_label_value,
 )
+from hetsched.operator.nodes import DEVICES_LABEL, PRICE_LABEL, group_pools, project_node
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,6 +250,62 @@ def test_cpu_node_manifest_has_no_gpu() -> None:
     assert "nvidia.com/gpu" not in node["status"]["allocatable"]
     assert not any(k.startswith("nvidia.com/") for k in node["metadata"]["labels"])
     assert "taints" not in node["spec"]
+
+
+def test_price_and_devices_labels() -> None:
+    """pricePerDeviceHour → hetsched.io/price-per-device-hour on every node of the pool (GPU or
+    CPU); CPU pools → hetsched.io/devices-per-node (sockets); GPU pools count nvidia.com/gpu."""
+    gpu = parse_pools({"pools": [gpu_pool(pricePerDeviceHour=4.25)]}).pools[0]
+    labels = node_manifest(gpu, 0)["metadata"]["labels"]
+    assert labels[PRICE_LABEL] == "4.25"
+    assert DEVICES_LABEL not in labels
+    no_price = node_manifest(parse_pools({"pools": [gpu_pool()]}).pools[0], 0)["metadata"]["labels"]
+    assert PRICE_LABEL not in no_price
+    cpu_entry = {"name": "cpu", "hardware": "xeon-6980p", "nodes": 2, "devicesPerNode": 2}
+    cpu = parse_pools({"pools": [{**cpu_entry, "pricePerDeviceHour": 3}]}).pools[0]
+    for i in range(2):
+        labels = node_manifest(cpu, i)["metadata"]["labels"]
+        assert labels[DEVICES_LABEL] == "2" and labels[PRICE_LABEL] == "3"
+    no_price_cpu = node_manifest(parse_pools({"pools": [cpu_entry]}).pools[0], 0)["metadata"]["labels"]
+    assert no_price_cpu[DEVICES_LABEL] == "2" and PRICE_LABEL not in no_price_cpu
+
+
+@pytest.mark.parametrize(
+    ("price", "label"),
+    [(4.25, "4.25"), (2.21, "2.21"), (3.0, "3"), (0.0, "0"), (1e-05, "0.00001"), (1e20, "1" + "0" * 20)],
+)
+def test_price_label_value_is_a_valid_label_that_parses_back(price: float, label: str) -> None:
+    assert price_label_value(price) == label
+    assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", label)
+    assert float(label) == price
+
+
+@pytest.mark.parametrize("price", [float("inf"), 1e70])
+def test_unlabelable_price_is_an_error(price: float) -> None:
+    with pytest.raises(ValueError, match=r"pools\.0 \(l4\)\.pricePerDeviceHour"):
+        parse_pools({"pools": [gpu_pool(pricePerDeviceHour=price)]}, "test.yaml")
+
+
+def test_operator_reads_the_demo_nodes_price_and_devices() -> None:
+    """The operator's node projection of the local cluster's nodes: the pool file's prices and the
+    CPU pool's sockets per node come back."""
+    pools = load_pools(DEMO)
+    projections = []
+    for node in node_manifests(pools):
+        node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+        proj = project_node(
+            node["metadata"]["name"], node["metadata"]["labels"], node["spec"], node["status"]
+        )
+        assert proj is not None
+        projections.append(proj)
+    live = {p.name: p for p in group_pools(projections)}
+    for entry in pools.pools:
+        pool = live[entry.name]
+        assert pool.price_label == entry.price_per_device_hour, entry.name
+        assert pool.devices_per_node == entry.devices_per_node, entry.name
+        assert pool.devices == entry.nodes * entry.devices_per_node, entry.name
+    assert live["h100"].price_label == 4.25 and live["l4"].price_label is None
+    assert not live["cpu-amx"].gpu and live["cpu-amx"].devices_per_node == 2
 
 
 def test_node_list_names_every_node_once() -> None:
