@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
+from typing import NamedTuple
 
 from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
 from hetsched.scheduler.precision import PRECISIONS, Precision
@@ -80,9 +80,12 @@ class Precisions:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class OperatorCost:
-    """One operator of a step, summed over layers: FLOPs and the DRAM bytes it moves."""
+class OperatorCost(NamedTuple):
+    """One operator of a step, summed over layers: FLOPs and the DRAM bytes it moves.
+
+    A NamedTuple rather than a frozen dataclass: a step builds about ten of them and the planner
+    evaluates thousands of steps, so construction cost matters.
+    """
 
     name: str
     flops: float
@@ -235,8 +238,22 @@ class _Shape:
     attn_params: int
 
 
-@lru_cache(maxsize=256)
+_SHAPES: dict[int, tuple[ModelConfig, _Shape]] = {}
+
+
 def _shape(model: ModelConfig) -> _Shape:
+    """The model's derived shape, cached by identity (hashing a pydantic model costs more than this)."""
+    hit = _SHAPES.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    if len(_SHAPES) > 512:
+        _SHAPES.clear()
+    shape = _derive_shape(model)
+    _SHAPES[id(model)] = (model, shape)  # holding the model keeps its id from being reused
+    return shape
+
+
+def _derive_shape(model: ModelConfig) -> _Shape:
     moe = model.moe
     mla = model.mla
     return _Shape(

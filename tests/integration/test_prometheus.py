@@ -676,13 +676,20 @@ def test_metrics_equal_the_workload_status(cluster: LocalCluster, prometheus: Pr
             for s in prometheus.query(f'{metric}{{namespace="{NAMESPACE}"}}')
         }
         assert slo == {w["metadata"]["name"]: float(w["spec"]["slo"][field]) for w in items}, metric
-    conditions = {
-        (s["metric"]["name"], s["metric"]["condition"], s["metric"]["status"]): float(s["value"][1])
-        for s in prometheus.query(f'hetsched_workload_condition{{namespace="{NAMESPACE}"}}')
-    }
-    assert conditions == {
-        (w["metadata"]["name"], c["type"], c["status"]): 1.0
-        for w in items
-        for c in w["status"]["conditions"]
-        if c["type"] in ("Estimated", "Placed", "Ready", "Degraded")
-    }
+
+    def conditions_match() -> bool:
+        # Both read afresh: a condition (Ready) may flip between a scrape and the kubectl read.
+        items = cluster.kubectl_json("get", "agentworkloads", "-n", NAMESPACE)["items"]
+        series = {
+            (s["metric"]["name"], s["metric"]["condition"], s["metric"]["status"]): float(s["value"][1])
+            for s in prometheus.query(f'hetsched_workload_condition{{namespace="{NAMESPACE}"}}')
+        }
+        expected = {
+            (w["metadata"]["name"], c["type"], c["status"]): 1.0
+            for w in items
+            for c in w["status"]["conditions"]
+            if c["type"] in ("Estimated", "Placed", "Ready", "Degraded")
+        }
+        return len(expected) == 4 * len(items) and series == expected
+
+    cluster.wait_for(conditions_match, timeout=15, what="hetsched_workload_condition equal to the conditions")
