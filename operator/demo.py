@@ -50,12 +50,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _is_demo_operator(pid: int) -> bool:
+    """Whether ``pid`` runs ``hetsched.operator operator run`` (a pid from a stale pid file may
+    belong to another process by now; Linux only, elsewhere any live pid counts)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return _alive(pid) and not Path("/proc/self").exists()
+    except OSError:
+        return False
+    return b"hetsched.operator" in argv and b"run" in argv
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _is_demo_operator(pid) else None
 
 
 def _wait(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -151,9 +163,27 @@ def up(args: argparse.Namespace) -> int:
         return items
 
     items = _wait(all_decided, 120, "every workload to be placed (or found infeasible)")
+    # Placed is not Ready: the pods still have to be scheduled and started (a second or two on
+    # KWOK). Wait for that, but not for pods the kube-scheduler cannot place: those stay Pending.
+    stuck: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        items = json.loads(kubectl("get", "aw", "-A", "-o", "json").stdout)["items"]
+        stuck = {}
+        waiting = False
+        for aw in _not_ready(items):
+            meta = aw["metadata"]
+            why = _unschedulable(kubectl, meta["namespace"], meta["name"])
+            if why is None:
+                waiting = True
+            else:
+                stuck[f"{meta['namespace']}/{meta['name']}"] = why
+        if not waiting:
+            break
+        time.sleep(0.5)
     print()
     print(kubectl("get", "aw", "-A").stdout)
-    print(summary(items, httpx.get(url + "/v1/pools", timeout=10).json()))
+    print(summary(items, httpx.get(url + "/v1/pools", timeout=10).json(), stuck))
     print(f"\nmetrics:  {url}/metrics      API: {url}/v1/pools  {url}/v1/workloads  docs: {url}/docs")
     print(f"operator: pid {pid}, log {log_file}")
     print('kubectl:  eval "$(hetsched cluster env)"; kubectl get aw -A; kubectl get deploy,pods -A -o wide')
@@ -161,8 +191,44 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(items: list[dict[str, Any]], pools: dict[str, Any]) -> str:
-    """A few lines per workload (mode, pools, regimes, cost) and the pools' device use."""
+def _condition(aw: dict[str, Any], type_: str) -> dict[str, Any]:
+    conds = (aw.get("status") or {}).get("conditions") or []
+    return next((c for c in conds if c.get("type") == type_), {})
+
+
+def _not_ready(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Placed workloads whose Deployments are not all available yet."""
+    return [
+        aw
+        for aw in items
+        if _condition(aw, "Placed").get("status") == "True"
+        and _condition(aw, "Ready").get("status") != "True"
+    ]
+
+
+def _unschedulable(kubectl: Any, namespace: str, name: str) -> str | None:
+    """Why a pod of the workload cannot be scheduled (None: none is stuck)."""
+    pods = json.loads(
+        kubectl("get", "pods", "-n", namespace, "-l", f"hetsched.io/workload={name}", "-o", "json").stdout
+    )["items"]
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                # The scheduler's first sentence says why ("0/10 nodes are available: ..."); the
+                # rest is about preemption.
+                message = str(cond.get("message") or "Unschedulable").split(". ")[0].rstrip(".")
+                return f"pod {pod['metadata']['name']} Pending: {message}"
+    return None
+
+
+def _seconds(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.3g}s"
+
+
+def summary(items: list[dict[str, Any]], pools: dict[str, Any], stuck: dict[str, str] | None = None) -> str:
+    """A few lines per workload (mode, pools, regimes, cost, latency against the SLO, why it is
+    not placed or not Ready) and the pools' device use."""
+    stuck = stuck or {}
     lines = ["placement:"]
     for aw in sorted(items, key=lambda a: (a["metadata"]["namespace"], a["metadata"]["name"])):
         st = aw.get("status") or {}
@@ -178,7 +244,10 @@ def summary(items: list[dict[str, Any]], pools: dict[str, Any]) -> str:
         pre, dec = st["prefill"], st["decode"]
         cost = st.get("dollarsPerMillionTokens")
         if st["mode"] == "colocated":
-            where = f"colocated on {dec['pool']} (TP {dec['tp']} x {dec['replicas']}, batch {dec['batch']})"
+            where = (
+                f"colocated on {dec['pool']} (TP {dec['tp']} x {dec['replicas']}, batch {dec['batch']}, "
+                f"decode {dec['regime']})"
+            )
         else:
             where = (
                 f"prefill {pre['pool']} (TP {pre['tp']} x {pre['replicas']}, {pre['regime']}) -> "
@@ -187,10 +256,17 @@ def summary(items: list[dict[str, Any]], pools: dict[str, Any]) -> str:
         lines.append(
             f"  {name:<28} {where}, ${cost:.3g}/Mtok" if cost is not None else f"  {name:<28} {where}"
         )
+        slo = (aw.get("spec") or {}).get("slo") or {}
         lines.append(
             f"  {'':<28} OI prefill {pre['operationalIntensity']:.4g} / decode {dec['operationalIntensity']:.4g} "
-            f"FLOP/B; TTFT {st.get('ttftSeconds')}s, TPOT {st.get('tpotSeconds')}s"
+            f"FLOP/B (ridge {pre.get('ridgePoint') or 0:.4g} / {dec.get('ridgePoint') or 0:.4g}); "
+            f"TTFT {_seconds(st.get('ttftSeconds'))} (SLO {_seconds(slo.get('ttftSeconds'))}), "
+            f"TPOT {_seconds(st.get('tpotSeconds'))} (SLO {_seconds(slo.get('tpotSeconds'))})"
         )
+        ready = _condition(aw, "Ready")
+        if ready.get("status") != "True":
+            why = stuck.get(name) or ready.get("message") or ready.get("reason") or "not ready"
+            lines.append(f"  {'':<28} NOT READY: {why[:300]}")
     lines.append("pools (devices allocated / total):")
     for p in pools.get("pools", []):
         lines.append(
