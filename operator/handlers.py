@@ -67,6 +67,7 @@ class OperatorSettings:
     max_delay_seconds: float = 2.0
     pool_debounce_seconds: float = 0.5
     not_ready_grace_seconds: float = 30.0
+    unschedulable_grace_seconds: float = 60.0
     plan_timeout_seconds: float = 60.0
     startup_grace_seconds: float = 10.0
     resync_seconds: float = 60.0
@@ -194,6 +195,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
         lambda key: _children(op, key),
         op.kube.post_event,
         workers=s.workers,
+        unschedulable_grace=s.unschedulable_grace_seconds,
     )
     op.coordinator.on_changed = op.reconciler.enqueue
     op.pools_dirty = asyncio.Event()

@@ -141,6 +141,21 @@ class KubeApi:
             raise
         return {str(i["metadata"]["name"]): dict(i.get("spec") or {}) for i in doc.get("items", [])}
 
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector in one namespace, as plain dicts (camelCase keys).
+
+        Raw JSON (no model objects): the caller reads a few fields of each pod. Only called for a
+        child Deployment that has been stuck for the unschedulable grace period.
+        """
+        response: Any = await self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _preload_content=False
+        )
+        async with response:  # an aiohttp response: errors are not raised for us
+            body = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=body[:300].decode(errors="replace"))
+        return list(json.loads(body).get("items") or [])
+
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
             cm = await self.core.read_namespaced_config_map(name, namespace)

@@ -28,12 +28,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,12 @@ class LeaderElector:
         config: LeaseConfig,
         kubeconfig: str | None = None,
         on_lost: Callable[[str], None] | None = None,
+        api_factory: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.config = config
         self.kubeconfig = kubeconfig
         self.on_lost = on_lost or _exit_now
+        self.api_factory = api_factory  # tests: a fake CoordinationV1Api
         self.leading = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hetsched-leader", daemon=True)
@@ -133,7 +136,8 @@ class LeaderElector:
     def _run(self) -> None:
         asyncio.run(self._main())
 
-    async def _main(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _kube_api(self) -> AsyncIterator[Any]:
         from kubernetes_asyncio import client, config
 
         configuration = client.Configuration()
@@ -143,7 +147,11 @@ class LeaderElector:
         else:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         async with client.ApiClient(configuration) as api_client:
-            api = client.CoordinationV1Api(api_client)
+            yield client.CoordinationV1Api(api_client)
+
+    async def _main(self) -> None:
+        factory = self.api_factory or self._kube_api
+        async with factory() as api:
             c = self.config
             while not self._stop.is_set():
                 ok = await self._try_acquire_or_renew(api)
@@ -229,7 +237,7 @@ class LeaderElector:
             "metadata": {"name": c.name, "namespace": c.namespace},
             "spec": {
                 "holderIdentity": c.identity,
-                "leaseDurationSeconds": max(1, round(c.lease_duration)),
+                "leaseDurationSeconds": max(1, math.ceil(c.lease_duration)),
                 "acquireTime": _micro_time(acquire_time),
                 "renewTime": _micro_time(now),
                 "leaseTransitions": transitions,

@@ -23,6 +23,16 @@ def _network(values: list[str]) -> dict[str, float]:
     return out
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Kopf's client reads $KUBECONFIG when it is imported: set it before any import of kopf.
     if args.kubeconfig:
@@ -48,6 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         solver=args.solver,
         not_ready_grace_seconds=args.not_ready_grace_seconds,
+        unschedulable_grace_seconds=args.unschedulable_grace_seconds,
         startup_grace_seconds=args.startup_grace_seconds,
     )
     lease = None
@@ -150,6 +161,13 @@ def register(subparsers: Any) -> None:
         type=float,
         default=30.0,
         help="a NotReady node still counts until it has been NotReady this long (default 30)",
+    )
+    run.add_argument(
+        "--unschedulable-grace-seconds",
+        type=_non_negative,
+        default=60.0,
+        help="a child Deployment's pod the scheduler finds no node for makes the workload Degraded "
+        "(reason Unschedulable) after this long (default 60)",
     )
     run.add_argument(
         "--startup-grace-seconds",

@@ -6,6 +6,8 @@ children it should have, and what to write or delete.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,24 @@ def camel(reason: str | None) -> str:
 
 
 # ---- children ---------------------------------------------------------------------------------
+def parse_time(value: Any) -> float | None:
+    """An RFC 3339 timestamp of the API server (``2026-11-22T19:02:48Z``) as epoch seconds."""
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    for c in status.get("conditions") or ():
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return c
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class ChildState:
     """A child as the Kopf index projects it."""
@@ -47,6 +67,12 @@ class ChildState:
     observed_generation: int = 0
     available: int = 0
     updated: int = 0
+    # Deployments only: the pods' label selector (``k=v,...``), and when the rollout last made
+    # progress: the ``Progressing`` condition's lastUpdateTime, which the deployment controller
+    # moves only when replicas get updated, ready or available (else the creation time; epoch s).
+    selector: str = ""
+    progress_time: float | None = None
+    progress_deadline_exceeded: bool = False
 
     @staticmethod
     def from_body(kind: str, body: Mapping[str, Any]) -> ChildState:
@@ -54,6 +80,11 @@ class ChildState:
         spec = body.get("spec") or {}
         status = body.get("status") or {}
         owners = meta.get("ownerReferences") or []
+        match = ((spec.get("selector") or {}).get("matchLabels") or {}) if kind == "Deployment" else {}
+        progressing = _condition(status, "Progressing")
+        progress_time = parse_time(progressing.get("lastUpdateTime")) or parse_time(
+            meta.get("creationTimestamp")
+        )
         return ChildState(
             kind=kind,
             name=str(meta.get("name")),
@@ -64,6 +95,10 @@ class ChildState:
             observed_generation=int(status.get("observedGeneration", 0) or 0),
             available=int(status.get("availableReplicas", 0) or 0),
             updated=int(status.get("updatedReplicas", 0) or 0),
+            selector=",".join(f"{k}={v}" for k, v in sorted(match.items())),
+            progress_time=progress_time if kind == "Deployment" else None,
+            progress_deadline_exceeded=progressing.get("status") == "False"
+            and progressing.get("reason") == "ProgressDeadlineExceeded",
         )
 
     def ready(self) -> tuple[bool, str]:
@@ -74,6 +109,17 @@ class ChildState:
         if self.available < self.replicas:
             return False, f"{self.name}: {self.available}/{self.replicas} replicas available"
         return True, f"{self.name}: {self.available}/{self.replicas} available"
+
+    def stalled_for(self, now: float) -> float | None:
+        """Seconds this Deployment has gone without progress while not every replica is
+        available; None when it is ready (or its progress time is unknown)."""
+        if self.ready()[0]:
+            return None
+        if self.progress_deadline_exceeded:
+            return math.inf  # the controller's own verdict (progressDeadlineSeconds, 600 s)
+        if self.progress_time is None:
+            return None
+        return max(0.0, now - self.progress_time)
 
 
 def desired_children(reg: Registration, plan: WorkloadPlan) -> list[dict[str, Any]]:
@@ -146,6 +192,102 @@ def readiness(
     return ok, "; ".join(notes)
 
 
+# ---- unschedulable children ------------------------------------------------------------------
+UNSCHEDULABLE = "Unschedulable"
+
+
+@dataclass(frozen=True, slots=True)
+class PodScheduling:
+    """What the unschedulable check needs of a pod: since when (epoch s) the scheduler has found
+    no node for it (``PodScheduled=False``, reason ``Unschedulable``), and its message."""
+
+    name: str
+    unschedulable_since: float | None
+    message: str = ""
+
+    @staticmethod
+    def from_body(body: Mapping[str, Any]) -> PodScheduling:
+        meta = body.get("metadata") or {}
+        status = body.get("status") or {}
+        cond = _condition(status, "PodScheduled")
+        stuck = (
+            not meta.get("deletionTimestamp")
+            and status.get("phase", "Pending") == "Pending"
+            and cond.get("status") == "False"
+            and cond.get("reason") == UNSCHEDULABLE
+        )
+        return PodScheduling(
+            name=str(meta.get("name")),
+            unschedulable_since=parse_time(cond.get("lastTransitionTime")) if stuck else None,
+            message=str(cond.get("message") or "") if stuck else "",
+        )
+
+
+def scheduler_reason(message: str) -> str:
+    """The scheduler's first sentence ("0/10 nodes are available: 2 Insufficient nvidia.com/gpu,
+    8 node(s) didn't match Pod's node affinity/selector"); the rest is about preemption."""
+    return message.split(". ")[0].strip().rstrip(".") or UNSCHEDULABLE
+
+
+def stalled_children(
+    desired: Sequence[Mapping[str, Any]],
+    existing: Mapping[tuple[str, str], ChildState],
+    now: float,
+    grace: float,
+) -> tuple[list[ChildState], float | None]:
+    """The desired Deployments (at their desired content) that have not been fully available and
+    made no rollout progress for at least ``grace`` seconds: only their pods are worth a look.
+    Also the seconds until the next stalled one reaches ``grace`` (None: none is on its way)."""
+    out: list[ChildState] = []
+    wait: float | None = None
+    for d in desired:
+        if d["kind"] != "Deployment":
+            continue
+        have = existing.get(("Deployment", str(d["metadata"]["name"])))
+        if have is None or have.hash != d["metadata"]["annotations"][manifests.HASH_ANNOTATION]:
+            continue
+        stalled = have.stalled_for(now)
+        if stalled is None:
+            continue
+        if stalled >= grace:
+            out.append(have)
+        else:
+            wait = grace - stalled if wait is None else min(wait, grace - stalled)
+    return out, wait
+
+
+def unschedulable_pods(
+    child: str, pods: Sequence[PodScheduling], now: float, grace: float
+) -> tuple[str | None, float | None]:
+    """(message, recheck): the message names the pod of ``child`` that the scheduler has found no
+    node for the longest, once that is at least ``grace`` seconds, else None; recheck is the
+    seconds until the next unschedulable pod reaches ``grace`` (None: no pod is unschedulable)."""
+    stuck = sorted(
+        (p for p in pods if p.unschedulable_since is not None),
+        key=lambda p: (p.unschedulable_since, p.name),
+    )
+    if not stuck:
+        return None, None
+    first = stuck[0]
+    assert first.unschedulable_since is not None
+    waited = now - first.unschedulable_since
+    if waited >= grace:
+        return f"{child}: pod {first.name} unschedulable: {scheduler_reason(first.message)}", None
+    return None, grace - waited
+
+
+def degraded_event(
+    previous: Mapping[str, Any] | None, unschedulable: str | None
+) -> tuple[str, str, str] | None:
+    """The Warning to post when a workload becomes unschedulable (once, not per reconcile)."""
+    if unschedulable is None:
+        return None
+    for c in (previous or {}).get("conditions") or ():
+        if c.get("type") == "Degraded" and c.get("status") == "True" and c.get("reason") == UNSCHEDULABLE:
+            return None
+    return "Warning", UNSCHEDULABLE, unschedulable
+
+
 # ---- status -----------------------------------------------------------------------------------
 def _phase_status(p: PhasePlan, deployment: str) -> dict[str, Any]:
     return {
@@ -197,9 +339,11 @@ def placed_status(
     ready: tuple[bool, str],
     *,
     namespace_name: tuple[str, str],
+    unschedulable: str | None = None,
     now: str | None = None,
 ) -> dict[str, Any]:
-    """Status of a workload whose plan placed it (``ready``: its Deployments' availability)."""
+    """Status of a workload whose plan placed it (``ready``: its Deployments' availability;
+    ``unschedulable``: why the scheduler finds no node for a child's pod, which is Degraded)."""
     now = now or now_rfc3339()
     name = namespace_name[1]
     conds = _base(previous)
@@ -224,9 +368,14 @@ def placed_status(
         generation=generation,
         now=now,
     )
-    conds = set_condition(
-        conds, ConditionType.DEGRADED, False, "AsPlanned", "", generation=generation, now=now
-    )
+    if unschedulable:
+        conds = set_condition(
+            conds, ConditionType.DEGRADED, True, UNSCHEDULABLE, unschedulable, generation=generation, now=now
+        )
+    else:
+        conds = set_condition(
+            conds, ConditionType.DEGRADED, False, "AsPlanned", "", generation=generation, now=now
+        )
     assert plan.prefill is not None and plan.decode is not None
     if plan.mode == "colocated":
         pre = _phase_status(plan.prefill, manifests.child_name(name, "colocated"))

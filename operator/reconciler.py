@@ -7,6 +7,13 @@ between colocated and disaggregated serving), computes the status and patches it
 changed, and posts an Event when the placement changed. Calls for one workload are serialised by
 a per-workload lock; a work queue with a few workers converges the keys the planner or the
 children's watch events hand over.
+
+Unschedulable children: a Deployment that has not been fully available and made no rollout
+progress (its ``Progressing`` condition) for ``unschedulable_grace`` seconds gets one pod list
+(its label selector, cached briefly); a pod the scheduler has found no node for during the grace
+makes the workload ``Degraded`` (reason ``Unschedulable``, the scheduler's message) with one
+Warning Event. A timer re-converges the workload when a stall would pass the grace, so the
+condition does not wait for the periodic resync. Ready children never cost a pod list.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from hetsched.operator import manifests, reconcile
 from hetsched.operator.coordinator import Coordinator
 from hetsched.operator.metrics import Metrics
 from hetsched.operator.planning import Key, Registration
-from hetsched.operator.reconcile import ChildState
+from hetsched.operator.reconcile import ChildState, PodScheduling
 from hetsched.operator.state import OperatorState, Slo
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND
 
@@ -38,6 +45,8 @@ class Api(Protocol):
     async def delete(self, kind: str, namespace: str, name: str) -> None: ...
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
 
 
 def object_ref(namespace: str, name: str, uid: str) -> dict[str, Any]:
@@ -59,6 +68,7 @@ class Reconciler:
         post_event: EventFn | None = None,
         *,
         workers: int = 4,
+        unschedulable_grace: float = 60.0,
     ) -> None:
         self.api = api
         self.state = state
@@ -67,6 +77,11 @@ class Reconciler:
         self.children = children
         self.post_event = post_event
         self.workers = workers
+        self.unschedulable_grace = unschedulable_grace
+        # A stalled child's pods are listed at most once per this many seconds (event bursts).
+        self.pod_list_ttl = min(5.0, max(unschedulable_grace / 2, 0.5))
+        self._pods: dict[tuple[str, str], tuple[float, tuple[PodScheduling, ...]]] = {}
+        self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
         self._status: dict[Key, dict[str, Any]] = {}
         self._applied: dict[tuple[str, str, str], str] = {}  # (namespace, kind, name) → hash
@@ -84,6 +99,11 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         self._status.pop(key, None)
         self._locks.pop(key, None)
+        timer = self._rechecks.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        for pods_key in [k for k in self._pods if k[0] == key[0] and k[1].startswith(key[1] + "-")]:
+            self._pods.pop(pods_key, None)
         for k in [k for k in self._applied if k[0] == key[0] and k[2].startswith(key[1] + "-")]:
             self._applied.pop(k, None)
         self.state.drop_workload(*key)
@@ -125,7 +145,26 @@ class Reconciler:
         for i in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"hetsched converge {i}"))
 
+    def _recheck(self, key: Key, delay: float) -> None:
+        """Converge ``key`` again in ``delay`` seconds (keeps an earlier pending recheck)."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        timer = self._rechecks.get(key)
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+
+        def fire() -> None:
+            self._rechecks.pop(key, None)
+            self.enqueue([key])
+
+        self._rechecks[key] = loop.call_at(when, fire)
+
     async def stop(self) -> None:
+        for timer in self._rechecks.values():
+            timer.cancel()
+        self._rechecks.clear()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -185,18 +224,66 @@ class Reconciler:
         for kind, child in actions.delete:
             await self.api.delete(kind, namespace, child)
             self._applied.pop((namespace, kind, child), None)
+        unschedulable = None
         if plan.placed:
             ready = reconcile.readiness(plan, desired, existing)
-            status = reconcile.placed_status(plan, reg.generation, previous, ready, namespace_name=key)
+            if not ready[0]:
+                unschedulable = await self._unschedulable(key, desired, existing)
+            status = reconcile.placed_status(
+                plan, reg.generation, previous, ready, namespace_name=key, unschedulable=unschedulable
+            )
         else:
             status = reconcile.unplaced_status(plan, reg.generation, previous)
         event = reconcile.placement_event(previous, plan, self.coordinator.lost_pools)
+        warning = reconcile.degraded_event(previous, unschedulable)
         wrote = await self._write_status(reg, status)
         if event is not None:
             self._event(object_ref(namespace, name, reg.uid), *event)
+        if warning is not None:
+            self._event(object_ref(namespace, name, reg.uid), *warning)
         if not plan.placed:
             return "infeasible"
         return "placed" if (wrote or actions.apply or actions.delete) else "unchanged"
+
+    async def _unschedulable(
+        self,
+        key: Key,
+        desired: list[dict[str, Any]],
+        existing: Mapping[tuple[str, str], ChildState],
+    ) -> str | None:
+        """Why a child's pods cannot be scheduled (None: none has waited the grace period)."""
+        grace = self.unschedulable_grace
+        now = time.time()
+        stalled, wait = reconcile.stalled_children(desired, existing, now, grace)
+        messages = []
+        for child in stalled:
+            pods = await self._pods_of(key[0], child)
+            message, recheck = reconcile.unschedulable_pods(child.name, pods, now, grace)
+            if message is not None:
+                messages.append(message)
+            elif recheck is not None:
+                wait = recheck if wait is None else min(wait, recheck)
+        if wait is not None:
+            self._recheck(key, wait + 0.5)  # timestamps have whole seconds
+        return "; ".join(messages) or None
+
+    async def _pods_of(self, namespace: str, child: ChildState) -> tuple[PodScheduling, ...]:
+        """The child's pods (one list by its label selector), reused for ``pod_list_ttl``."""
+        if not child.selector:
+            return ()
+        cache_key = (namespace, child.name)
+        cached = self._pods.get(cache_key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.pod_list_ttl:
+            return cached[1]
+        try:
+            items = await self.api.list_pods(namespace, child.selector)
+        except Exception as exc:  # a failed look must not fail the reconciliation
+            log.debug("listing the pods of %s/%s failed: %s", namespace, child.name, exc)
+            return cached[1] if cached is not None else ()
+        pods = tuple(PodScheduling.from_body(p) for p in items)
+        self._pods[cache_key] = (now, pods)
+        return pods
 
     async def _write_status(self, reg: Registration, status: Mapping[str, Any]) -> bool:
         key = reg.key

@@ -6,8 +6,9 @@ AgentWorkload conditions:
 * ``Estimated`` — the spec resolved (model, agent, precision) and the OI/CF estimate ran;
 * ``Placed`` — every phase has a pool, TP, batch and replica count;
 * ``Ready`` — the child Deployments have all their replicas available;
-* ``Degraded`` — the spec is invalid, the demand/SLO cannot be met on the live pools, or a pool
-  the placement used was lost. ``True`` means something is wrong.
+* ``Degraded`` — the spec is invalid, the demand/SLO cannot be met on the live pools, a pool
+  the placement used was lost, or the kube-scheduler has found no node for a child's pod for the
+  unschedulable grace period. ``True`` means something is wrong.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ State folder (default ``~/.local/state/hetsched/cluster``, or ``$HETSCHED_CLUSTE
     cluster.json        ports, binaries folder, service range (what ``status``/``down`` read)
     kubeconfig          admin (system:masters) kubeconfig, certificates embedded
     kubeconfigs/        one per component, each with its own client certificate
+    kube-scheduler.yaml the scheduler's KubeSchedulerConfiguration (GPU bin packing)
     pki/                CA, apiserver serving cert, client certs, service-account keys
     pids/<name>.json    pid, executable and start time of each process we started
     logs/<name>.log     stdout+stderr of each process
@@ -101,6 +102,51 @@ def wait_for(
             detail = f" (last error: {last_error})" if last_error else ""
             raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+# Scoring of the NodeResourcesFit plugin: MostAllocated, nvidia.com/gpu weighted far above CPU and
+# memory. The default (LeastAllocated on CPU and memory only) spreads single-GPU replicas over the
+# nodes of a pool, so that a replica needing a whole node's GPUs finds no node with enough free
+# ones although the pool has them; packing keeps whole nodes free.
+BIN_PACKING_RESOURCES = (("nvidia.com/gpu", 10), ("cpu", 1), ("memory", 1))
+
+
+def scheduler_configuration(kubeconfig: Path | str) -> dict[str, Any]:
+    """``KubeSchedulerConfiguration`` (``kubescheduler.config.k8s.io/v1``) of the local cluster:
+    the default profile with GPU bin packing, no leader election.
+
+    Two plugin settings: NodeResourcesFit scores MostAllocated (GPUs weighted 10, CPU and memory
+    1), and PodTopologySpread gets no *system default* constraints (``defaultingType: List``
+    without ``defaultConstraints``). Those defaults (spread the pods of one Service/ReplicaSet over
+    hosts, ``ScheduleAnyway``, plugin weight 2) outscore NodeResourcesFit (weight 1): with them the
+    four single-GPU replicas of one Deployment still land 2 + 2 on two 4-GPU nodes. Pods that ask
+    for spreading with their own ``topologySpreadConstraints`` still get it.
+    """
+    return {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "leaderElection": {"leaderElect": False},
+        "profiles": [
+            {
+                "schedulerName": "default-scheduler",
+                "pluginConfig": [
+                    {
+                        "name": "NodeResourcesFit",
+                        "args": {
+                            "scoringStrategy": {
+                                "type": "MostAllocated",
+                                "resources": [
+                                    {"name": name, "weight": weight} for name, weight in BIN_PACKING_RESOURCES
+                                ],
+                            }
+                        },
+                    },
+                    {"name": "PodTopologySpread", "args": {"defaultingType": "List"}},
+                ],
+            }
+        ],
+    }
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -539,6 +585,7 @@ class Cluster:
         elif name == "kube-controller-manager":
             self._launch(name, bins, self._controller_manager_args(config, pki))
         elif name == "kube-scheduler":
+            self._write_scheduler_config()
             self._launch(name, bins, self._scheduler_args(ports))
         elif name == "kwok":
             # HOME inside the state folder: KWOK would otherwise also read ~/.kwok/kwok.yaml.
@@ -681,8 +728,21 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ]
 
+    @property
+    def scheduler_config_path(self) -> Path:
+        return self.state_dir / "kube-scheduler.yaml"
+
+    def _write_scheduler_config(self) -> None:
+        """The kube-scheduler's ``KubeSchedulerConfiguration``: GPU bin packing (see
+        :func:`scheduler_configuration`). Written at every start, so a restart picks up changes."""
+        document = scheduler_configuration(self._component_kubeconfig("kube-scheduler"))
+        self.scheduler_config_path.write_text(yaml.safe_dump(document, sort_keys=False))
+
     def _scheduler_args(self, ports: Ports) -> list[str]:
-        return [*self._delegated_auth_args("kube-scheduler"), f"--secure-port={ports.scheduler}"]
+        # With --config the kubeconfig and leader election come from the file (clientConnection,
+        # leaderElection); --kubeconfig would be ignored. --leader-elect=false is honoured too.
+        args = [a for a in self._delegated_auth_args("kube-scheduler") if not a.startswith("--kubeconfig=")]
+        return [f"--config={self.scheduler_config_path}", *args, f"--secure-port={ports.scheduler}"]
 
     def _kwok_args(self, ports: Ports) -> list[str]:
         return [

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DeviceKind(StrEnum):
@@ -87,6 +88,16 @@ class HardwareSpec(BaseModel):
     source: str = Field(min_length=1)
     price_source: str = ""
     efficiency: Efficiency = IDEAL
+
+    @field_validator("peak_flops")
+    @classmethod
+    def _positive_peaks(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("at least one compute class is needed")
+        bad = {k: v for k, v in value.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"peaks must be positive and finite, got {bad}")
+        return value
 
     def peak_for(self, compute_class: str) -> float:
         """Peak FLOP/s for a compute class; a format the device lacks runs at the next wider rate.

@@ -36,6 +36,7 @@ Not modelled (a few thousand parameters at most): Llama's ``mlp_bias``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -62,6 +63,11 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 _ARCH_TO_TYPE = {arch: mtype for mtype, arch in SUPPORTED_ARCHITECTURES.items()}
 
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+# Real models have at most a few hundred layers; the bound keeps the per-layer loops below (and a
+# hostile ConfigMap) from taking minutes or gigabytes.
+MAX_LAYERS = 1024
+# No dimension, count or id of a real config comes near this; larger ones only overflow the estimate.
+MAX_INTEGER = 10**9
 
 
 class _Fields:
@@ -91,9 +97,24 @@ class _Fields:
         if default is not None and not self.has(key):
             return default
         value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or int(value) != value
+        ):
             raise self.error(f"field '{self.name(key)}' must be an integer, got {value!r}")
+        if abs(value) > MAX_INTEGER:
+            raise self.error(f"field '{self.name(key)}' is {value}: out of range (at most {MAX_INTEGER:.0e})")
         return int(value)
+
+    def positive(self, key: str, default: int | None = None, maximum: int | None = None) -> int:
+        """An integer ≥ 1 (and ≤ ``maximum``): counts, strides and divisors."""
+        value = self.integer(key, default)
+        if value < 1 or (maximum is not None and value > maximum):
+            bound = f"between 1 and {maximum}" if maximum is not None else "at least 1"
+            raise self.error(f"field '{self.name(key)}' must be {bound}, got {value}")
+        return value
 
     def opt_integer(self, key: str) -> int | None:
         return self.integer(key) if self.has(key) else None
@@ -102,8 +123,13 @@ class _Fields:
         if default is not None and not self.has(key):
             return default
         value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(f"field '{self.name(key)}' must be a number, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or abs(value) > 1e300
+        ):
+            raise self.error(f"field '{self.name(key)}' must be a finite number, got {value!r}")
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:
@@ -259,12 +285,14 @@ def _precisions(f: _Fields) -> tuple[str, str | None]:
 
 # ---- shared pieces ---------------------------------------------------------------------------------
 def _attention(f: _Fields) -> dict[str, Any]:
-    layers = f.integer("num_hidden_layers")
+    layers = f.positive("num_hidden_layers", maximum=MAX_LAYERS)
     hidden = f.integer("hidden_size")
     heads = f.integer("num_attention_heads")
     kv_heads = f.integer("num_key_value_heads")
     head_dim = f.opt_integer("head_dim")
     if head_dim is None:
+        if heads < 1:
+            raise f.error(f"field '{f.name('num_attention_heads')}' must be at least 1, got {heads}")
         if hidden % heads:
             raise f.error(
                 f"missing field '{f.prefix}head_dim' (hidden_size {hidden} is not a multiple of "
@@ -406,7 +434,7 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
     out["tie_embeddings"] = _tie(f)
     out["attention_bias"] = f.flag("attention_bias", False)
     out["qk_norm"] = True
-    step = f.integer("decoder_sparse_step", 1)
+    step = f.positive("decoder_sparse_step", 1)
     mlp_only = set(f.integers("mlp_only_layers") or [])
     num_experts = f.integer("num_experts")
     moe_layers = {i for i in range(layers) if i not in mlp_only and num_experts > 0 and (i + 1) % step == 0}
@@ -425,7 +453,7 @@ def _qwen3_moe(f: _Fields) -> dict[str, Any]:
 
 
 def _deepseek(f: _Fields, v3: bool) -> dict[str, Any]:
-    layers = f.integer("num_hidden_layers")
+    layers = f.positive("num_hidden_layers", maximum=MAX_LAYERS)
     heads = f.integer("num_attention_heads")
     nope = f.integer("qk_nope_head_dim")
     rope = f.integer("qk_rope_head_dim")
@@ -449,7 +477,7 @@ def _deepseek(f: _Fields, v3: bool) -> dict[str, Any]:
     }
     routed = f.opt_integer("n_routed_experts")
     first_dense = f.integer("first_k_dense_replace", 0)
-    freq = f.integer("moe_layer_freq", 1)
+    freq = f.positive("moe_layer_freq", 1)
     moe_layers = {i for i in range(layers) if i >= first_dense and i % freq == 0} if routed else set[int]()
     out["intermediate_size"] = f.integer("intermediate_size") if len(moe_layers) < layers else 0
     if moe_layers:
@@ -497,11 +525,13 @@ def _llama4_vision_params(v: _Fields, text_hidden: int) -> int:
     ``Llama4VisionModel`` + ``Llama4MultiModalProjector``)."""
     h = v.integer("hidden_size")
     inter = v.integer("intermediate_size")
-    layers = v.integer("num_hidden_layers")
-    patch = v.integer("patch_size")
+    layers = v.positive("num_hidden_layers", maximum=MAX_LAYERS)
+    patch = v.positive("patch_size")
     channels = v.integer("num_channels", 3)
-    image = v.integer("image_size")
+    image = v.positive("image_size")
     shuffle = v.number("pixel_shuffle_ratio", 0.5)
+    if not 0 < shuffle <= 1:
+        raise v.error(f"field '{v.name('pixel_shuffle_ratio')}' must be in (0, 1], got {shuffle}")
     proj_in = v.integer("projector_input_dim")
     proj_out = v.integer("projector_output_dim")
     vision_out = v.integer("vision_output_dim")
@@ -525,7 +555,7 @@ def _llama4(top: _Fields) -> dict[str, Any]:
     if explicit_moe is not None:
         moe_layers = set(explicit_moe)
     else:
-        step = f.integer("interleave_moe_layer_step", 1)
+        step = f.positive("interleave_moe_layer_step", 1)
         moe_layers = set(range(step - 1, layers, step))
     expert = f.integer("intermediate_size")
     out["intermediate_size"] = f.integer("intermediate_size_mlp") if len(moe_layers) < layers else 0
@@ -552,7 +582,7 @@ def _llama4(top: _Fields) -> dict[str, Any]:
                     )
                 chunked = sum(1 for use_rope in no_rope if use_rope)  # 1: RoPE + chunked; 0: global NoPE
             else:
-                interval = f.integer("no_rope_layer_interval", 4)
+                interval = f.positive("no_rope_layer_interval", 4)
                 chunked = sum(1 for i in range(layers) if (i + 1) % interval != 0)
         if chunked:
             out["sliding_window"] = chunk

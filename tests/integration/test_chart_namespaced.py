@@ -52,6 +52,7 @@ def test_workload_rights_only_in_the_watched_namespace(
         ("patch", "agentworkloads.hetsched.io"),
         ("create", "deployments.apps"),
         ("get", "configmaps"),
+        ("list", "pods"),
     ):
         assert can_i(cluster, subject, verb, resource, "-n", WATCHED), (verb, resource)
         assert not can_i(cluster, subject, verb, resource, "-n", OTHER), (verb, resource)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hetsched.operator.devcluster.cluster import Cluster, NodeStatus
+from hetsched.operator.devcluster.cluster import Cluster, NodeStatus, http_get
 from hetsched.operator.devcluster.pools import PoolFile, load_pools, node_names, parse_pools
 from hetsched.operator.devcluster.testing import LocalCluster
 
@@ -115,6 +116,124 @@ def test_more_gpus_than_a_node_has_stays_pending(cluster: LocalCluster, namespac
     message = cluster.wait_for(failed_scheduling, what="a FailedScheduling event")
     assert "Insufficient nvidia.com/gpu" in message
     assert cluster.kubectl_json("get", "pod", "too-big", "-n", namespace)["status"]["phase"] == "Pending"
+
+
+def _gpu_pod_spec(gpus: int) -> dict[str, object]:
+    return {
+        "nodeSelector": {"hetsched.io/pool": "l4"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+        ],
+        "containers": [
+            {
+                "name": "c",
+                "image": "registry.k8s.io/pause:3.10",
+                "resources": {
+                    "requests": {"cpu": "8", "memory": "64Gi"},
+                    "limits": {"nvidia.com/gpu": gpus},
+                },
+            }
+        ],
+    }
+
+
+def _pods_on(cluster: LocalCluster, nodes: set[str]) -> list[str]:
+    pods = cluster.kubectl_json("get", "pods", "-A")["items"]
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in pods
+        if p["spec"].get("nodeName") in nodes
+    ]
+
+
+@pytest.mark.parametrize("owner", ["pods", "deployment"])
+def test_gpu_bin_packing_whole_node_fits(cluster: LocalCluster, namespace: str, owner: str) -> None:
+    """Four single-GPU pods, then a four-GPU pod, on the l4 pool (2 nodes x 4 GPUs): the first
+    four share one node and the big one gets the other. With kube-scheduler's default scoring
+    (LeastAllocated; and for a Deployment behind a Service, the system default host spreading)
+    they spread 2 + 2 and the big pod stays Pending. ``deployment`` is how the operator's children
+    look (a ReplicaSet selected by a Service)."""
+    l4_nodes = set(node_names(next(p for p in load_pools(DEMO_POOLS).pools if p.name == "l4")))
+    # Earlier tests' namespaces are deleted without waiting: let their pods leave the pool first.
+    cluster.wait_for(lambda: not _pods_on(cluster, l4_nodes), timeout=120, what="no pods on the l4 pool")
+    small: list[dict[str, object]]
+    if owner == "pods":
+        small = [
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"small-{i}"}, "spec": _gpu_pod_spec(1)}
+            for i in range(4)
+        ]
+    else:
+        small = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "small"},
+                "spec": {
+                    "replicas": 4,
+                    "selector": {"matchLabels": {"app": "small"}},
+                    "template": {"metadata": {"labels": {"app": "small"}}, "spec": _gpu_pod_spec(1)},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "small"},
+                "spec": {"selector": {"app": "small"}, "ports": [{"port": 8000}]},
+            },
+        ]
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": small}),
+    )
+
+    def running(expected: int) -> list[dict[str, object]] | None:
+        pods = cluster.kubectl_json("get", "pods", "-n", namespace)["items"]
+        ok = len(pods) == expected and all(p["status"].get("phase") == "Running" for p in pods)
+        return pods if ok else None
+
+    first = cluster.wait_for(lambda: running(4), timeout=90, what="4 single-GPU pods Running")
+    assert len({p["spec"]["nodeName"] for p in first}) == 1, [p["spec"]["nodeName"] for p in first]  # type: ignore[index]
+    big = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"}, "spec": _gpu_pod_spec(4)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(big))
+    pods = cluster.wait_for(lambda: running(5), timeout=90, what="the 4-GPU pod Running beside them")
+    nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}  # type: ignore[index]
+    assert set(nodes.values()) == l4_nodes
+    assert nodes["big"] not in {p["spec"]["nodeName"] for p in first}  # type: ignore[index]
+    # Free the pool for later tests (the namespace is deleted without waiting).
+    cluster.kubectl(
+        "delete", "pods,deployments,services", "--all", "-n", namespace, "--wait=true", "--timeout=60s"
+    )
+
+
+def test_scheduler_runs_with_the_bin_packing_configuration(cluster: LocalCluster) -> None:
+    """The scheduler loaded the written KubeSchedulerConfiguration (its /configz, as admin)."""
+    handle = cluster.handle
+    config = handle.load_config()
+    assert config is not None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the scheduler's self-signed serving certificate
+    context.load_cert_chain(handle.pki.client_cert("admin"), handle.pki.client_key("admin"))
+    status, body = http_get(f"https://127.0.0.1:{config.ports.scheduler}/configz", context)
+    assert status == 200, body[:300]
+    component = json.loads(body)["componentconfig"]
+    assert component["leaderElection"]["leaderElect"] is False
+    assert component["clientConnection"]["kubeconfig"].endswith("kube-scheduler.kubeconfig")
+    (profile,) = component["profiles"]
+    args = {p["name"]: p["args"] for p in profile["pluginConfig"]}
+    strategy = args["NodeResourcesFit"]["scoringStrategy"]
+    assert strategy["type"] == "MostAllocated"
+    assert {r["name"]: r["weight"] for r in strategy["resources"]} == {
+        "nvidia.com/gpu": 10,
+        "cpu": 1,
+        "memory": 1,
+    }
+    assert args["PodTopologySpread"]["defaultingType"] == "List"
+    assert not args["PodTopologySpread"].get("defaultConstraints")
 
 
 def test_kubectl_and_helm_talk_to_it_at_the_pinned_versions(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -576,3 +576,120 @@ def test_restart_resumes_without_writes(cluster: LocalCluster, crds: None, tmp_p
     finally:
         stop_operator(op)
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _hog(name: str, namespace: str, pool: str, gpus: int) -> dict[str, Any]:
+    """A pod outside the operator that takes ``gpus`` GPUs of a node of ``pool``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "gpu-hog"}},
+        "spec": {
+            "nodeSelector": {"hetsched.io/pool": pool},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "hog",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                }
+            ],
+        },
+    }
+
+
+def _condition_samples(operator: Operator, ns: str, name: str) -> dict[tuple[str, str], float]:
+    out = {}
+    for fam in text_string_to_metric_families(operator.get("/metrics").text):
+        for smp in fam.samples:
+            labels = smp.labels
+            if smp.name == "hetsched_workload_condition" and (labels["namespace"], labels["name"]) == (
+                ns,
+                name,
+            ):
+                out[(labels["condition"], labels["status"])] = smp.value
+    return out
+
+
+def test_unschedulable_children_degrade_and_recover(
+    cluster: LocalCluster, crds: None, tmp_path: Path
+) -> None:
+    """The planner counts devices per pool and knows nothing of pods it did not create: GPUs held
+    by pods outside the operator leave its children Pending. After the grace period the workload
+    is Degraded (reason Unschedulable, the scheduler's message, one Event, the condition metric);
+    when the GPUs are freed the pods run and Degraded goes back to False."""
+    ns = "hs-us-unschedulable"  # its own operator (short grace, fast resync): not the module's
+    cluster.kubectl("create", "namespace", ns)
+    wait(
+        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", ns, check=False).returncode == 0,
+        60,
+        "SA",
+    )
+    l4_nodes = {
+        n["metadata"]["name"]
+        for n in cluster.kubectl_json("get", "nodes", "-l", "hetsched.io/pool=l4")["items"]
+    }
+    op = start_operator(
+        cluster,
+        tmp_path / "operator.log",
+        "--unschedulable-grace-seconds",
+        "5",
+        "--resync-seconds",
+        "2",
+        namespaces="hs-us-*",
+    )
+    try:
+        # Every GPU of the l4 pool taken by pods the operator does not know about.
+        apply(cluster, *[_hog(f"hog-{i}", ns, "l4", 4) for i in range(len(l4_nodes))])
+
+        def hogs_running() -> bool:
+            pods = cluster.kubectl_json("get", "pods", "-n", ns, "-l", "app=gpu-hog")["items"]
+            return len(pods) == len(l4_nodes) and all(p["status"].get("phase") == "Running" for p in pods)
+
+        wait(hogs_running, 120, "the GPU hogs Running on the l4 pool")
+        pinned = {**CHAT, "demand": {"requestsPerSecond": 1}, "disaggregation": "never"}
+        pinned["pools"] = {"prefill": ["l4"], "decode": ["l4"]}
+        t0 = time.monotonic()
+        apply(cluster, manifest("stuck", pinned, ns))
+        obj = wait_condition(cluster, ns, "stuck", "Placed", "True")
+        assert obj["status"]["decode"]["pool"] == "l4"
+        assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+        obj = wait_condition(cluster, ns, "stuck", "Degraded", "True", timeout=60)
+        elapsed = time.monotonic() - t0
+        degraded = condition(obj, "Degraded")
+        assert degraded is not None and degraded["reason"] == "Unschedulable"
+        assert degraded["message"].startswith("stuck-serve: pod stuck-serve-"), degraded
+        assert (
+            "unschedulable: 0/" in degraded["message"]
+            and "Insufficient nvidia.com/gpu" in degraded["message"]
+        )
+        assert "preemption" not in degraded["message"]
+        assert elapsed >= 5, elapsed  # not before the grace period
+        assert condition(obj, "Placed")["status"] == "True"  # type: ignore[index]
+        assert condition(obj, "Ready")["status"] == "False"  # type: ignore[index]
+        samples = wait(
+            lambda: (s := _condition_samples(op, ns, "stuck")).get(("Degraded", "True")) == 1.0 and s,
+            30,
+            "the Degraded condition in /metrics",
+        )
+        assert ("Degraded", "False") not in samples  # one series per condition: its current status
+        # One Event, although the operator re-converges every 2 s meanwhile.
+        wait(lambda: "Unschedulable" in events(cluster, ns, "stuck"), 30, "the Unschedulable event")
+        time.sleep(5)
+        assert events(cluster, ns, "stuck").count("Unschedulable") == 1
+        # Free the GPUs: the pods are scheduled, the workload Ready, Degraded False.
+        cluster.kubectl("delete", "pods", "-n", ns, "-l", "app=gpu-hog", "--wait=true", "--timeout=60s")
+        obj = wait_condition(cluster, ns, "stuck", "Ready", "True", timeout=90)
+        degraded = condition(obj, "Degraded")
+        assert degraded is not None and (degraded["status"], degraded["reason"]) == ("False", "AsPlanned")
+        wait(
+            lambda: _condition_samples(op, ns, "stuck").get(("Degraded", "False")) == 1.0,
+            30,
+            "Degraded False in /metrics",
+        )
+        assert pods_running_on_pool(cluster, ns, "stuck", "colocated", "l4")
+        assert "Forbidden" not in op.log.read_text()
+    finally:
+        stop_operator(op)
+        print(f"--- operator log ---\n{op.tail(30)}")
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

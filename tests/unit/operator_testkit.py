@@ -83,6 +83,8 @@ class FakeApi:
         self.status_patches: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str, str]] = []
         self.fail_apply = False
+        self.pods: list[dict[str, Any]] = []  # what list_pods returns (filtered by selector)
+        self.pod_lists: list[tuple[str, str]] = []
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
         if self.fail_apply:
@@ -97,3 +99,13 @@ class FakeApi:
 
     async def post_event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((ref["metadata"]["name"], type_, reason, message))
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.pod_lists.append((namespace, selector))
+        want = dict(kv.split("=", 1) for kv in selector.split(",") if kv)
+        return [
+            copy.deepcopy(p)
+            for p in self.pods
+            if p["metadata"].get("namespace", namespace) == namespace
+            and all(p["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+        ]

@@ -268,6 +268,42 @@ def test_templates_do_not_grant_secrets_or_wildcards() -> None:
     assert '"*"' not in text and "'*'" not in text
 
 
+RBAC_RULE = re.compile(
+    r"- apiGroups: \[([^\]]*)\]\s+resources: \[([^\]]*)\]\s+(?:resourceNames: \[[^\]]*\]\s+)?verbs: \[([^\]]*)\]"
+)
+
+
+def _names(items: str) -> list[str]:
+    return [x.strip().strip('"') for x in items.split(",") if x.strip()]
+
+
+def test_rbac_templates_grant_exactly_the_documented_table() -> None:
+    """The rules in the templates (all namespaces: the ClusterRole with the namespaced rules) are
+    the rows of the RBAC table in docs/helm.md; the conditional ones (watched namespaces only,
+    leader election) are not in the table. The installed ClusterRole is compared in
+    tests/integration/test_chart.py."""
+    text = (CHART / "templates" / "rbac.yaml").read_text() + (
+        CHART / "templates" / "_helpers.tpl"
+    ).read_text()
+    granted: dict[tuple[str, str], list[str]] = {}
+    for m in RBAC_RULE.finditer(text):
+        for group in _names(m.group(1)) or [""]:
+            for resource in _names(m.group(2)):
+                if (group, resource) in {("", "namespaces"), ("coordination.k8s.io", "leases")}:
+                    continue
+                granted.setdefault((group, resource), [])
+                granted[(group, resource)] = sorted(set(granted[(group, resource)]) | set(_names(m.group(3))))
+    table = (REPO / "docs" / "helm.md").read_text().split("<!-- rbac-table -->")[1]
+    documented = {}
+    for m in re.finditer(r"^\| (core|`[^`]+`) \| `([^`]+)` \| ([a-z, ]+) \|", table, re.M):
+        group = "" if m.group(1) == "core" else m.group(1).strip("`")
+        documented[(group, m.group(2))] = sorted(v.strip() for v in m.group(3).split(","))
+    assert granted == documented
+    # Pods: list only (why a stuck child's pods are Pending), nothing that reads logs or execs.
+    assert granted[("", "pods")] == ["list"]
+    assert not any(r.startswith("pods/") for _g, r in granted)
+
+
 # ---- alert rules -------------------------------------------------------------------------------
 
 

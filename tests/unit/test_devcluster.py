@@ -26,6 +26,7 @@ from hetsched.operator.devcluster.cluster import (
     Ports,
     ProcessRecord,
     default_state_dir,
+    scheduler_configuration,
 )
 from hetsched.operator.devcluster.pools import (
     load_pools,
@@ -364,6 +365,40 @@ def test_stale_pid_record_is_not_alive() -> None:
 def test_cluster_config_round_trip() -> None:
     config = ClusterConfig(bin_dir="/b", ports=Ports(1, 2, 3, 4, 5, 6))
     assert ClusterConfig.from_json(json.dumps(asdict(config))) == config
+
+
+def test_scheduler_configuration_packs_gpus(tmp_path: Path) -> None:
+    doc = scheduler_configuration(tmp_path / "sched.kubeconfig")
+    assert doc["apiVersion"] == "kubescheduler.config.k8s.io/v1"
+    assert doc["kind"] == "KubeSchedulerConfiguration"
+    assert doc["clientConnection"] == {"kubeconfig": str(tmp_path / "sched.kubeconfig")}
+    assert doc["leaderElection"] == {"leaderElect": False}
+    (profile,) = doc["profiles"]
+    assert profile["schedulerName"] == "default-scheduler"
+    args = {p["name"]: p["args"] for p in profile["pluginConfig"]}
+    assert args["NodeResourcesFit"]["scoringStrategy"] == {
+        "type": "MostAllocated",
+        "resources": [
+            {"name": "nvidia.com/gpu", "weight": 10},
+            {"name": "cpu", "weight": 1},
+            {"name": "memory", "weight": 1},
+        ],
+    }
+    assert args["PodTopologySpread"] == {"defaultingType": "List"}
+
+
+def test_scheduler_is_started_with_the_config_file(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "state", log=lambda _: None)
+    args = cluster._scheduler_args(Ports(1, 2, 3, 4, 5, 6))
+    assert f"--config={tmp_path / 'state' / 'kube-scheduler.yaml'}" in args
+    assert "--leader-elect=false" in args and "--secure-port=5" in args
+    assert not any(a.startswith("--kubeconfig=") for a in args)  # ignored with --config: in the file
+    (tmp_path / "state").mkdir()
+    cluster._write_scheduler_config()
+    written = yaml.safe_load(cluster.scheduler_config_path.read_text())
+    assert written == scheduler_configuration(
+        tmp_path / "state" / "kubeconfigs" / "kube-scheduler.kubeconfig"
+    )
 
 
 def test_cli_registers_cluster_commands() -> None:

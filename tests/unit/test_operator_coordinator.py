@@ -4,6 +4,7 @@ with a fake API: no cluster, no Kopf."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -135,7 +136,7 @@ def test_pool_loss_is_recorded() -> None:
 
 # ---- the reconciler -----------------------------------------------------------------------------
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, unschedulable_grace: float = 60.0) -> None:
         self.api = FakeApi()
         self.state = OperatorState()
         self.metrics = Metrics(self.state)
@@ -148,6 +149,7 @@ class Harness:
             self.coordinator,
             lambda k: self.index.get(k, {}),
             self.api.post_event,
+            unschedulable_grace=unschedulable_grace,
         )
 
     def sync_index(self, ready: bool = True) -> None:
@@ -248,6 +250,118 @@ def test_infeasible_and_invalid_workloads() -> None:
         assert h.metrics.reconcile_total.labels(result="infeasible")._value.get() == 1
         h.reconciler.forget(("default", "huge"))
         assert ("default", "huge") not in h.state.snapshot().workloads
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def _stuck_index(h: Harness, since: float) -> None:
+    """The applied Deployments exist, none available, no rollout progress since ``since``."""
+    h.sync_index(ready=False)
+    for children in h.index.values():
+        for k, c in list(children.items()):
+            if c.kind == "Deployment":
+                phase = c.name.rsplit("-", 1)[1]
+                phase = {"serve": "colocated"}.get(phase, phase)
+                sel = ",".join(f"{a}={b}" for a, b in sorted(manifests.selector("chat", phase).items()))
+                children[k] = replace(c, selector=sel, progress_time=since)
+
+
+def _pending_pod(name: str, phase: str, since: float) -> dict[str, Any]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+    return {
+        "metadata": {"name": name, "namespace": "default", "labels": manifests.selector("chat", phase)},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastTransitionTime": stamp,
+                    "message": "0/10 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: ...",
+                }
+            ],
+        },
+    }
+
+
+def _degraded(h: Harness) -> dict[str, Any]:
+    patched = [p for _ns, _n, p in h.api.status_patches if "conditions" in p]
+    return next(c for c in patched[-1]["conditions"] if c["type"] == "Degraded")
+
+
+def test_unschedulable_child_degrades_once_and_recovers() -> None:
+    h = Harness(unschedulable_grace=60)
+    key = ("default", "chat")
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.coordinator.set_pools(pools_input())
+        h.coordinator.register(registration("chat", {**CHAT, "disaggregation": "always"}))
+        await h.coordinator.plan_for(key, 1, timeout=30)
+        await h.reconciler.converge(key)
+        assert h.api.pod_lists == []  # nothing is stalled yet: no pod list
+        long_ago = time.time() - 300
+        _stuck_index(h, since=time.time())  # stuck, but for less than the grace: no pod list
+        await h.reconciler.converge(key)
+        assert h.api.pod_lists == [] and _degraded(h)["status"] == "False"
+        h.api.pods = [_pending_pod("chat-decode-1", "decode", long_ago)]
+        _stuck_index(h, since=long_ago)
+        await h.reconciler.converge(key)
+        degraded = _degraded(h)
+        assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
+        assert degraded["message"] == (
+            "chat-decode: pod chat-decode-1 unschedulable: 0/10 nodes are available: 2 Insufficient nvidia.com/gpu"
+        )
+        # One list per stalled Deployment, by its selector.
+        assert sorted(s for _ns, s in h.api.pod_lists) == [
+            "hetsched.io/phase=decode,hetsched.io/workload=chat",
+            "hetsched.io/phase=prefill,hetsched.io/workload=chat",
+        ]
+        patches = len(h.api.status_patches)
+        assert await h.reconciler.converge(key) == "unchanged"  # same verdict: no write, cached pods
+        assert len(h.api.status_patches) == patches and len(h.api.pod_lists) == 2
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events].count("Unschedulable") == 1
+        # The pod gets a node, the Deployments become available: Degraded False, no pod list.
+        h.sync_index(ready=True)
+        lists = len(h.api.pod_lists)
+        await h.reconciler.converge(key)
+        degraded = _degraded(h)
+        assert (degraded["status"], degraded["reason"]) == ("False", "AsPlanned")
+        assert len(h.api.pod_lists) == lists
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events] == ["Placed", "Unschedulable"]
+        await h.coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_unschedulable_is_rechecked_when_the_grace_period_ends() -> None:
+    """No watch event comes when a stall passes the grace period: a timer re-converges."""
+    h = Harness(unschedulable_grace=1.0)
+    key = ("default", "chat")
+
+    async def main() -> None:
+        h.coordinator.start()
+        h.coordinator.set_pools(pools_input())
+        h.coordinator.register(registration("chat", {**CHAT, "disaggregation": "always"}))
+        await h.coordinator.plan_for(key, 1, timeout=30)
+        await h.reconciler.converge(key)
+        now = time.time()
+        h.api.pods = [_pending_pod("chat-prefill-1", "prefill", now)]
+        _stuck_index(h, since=now)
+        h.reconciler.start()
+        await h.reconciler.converge(key)
+        assert _degraded(h)["status"] == "False"
+        for _ in range(100):  # the timer fires ~1.5 s after the stall began
+            if _degraded(h)["status"] == "True":
+                break
+            await asyncio.sleep(0.1)
+        assert _degraded(h)["reason"] == "Unschedulable"
+        assert "chat-prefill-1" in _degraded(h)["message"]
+        await h.reconciler.stop()
         await h.coordinator.stop()
 
     asyncio.run(main())

@@ -91,6 +91,12 @@ def test_cli_registers_operator_and_crds() -> None:
     assert parser.parse_args(["crds", "--check"]).check
     with pytest.raises(SystemExit):
         parser.parse_args(["operator", "run", "-n", "a", "--all-namespaces"])
+    assert parser.parse_args(["operator", "run"]).unschedulable_grace_seconds == 60.0
+    grace = parser.parse_args(["operator", "run", "--unschedulable-grace-seconds", "5"])
+    assert grace.unschedulable_grace_seconds == 5.0
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["operator", "run", "--unschedulable-grace-seconds", bad])
     assert _network(["default=25", "a/b=50"]) == {"default": 25.0, "a/b": 50.0}
     with pytest.raises(ValueError, match="network-gbps"):
         _network(["bogus"])

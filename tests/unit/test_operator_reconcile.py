@@ -240,3 +240,183 @@ def test_bad_serving_args_raise_value_error() -> None:
         assert "nope" in str(exc)
     else:
         raise AssertionError("expected ValueError")
+
+
+# ---- unschedulable children -----------------------------------------------------------------
+T0 = reconcile.parse_time("2026-01-01T00:00:00Z")
+assert T0 is not None
+SCHEDULER_MESSAGE = (
+    "0/10 nodes are available: 2 Insufficient nvidia.com/gpu, 8 node(s) didn't match Pod's node "
+    "affinity/selector. no new claims to deallocate, preemption: 0/10 nodes are available: "
+    "2 No preemption victims found for incoming pod, 8 Preemption is not helpful for scheduling."
+)
+
+
+def _deployment_body(available: int, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "chat-decode",
+            "generation": 1,
+            "creationTimestamp": "2025-12-31T23:59:00Z",
+            "annotations": {manifests.HASH_ANNOTATION: "h"},
+            "ownerReferences": [{"uid": "u"}],
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"hetsched.io/workload": "chat", "hetsched.io/phase": "decode"}},
+        },
+        "status": {"observedGeneration": 1, "availableReplicas": available, "updatedReplicas": 2, **status},
+    }
+
+
+def _progressing(update: str, status: str = "True", reason: str = "ReplicaSetUpdated") -> dict[str, Any]:
+    return {
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {
+                "type": "Progressing",
+                "status": status,
+                "reason": reason,
+                "lastUpdateTime": update,
+                "lastTransitionTime": "2025-12-31T23:59:00Z",
+            },
+        ]
+    }
+
+
+def test_child_state_reads_selector_and_last_progress() -> None:
+    c = ChildState.from_body("Deployment", _deployment_body(1, **_progressing("2026-01-01T00:00:00Z")))
+    assert c.selector == "hetsched.io/phase=decode,hetsched.io/workload=chat"
+    assert c.progress_time == T0 and not c.progress_deadline_exceeded
+    # No Progressing condition yet: the creation time.
+    fresh = ChildState.from_body("Deployment", _deployment_body(0))
+    assert fresh.progress_time == T0 - 60
+    dead = ChildState.from_body(
+        "Deployment",
+        _deployment_body(0, **_progressing("2026-01-01T00:10:00Z", "False", "ProgressDeadlineExceeded")),
+    )
+    assert dead.progress_deadline_exceeded
+    svc = ChildState.from_body("Service", {"metadata": {"name": "s"}, "spec": {"selector": {"a": "b"}}})
+    assert svc.selector == "" and svc.progress_time is None
+
+
+def test_stalled_for() -> None:
+    ready = ChildState.from_body("Deployment", _deployment_body(2, **_progressing("2026-01-01T00:00:00Z")))
+    assert ready.stalled_for(T0 + 1000) is None
+    stuck = ChildState.from_body("Deployment", _deployment_body(1, **_progressing("2026-01-01T00:00:00Z")))
+    assert stuck.stalled_for(T0 + 42) == 42
+    assert stuck.stalled_for(T0 - 5) == 0  # clock skew never gives a negative stall
+    dead = ChildState.from_body(
+        "Deployment",
+        _deployment_body(1, **_progressing("2026-01-01T00:10:00Z", "False", "ProgressDeadlineExceeded")),
+    )
+    assert dead.stalled_for(T0) == float("inf")
+    assert ChildState("Deployment", "x", "h", "u", 1).stalled_for(T0) is None  # progress unknown
+
+
+def test_stalled_children_only_at_the_desired_content() -> None:
+    reg = registration("chat", {**CHAT, "disaggregation": "always"})
+    plan = plan_workloads([reg], pools_input())[reg.key]
+    desired = reconcile.desired_children(reg, plan)
+    deployments = [o for o in desired if o["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    h = manifests.HASH_ANNOTATION
+
+    def child(o: dict[str, Any], since: float, available: int = 0, hash_: str | None = None) -> ChildState:
+        return ChildState(
+            "Deployment",
+            o["metadata"]["name"],
+            hash_ or o["metadata"]["annotations"][h],
+            reg.uid,
+            1,
+            1,
+            1,
+            available,
+            1,
+            selector="a=b",
+            progress_time=since,
+        )
+
+    first, second = deployments
+    k1, k2 = ("Deployment", first["metadata"]["name"]), ("Deployment", second["metadata"]["name"])
+    existing = {k1: child(first, T0 - 100), k2: child(second, T0 - 10)}
+    stalled, wait = reconcile.stalled_children(desired, existing, T0, grace=60)
+    assert [c.name for c in stalled] == [first["metadata"]["name"]] and wait == 50
+    # Ready, or an update on its way (old content): nothing to look at.
+    existing = {k1: child(first, T0 - 100, available=1), k2: child(second, T0 - 100, hash_="old")}
+    assert reconcile.stalled_children(desired, existing, T0, grace=60) == ([], None)
+    assert reconcile.stalled_children(desired, {}, T0, grace=60) == ([], None)
+
+
+def _pod(name: str, since: str | None, reason: str = "Unschedulable", **meta: Any) -> dict[str, Any]:
+    conditions = []
+    if since is not None:
+        conditions = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": reason,
+                "lastTransitionTime": since,
+                "message": SCHEDULER_MESSAGE,
+            }
+        ]
+    return {"metadata": {"name": name, **meta}, "status": {"phase": "Pending", "conditions": conditions}}
+
+
+def test_pod_scheduling_from_body() -> None:
+    p = reconcile.PodScheduling.from_body(_pod("a", "2026-01-01T00:00:00Z"))
+    assert p.unschedulable_since == T0 and p.message == SCHEDULER_MESSAGE
+    for body in (
+        _pod("b", None),  # not tried yet
+        _pod("c", "2026-01-01T00:00:00Z", reason="SchedulingGated"),
+        _pod("d", "2026-01-01T00:00:00Z", deletionTimestamp="2026-01-01T00:00:01Z"),
+        {
+            "metadata": {"name": "e"},
+            "status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        },
+    ):
+        assert reconcile.PodScheduling.from_body(body).unschedulable_since is None, body["metadata"]["name"]
+
+
+def test_unschedulable_pods_after_the_grace_period() -> None:
+    pods = [
+        reconcile.PodScheduling.from_body(_pod("d-2", "2026-01-01T00:00:30Z")),
+        reconcile.PodScheduling.from_body(_pod("d-1", "2026-01-01T00:00:10Z")),
+        reconcile.PodScheduling.from_body({"metadata": {"name": "d-3"}, "status": {"phase": "Running"}}),
+    ]
+    assert reconcile.unschedulable_pods("d", [], T0 + 100, 60) == (None, None)
+    assert reconcile.unschedulable_pods("d", pods[2:], T0 + 100, 60) == (None, None)
+    assert reconcile.unschedulable_pods("d", pods, T0 + 40, 60) == (None, 30)  # d-1 in 30 s
+    message, recheck = reconcile.unschedulable_pods("d", pods, T0 + 70, 60)
+    assert recheck is None
+    assert message == (
+        "d: pod d-1 unschedulable: 0/10 nodes are available: 2 Insufficient nvidia.com/gpu, "
+        "8 node(s) didn't match Pod's node affinity/selector"
+    )
+    assert reconcile.scheduler_reason("") == "Unschedulable"
+    assert reconcile.scheduler_reason("0/3 nodes are available: 3 Insufficient cpu.") == (
+        "0/3 nodes are available: 3 Insufficient cpu"
+    )
+
+
+def test_unschedulable_status_and_event_once() -> None:
+    plan = PLANS["chat"]
+    why = "chat-decode: pod chat-decode-x unschedulable: 0/10 nodes are available: 2 Insufficient nvidia.com/gpu"
+    ready = (False, "chat-decode: 0/1 replicas available")
+    fine = reconcile.placed_status(plan, 1, None, ready, namespace_name=("default", "chat"), now=NOW)
+    assert _cond(fine, "Degraded")["status"] == "False"
+    s = reconcile.placed_status(
+        plan, 1, fine, ready, namespace_name=("default", "chat"), unschedulable=why, now=LATER
+    )
+    AgentWorkloadStatus.model_validate(s)
+    degraded = _cond(s, "Degraded")
+    assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "Unschedulable", why)
+    assert degraded["lastTransitionTime"] == LATER
+    assert _cond(s, "Ready")["status"] == "False" and _cond(s, "Placed")["status"] == "True"
+    assert reconcile.degraded_event(fine, why) == ("Warning", "Unschedulable", why)
+    assert reconcile.degraded_event(s, why) is None  # already reported
+    assert reconcile.degraded_event(s, why + " (other pod)") is None
+    assert reconcile.degraded_event(s, None) is None
+    # Recovered: Degraded False again, AsPlanned.
+    back = reconcile.placed_status(plan, 1, s, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
+    assert (_cond(back, "Degraded")["status"], _cond(back, "Degraded")["reason"]) == ("False", "AsPlanned")

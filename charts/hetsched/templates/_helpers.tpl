@@ -86,6 +86,10 @@ cluster-wide by the ClusterRole, or per watched namespace by a Role.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
+# Only for a child Deployment stuck past the unschedulable grace period: why its pods are Pending.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
