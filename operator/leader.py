@@ -107,7 +107,6 @@ class LeaderElector:
         self.leading = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hetsched-leader", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._observed = _Observed()
         self._last_renew = 0.0
         self.transitions = 0
@@ -154,10 +153,13 @@ class LeaderElector:
         async with factory() as api:
             c = self.config
             while not self._stop.is_set():
+                started = time.monotonic()
                 ok = await self._try_acquire_or_renew(api)
                 now = time.monotonic()
                 if ok:
-                    self._last_renew = now
+                    # The renewal may have been written at any moment of the call: count the
+                    # deadline from its start, so this replica stops before any other may lead.
+                    self._last_renew = started
                     if not self.leading.is_set():
                         log.info(
                             "leader election: %s now leads (Lease %s/%s)", c.identity, c.namespace, c.name

@@ -57,8 +57,14 @@ def bytes_per_element(precision: Precision | str) -> float:
 
 def parse_precision(value: str, field: str = "precision") -> Precision:
     """Parse a user-given precision name, with an error that names the field and the choices."""
-    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "e4m3": "fp8",
-               "fp4": "nvfp4"}
+    aliases = {
+        "float32": "fp32",
+        "bfloat16": "bf16",
+        "float16": "fp16",
+        "half": "fp16",
+        "e4m3": "fp8",
+        "fp4": "nvfp4",
+    }
     key = aliases.get(value.lower(), value.lower())
     try:
         return Precision(key)

@@ -75,7 +75,9 @@ def test_long_context_decode_is_capacity_bound_on_tp8() -> None:
     # The step that runs is the one at B_max; CF stays per request at the requested batch.
     assert result.decode.cost.batch == perf.max_batch and result.decode.batch == 64
     cost = result.decode.cost
-    assert result.decode.capacity_footprint_bytes == cost.weight_resident_bytes / 64 + cost.kv_bytes_per_request
+    assert (
+        result.decode.capacity_footprint_bytes == cost.weight_resident_bytes / 64 + cost.kv_bytes_per_request
+    )
 
 
 @pytest.mark.parametrize("context", [1024, 8192, 32_768, 131_072, 1_000_000])
