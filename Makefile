@@ -1,5 +1,8 @@
 # Common commands. `make demo` runs the main job; `make test` runs every test (CI runs it too).
 SHELL := /bin/bash
+# The repo root holds a folder named `operator` (mapped to hetsched.operator): never let `python -m`
+# put the current directory first on sys.path, or it would shadow the standard library's operator.
+export PYTHONSAFEPATH := 1
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
