@@ -6,7 +6,10 @@ In the package rather than in conftest.py so test modules can import the type.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,13 @@ from typing import Any, TypeVar
 from hetsched.operator.devcluster.cluster import Cluster, wait_for
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -34,6 +44,36 @@ class LocalCluster:
     @property
     def state_dir(self) -> Path:
         return Path(self.handle.state_dir)
+
+    def operator_command(
+        self, *extra: str, namespaces: str, not_ready_grace: float = 5, startup_grace: float = 2
+    ) -> tuple[list[str], dict[str, str], int]:
+        """argv, environment and HTTP port for ``hetsched operator run`` against this cluster.
+
+        Tests run the operator as a subprocess on a free loopback port, watching ``namespaces`` (a
+        glob), with short grace periods so node-loss tests stay quick.
+        """
+        port = free_port()
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)}
+        argv = [
+            sys.executable,
+            "-m",
+            "hetsched.operator",
+            "operator",
+            "run",
+            "--namespace",
+            namespaces,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--not-ready-grace-seconds",
+            f"{not_ready_grace:g}",
+            "--startup-grace-seconds",
+            f"{startup_grace:g}",
+            *extra,
+        ]
+        return argv, env, port
 
     @property
     def env(self) -> dict[str, str]:

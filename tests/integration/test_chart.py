@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hetsched.operator.devcluster.testing import LocalCluster
+from hetsched.operator.devcluster.testing import LocalCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hetsched"
@@ -196,12 +195,6 @@ def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = by_kind(objs, kind)
     assert len(found) == 1, f"{len(found)} {kind}s"
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str) -> int:

@@ -10,11 +10,8 @@ namespaces ``hs-op-*`` this module creates, so other tests' objects are never to
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -86,33 +83,8 @@ class Operator:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_operator(cluster: LocalCluster, log: Path, *extra: str, namespaces: str = "hs-op-*") -> Operator:
-    port = _free_port()
-    env = {**os.environ, **cluster.env, "KUBECONFIG": str(cluster.kubeconfig)}
-    argv = [
-        sys.executable,
-        "-m",
-        "hetsched.operator",
-        "operator",
-        "run",
-        "--namespace",
-        namespaces,
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--not-ready-grace-seconds",
-        "5",
-        "--startup-grace-seconds",
-        "2",
-        *extra,
-    ]
+    argv, env, port = cluster.operator_command(*extra, namespaces=namespaces)
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     op = Operator(proc, f"http://127.0.0.1:{port}", log)

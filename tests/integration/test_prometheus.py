@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hetsched.operator.devcluster.testing import LocalCluster
+from hetsched.operator.devcluster.testing import LocalCluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hetsched"
@@ -56,12 +55,6 @@ def binary(name: str) -> str:
     if path is None:
         pytest.fail(f"`{name}` is not on PATH: install the Debian package (apt-get install prometheus)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -232,12 +230,6 @@ class Operator:
         return self.log.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_operator(
     cluster: LocalCluster,
     log: Path,
@@ -247,26 +239,7 @@ def start_operator(
     identity: str = "",
 ) -> Operator:
     """``python -m hetsched.operator operator run`` watching ``namespaces`` (a glob), HTTP on a free port."""
-    port = free_port()
-    env = {**os.environ, **cluster.env, "KUBECONFIG": str(cluster.kubeconfig)}
-    argv = [
-        sys.executable,
-        "-m",
-        "hetsched.operator",
-        "operator",
-        "run",
-        "--namespace",
-        namespaces,
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--not-ready-grace-seconds",
-        "5",
-        "--startup-grace-seconds",
-        "2",
-        *extra,
-    ]
+    argv, env, port = cluster.operator_command(*extra, namespaces=namespaces)
     if identity:
         argv += ["--leader-elect-identity", identity]
     with log.open("ab") as out:
