@@ -37,14 +37,19 @@ def camel(reason: str | None) -> str:
 
 # ---- children ---------------------------------------------------------------------------------
 def parse_time(value: Any) -> float | None:
-    """An RFC 3339 timestamp of the API server (``2026-11-22T19:02:48Z``) as epoch seconds."""
+    """An RFC 3339 timestamp of the API server (``2026-11-22T19:02:48Z``) as epoch seconds: the
+    latest instant it can stand for. The API server truncates condition times to whole seconds, so
+    ``19:02:48Z`` means somewhere in [48, 49): reading it as 49 never lets a grace period end early."""
     if not value:
         return None
+    text = str(value)
     try:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    seconds = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    whole_seconds = "." not in text
+    return seconds + 1.0 if whole_seconds else seconds
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:

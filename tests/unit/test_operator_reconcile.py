@@ -284,6 +284,16 @@ def _progressing(update: str, status: str = "True", reason: str = "ReplicaSetUpd
     }
 
 
+def test_whole_second_timestamps_read_as_the_end_of_their_second() -> None:
+    """A pod unschedulable at 00:00:00.7 is stamped 00:00:00Z; counting from 00:00:00 would end a
+    5 s grace period at 4.3 s."""
+    fine = reconcile.parse_time("2026-01-01T00:00:00.250000Z")
+    assert fine is not None and T0 is not None
+    assert T0 - fine == 0.75
+    assert reconcile.parse_time("2026-01-01T00:00:00+00:00") == T0
+    assert reconcile.parse_time("not a time") is None and reconcile.parse_time(None) is None
+
+
 def test_child_state_reads_selector_and_last_progress() -> None:
     c = ChildState.from_body("Deployment", _deployment_body(1, **_progressing("2026-01-01T00:00:00Z")))
     assert c.selector == "hetsched.io/phase=decode,hetsched.io/workload=chat"
