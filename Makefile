@@ -9,14 +9,14 @@ PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
 .PHONY: help venv lint typecheck test test-unit test-integration controlplane demo demo-down \
-        cluster-up cluster-down cluster-status bench crds figures calibrate clean
+        cluster-up cluster-down cluster-status bench crds figures calibrate clean audit
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -30,6 +30,20 @@ lint: venv ## ruff and mypy (strict on scheduler/)
 	ln -sfn ../../../scheduler build/typecheck/hetsched/scheduler
 	ln -sfn ../../../operator build/typecheck/hetsched/operator
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p hetsched.scheduler -p hetsched.operator
+
+# Dependency audit (docs/security.md): pip-audit when its service answers, else PyPI's per-project
+# JSON (scripts/audit_deps.py: audits the distributions installed at their latest release).
+audit: venv ## audit the venv's dependencies for known vulnerabilities (pip-audit, else the fallback)
+	@mkdir -p build
+	@if $(VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off >build/pip-audit.log 2>&1; then \
+	  cat build/pip-audit.log; \
+	elif grep -qE "^Found [0-9]+ known vulnerabilit" build/pip-audit.log; then \
+	  cat build/pip-audit.log; exit 1; \
+	else \
+	  echo "pip-audit could not audit: $$(tail -n 1 build/pip-audit.log)"; \
+	  echo "falling back to scripts/audit_deps.py (PyPI per-project JSON)"; \
+	  $(PY) scripts/audit_deps.py; \
+	fi
 
 test-unit: venv ## fast tests, no cluster
 	$(PY) -m pytest -m "not integration" -q

@@ -4,11 +4,21 @@ estimates and plans, and ``/metrics`` in the same app.
 Nothing here writes to the cluster: ``POST /v1/plan`` plans against the live pools the operator
 last observed (optionally net of the devices the placed workloads use) and returns the result.
 Request bodies are capped (413 above the limit); validation errors are 422 with one entry per
-problem naming the field path (``workloads[0].spec.slo.ttftSeconds``).
+problem naming the field path (``workloads[0].spec.slo.ttftSeconds``). What-if plans (a MILP, up to
+seconds of CPU) run in a worker thread, at most ``max_concurrent_plans`` at a time: beyond that the
+answer is 429 with ``Retry-After``, never a queue.
+
+``/readyz`` is 200 only once the operator knows the cluster: Kopf started, the pools were observed,
+Kopf's indices hold every watched object (:class:`Readiness`), and, with leader election, this
+replica leads. Otherwise 503 with the reason in the body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -23,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+DEFAULT_MAX_CONCURRENT_PLANS = 2
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,6 +75,61 @@ class Backend(Protocol):
     def estimate(self, request: EstimateRequest) -> dict[str, Any]: ...
 
     def plan(self, manifests: list[dict[str, Any]], include_existing: bool) -> dict[str, Any]: ...
+
+
+class Readiness:
+    """What ``/readyz`` needs beyond the state's flags, set from the operator's threads.
+
+    ``indexed``: Kopf's indices hold every watched object (Kopf calls no handler before they are
+    complete, so the first handler call sets it), or there is nothing to index (namespaced and no
+    namespace matches: Kopf then starts no watch at all). ``leading``: this replica holds the
+    Lease (only consulted with ``leader_election``).
+    """
+
+    def __init__(self, *, leader_election: bool = False, lease: str = "") -> None:
+        self.created = time.monotonic()
+        self.indexed = threading.Event()
+        self.indexed_after: float | None = None  # seconds from creation to ``indexed``
+        self.indexed_how = ""
+        self.leader_election = leader_election
+        self.lease = lease
+        self.leading = threading.Event()
+
+    def mark_indexed(self, how: str) -> bool:
+        """Record that the indices are complete; True the first time."""
+        if self.indexed.is_set():
+            return False
+        self.indexed_after = time.monotonic() - self.created
+        self.indexed_how = how
+        self.indexed.set()
+        return True
+
+
+class PlanLimiter:
+    """At most ``limit`` what-if plans at a time, counted until the computation itself ends (a client
+    that hangs up does not free its slot early). ``retry_after``: the last plan's duration, rounded
+    up, 1–60 s."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max concurrent plans must be >= 1, got {limit}")
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self.last_seconds = 1.0
+        self.rejected = 0
+
+    def try_acquire(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        self.rejected += 1
+        return False
+
+    def release(self, seconds: float) -> None:
+        self.last_seconds = seconds
+        self._slots.release()
+
+    def retry_after(self) -> int:
+        return max(1, min(60, math.ceil(self.last_seconds)))
 
 
 class BodyLimit:
@@ -163,7 +229,11 @@ def create_app(
     backend: Backend | None,
     *,
     max_body: int = DEFAULT_MAX_BODY,
+    max_concurrent_plans: int = DEFAULT_MAX_CONCURRENT_PLANS,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
+    """The API. ``readiness`` None: ready on the state's flags alone (tests without an operator)."""
+    limiter = PlanLimiter(max_concurrent_plans)
     app = FastAPI(
         title="hetsched operator",
         version="v1alpha1",
@@ -180,16 +250,40 @@ def create_app(
         """Liveness: the process serves HTTP."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready; `reason` says why"}})
     def readyz() -> JSONResponse:
-        """Readiness: Kopf has started and the node pools were observed."""
-        ready = state.ready
-        body = {
-            "ready": ready,
-            "started": state.started.is_set(),
-            "poolsObserved": state.pools_observed.is_set(),
+        """Readiness: this replica leads (with leader election), Kopf has started, the node pools
+        were observed and Kopf's indices hold the whole cluster. 503 with a reason otherwise."""
+        started, observed = state.started.is_set(), state.pools_observed.is_set()
+        indexed = readiness is None or readiness.indexed.is_set()
+        leader: bool | None = None
+        lease = ""
+        if readiness is not None and readiness.leader_election:
+            leader, lease = readiness.leading.is_set(), readiness.lease
+        if leader is False:
+            reason = f"standby: not the leader (Lease {lease or '?'})"
+        elif not started:
+            reason = "Kopf has not started"
+        elif not observed:
+            reason = "the node pools have not been observed yet"
+        elif not indexed:
+            reason = "indexing the cluster: Kopf has not listed every watched object yet"
+        else:
+            reason = ""
+        body: dict[str, Any] = {
+            "ready": not reason,
+            "started": started,
+            "poolsObserved": observed,
+            "indexed": indexed,
         }
-        return JSONResponse(status_code=200 if ready else 503, content=body)
+        if leader is not None:
+            body["leader"] = leader
+        if readiness is not None and readiness.indexed_after is not None:
+            body["indexedAfterSeconds"] = round(readiness.indexed_after, 3)
+            body["indexedBy"] = readiness.indexed_how
+        if reason:
+            body["reason"] = reason
+        return JSONResponse(status_code=503 if reason else 200, content=body)
 
     @app.get("/v1/pools", tags=["pools"])
     def pools() -> dict[str, Any]:
@@ -226,13 +320,33 @@ def create_app(
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=[{"path": "(body)", "msg": str(exc)}]) from None
 
-    @app.post("/v1/plan", tags=["what-if"])
-    def plan(request: PlanRequest) -> dict[str, Any]:
-        """Place the given AgentWorkloads on the live pools (what-if; the cluster is not changed)."""
+    @app.post(
+        "/v1/plan",
+        tags=["what-if"],
+        responses={429: {"description": "as many plans as allowed are running; see Retry-After"}},
+    )
+    async def plan(request: PlanRequest) -> dict[str, Any]:
+        """Place the given AgentWorkloads on the live pools (what-if; the cluster is not changed).
+
+        At most ``--max-concurrent-plans`` run at a time (in worker threads); beyond that: 429."""
         if backend is None:
             raise HTTPException(status_code=503, detail="planner not available")
+        if not limiter.try_acquire():
+            raise HTTPException(
+                status_code=429,
+                detail=f"{limiter.limit} what-if plan(s) already running; retry later",
+                headers={"Retry-After": str(limiter.retry_after())},
+            )
+
+        def run() -> dict[str, Any]:
+            t0 = time.perf_counter()
+            try:
+                return backend.plan(request.workloads, request.include_existing)
+            finally:
+                limiter.release(time.perf_counter() - t0)  # in the thread: when the work ends
+
         try:
-            return backend.plan(request.workloads, request.include_existing)
+            return await asyncio.to_thread(run)
         except PlanInputError as exc:
             return _unprocessable(exc.detail)  # type: ignore[return-value]
         except ValueError as exc:
@@ -244,6 +358,7 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, limit=max_body)
+    app.state.plan_limiter = limiter
     return app
 
 

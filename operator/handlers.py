@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import kopf
 from hetsched.operator import manifests
@@ -47,7 +47,11 @@ from hetsched.operator.state import OperatorState
 from hetsched.operator.status import now_rfc3339, set_condition
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, AgentWorkloadSpec, format_validation_error
+from kopf._cogs.structs.references import match_namespace
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from hetsched.operator.api import Readiness
 
 AW = "agentworkloads"
 AP = "acceleratorprofiles"
@@ -92,6 +96,8 @@ class OperatorContext:
     # Set by the first resource handler call: Kopf calls none before every index is populated, so
     # from then on the indices hold the whole cluster (never plan on a half-listed node set).
     indexed: asyncio.Event | None = None
+    # What /readyz reports (the HTTP thread reads it); None: not served (tests).
+    readiness: Readiness | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def pools(self) -> PoolsInput | None:
@@ -294,6 +300,11 @@ async def _pool_watcher(op: OperatorContext) -> None:
                 continue
             raw = [p for p in (project_node(n, lb, sp, st) for n, lb, sp, st in listed) if p is not None]
             publisher.publish(raw, profiles)
+            # No handler will run to say the indices are complete while Kopf watches nothing.
+            ready = op.readiness
+            if ready is not None and not ready.indexed.is_set() and await _watches_nothing(op):
+                ready.mark_indexed("no watched namespace exists")
+                log.info("no namespace matches %s: nothing to index, ready", ", ".join(s.namespaces))
     while True:
         await asyncio.sleep(s.pool_debounce_seconds)
         op.pools_dirty.clear()
@@ -301,6 +312,21 @@ async def _pool_watcher(op: OperatorContext) -> None:
         raw_profiles = {name: spec for name, store in op.indices["profiles_idx"].items() for spec in store}
         publisher.publish(raw_nodes, raw_profiles)
         await op.pools_dirty.wait()
+
+
+async def _watches_nothing(op: OperatorContext) -> bool:
+    """Namespaced, and no existing namespace matches the patterns: Kopf then starts no watch (not
+    even the cluster-scoped ones), so no handler runs until such a namespace is created."""
+    s = op.settings
+    if s.clusterwide or op.kube is None:
+        return False
+    try:
+        listed = await op.kube.core.list_namespace()
+    except Exception as exc:  # e.g. forbidden: Kopf then assumes the named namespaces exist
+        log.debug("listing namespaces failed: %s", exc)
+        return False
+    names = [str(ns.metadata.name) for ns in listed.items if ns.metadata is not None]
+    return not any(match_namespace(name, pattern) for name in names for pattern in s.namespaces)  # type: ignore[arg-type]
 
 
 async def _resync(op: OperatorContext) -> None:
@@ -448,6 +474,8 @@ def _mark_indexed(op: OperatorContext) -> None:
         op.indexed.set()
         if op.pools_dirty is not None:
             op.pools_dirty.set()
+        if op.readiness is not None and op.readiness.mark_indexed("Kopf's indices"):
+            log.info("cluster indexed %.1f s after start: ready", op.readiness.indexed_after or 0.0)
 
 
 def _child_event(

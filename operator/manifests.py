@@ -226,6 +226,8 @@ def deployment(ref: WorkloadRef, plan: PhaseDeployment) -> dict[str, Any]:
     if resources:
         spec_container["resources"] = resources
     pod_spec: dict[str, Any] = {
+        # The serving engine never calls the Kubernetes API: no ServiceAccount token in its pods.
+        "automountServiceAccountToken": False,
         "nodeSelector": dict(plan.node_selector),
         "containers": [spec_container],
     }

@@ -138,9 +138,12 @@ class LivePool:
     taints: tuple[tuple[str, str, str], ...]  # (key, value, effect) of every schedulable node
     node_names: tuple[str, ...] = field(default=())
     price_label: float | None = None  # hetsched.io/price-per-device-hour of its nodes
+    node_devices: tuple[int, ...] = field(default=())  # devices of each Ready, schedulable node
 
     @property
     def devices(self) -> int:
+        if self.node_devices:
+            return sum(self.node_devices)
         return self.nodes * self.devices_per_node
 
     @property
@@ -172,7 +175,8 @@ def group_pools(nodes: Iterable[Mapping[str, Any]]) -> list[LivePool]:
 
     Only Ready, schedulable nodes count towards capacity; a pool whose nodes are all NotReady or
     cordoned is kept with ``nodes == 0`` (so a placement on it reads as "pool lost", not "unknown").
-    Devices per node is the most common value among schedulable nodes (pools are homogeneous).
+    Devices per node (which bounds the TP degree) is the most common value among schedulable
+    nodes; the capacity counts each node's own devices, so a node of another size is not miscounted.
     """
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for n in nodes:
@@ -210,6 +214,9 @@ def group_pools(nodes: Iterable[Mapping[str, Any]]) -> list[LivePool]:
                 gpu_memory_mib=_most_common([int(n.get("gpuMemoryMiB", 0) or 0) for n in basis]) or 0,
                 taints=tuple(sorted(union)),
                 node_names=tuple(str(n["name"]) for n in usable),
+                node_devices=tuple(
+                    int(n["gpus"]) if gpu else max(1, int(n.get("devicesLabel", 0) or 0)) for n in usable
+                ),
                 price_label=_most_common([float(n["price"]) for n in basis if n.get("price") is not None]),
             )
         )
@@ -239,6 +246,7 @@ def fingerprint(pools: Iterable[LivePool], extra: Any = None) -> str:
             p.gpu,
             p.nodes,
             p.devices_per_node,
+            sorted(p.node_devices),
             p.taints,
             p.price_label,
         ]

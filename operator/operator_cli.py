@@ -33,6 +33,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Kopf's client reads $KUBECONFIG when it is imported: set it before any import of kopf.
     if args.kubeconfig:
@@ -40,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import kopf
     from hetsched.operator import handlers  # registers the handlers
-    from hetsched.operator.api import create_app
+    from hetsched.operator.api import Readiness, create_app
     from hetsched.operator.metrics import Metrics
     from hetsched.operator.server import HttpServer
     from hetsched.operator.state import OperatorState
@@ -75,11 +85,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     state = OperatorState()
     metrics = Metrics(state)
-    op = handlers.OperatorContext(settings=settings, state=state, metrics=metrics)
-    backend = WhatIfBackend(state, op.pools)
-    server = HttpServer(
-        create_app(state, metrics, backend, max_body=args.max_body_bytes), args.host, args.port
+    readiness = Readiness(
+        leader_election=lease is not None,
+        lease="" if lease is None else f"{lease.namespace}/{lease.name}",
     )
+    op = handlers.OperatorContext(settings=settings, state=state, metrics=metrics, readiness=readiness)
+    backend = WhatIfBackend(state, op.pools)
+    app = create_app(
+        state,
+        metrics,
+        backend,
+        max_body=args.max_body_bytes,
+        max_concurrent_plans=args.max_concurrent_plans,
+        readiness=readiness,
+    )
+    server = HttpServer(app, args.host, args.port)
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("hetsched").setLevel(logging.DEBUG if args.debug else logging.INFO)
     server.start()
@@ -93,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from hetsched.operator.leader import LeaderElector
 
         elector = LeaderElector(lease, args.kubeconfig)
+        readiness.leading = elector.leading  # /readyz: not ready the moment the Lease is lost or released
         elector.start()
         print(
             f"hetsched operator: {lease.identity} waiting to lead (Lease {lease.namespace}/{lease.name})",
@@ -178,6 +199,12 @@ def register(subparsers: Any) -> None:
     run.add_argument("--workers", type=int, default=4, help="concurrent convergences (default 4)")
     run.add_argument("--solver", choices=("milp", "greedy"), default="milp", help="placement solver")
     run.add_argument("--max-body-bytes", type=int, default=1 << 20, help="HTTP request body limit (1 MiB)")
+    run.add_argument(
+        "--max-concurrent-plans",
+        type=_positive_int,
+        default=2,
+        help="what-if plans (POST /v1/plan) computed at once; more get 429 with Retry-After (default 2)",
+    )
     run.add_argument(
         "--leader-elect",
         action="store_true",

@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hetsched.operator.manifests import PhaseDeployment, TaintRef
+from hetsched.operator.manifests import DEFAULT_IMAGE, PhaseDeployment, TaintRef
 from hetsched.operator.nodes import LivePool
 from hetsched.operator.profiles import Profile, ResolvedPool, resolve_pool
 from hetsched.operator.state import PoolView
 from hetsched.scheduler.analysis import analyze_phase
 from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.engines import engine_of_image
 from hetsched.scheduler.estimator import Phase
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.placement.planner import plan as engine_plan
@@ -88,6 +89,7 @@ def build_pools(
                 price_per_device_hour=rp.price_per_device_hour or 0.0,
                 node_selector=dict(lp.node_selector),
                 taints=tuple(Taint(key=k, value=v, effect=e) for k, v, e in lp.taints),
+                node_devices=lp.node_devices,
             )
         )
     pairs: dict[tuple[str, str], float] = {}
@@ -145,6 +147,8 @@ def resolve(
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"spec.model.configMap: {exc}") from None
     req = resolve_workload(dict(spec), name=name, namespace=namespace, model=model)
+    if not spec.get("serving"):  # the children run the default image: plan with its engine's terms
+        req = replace(req, engine=engine_of_image(DEFAULT_IMAGE))
     model_id = req.model.hf_id or (spec.get("model") or {}).get("name") or req.model.name
     return req, str(model_id)
 
@@ -218,6 +222,17 @@ class WorkloadPlan:
         for p in phases:
             if p is not None:
                 out[p.pool] = out.get(p.pool, 0) + p.devices
+        return out
+
+    def replica_sizes(self) -> dict[str, list[int]]:
+        """Devices of each replica, per pool (a replica's devices sit on one node)."""
+        out: dict[str, list[int]] = {}
+        if not self.placed:
+            return out
+        phases = [self.prefill] if self.mode == "colocated" else [self.prefill, self.decode]
+        for p in phases:
+            if p is not None:
+                out.setdefault(p.pool, []).extend([p.tp] * p.replicas)
         return out
 
     def deployments(self) -> list[PhaseDeployment]:
@@ -444,14 +459,14 @@ def plan_workloads(
         pinned = {reg.key: prev for reg, prev in keep}
     elif policy != "joint":
         raise ValueError(f"policy must be stable or joint, got {policy!r}")
-    used_now: dict[str, int] = {}
+    replicas_now: dict[str, list[int]] = {}
     for p in pinned.values():
-        for pool, n in p.devices().items():
-            used_now[pool] = used_now.get(pool, 0) + n
+        for pool, sizes in p.replica_sizes().items():
+            replicas_now.setdefault(pool, []).extend(sizes)
     todo = [r for r in regs if r.key not in pinned]
     out = dict(pinned)
     if todo:
-        remaining = with_used(cluster, used_now)
+        remaining = replace(cluster, pools=tuple(p.take(replicas_now.get(p.name, ())) for p in cluster.pools))
         result = engine_plan([r.request for r in todo], remaining, options)
         by_key = {(w.namespace, w.name): w for w in result.workloads}
         for reg in todo:

@@ -6,7 +6,8 @@ targeted by the node label ``hetsched.io/pool=<name>``. See docs/pools.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,64 @@ class Pool:
     price_per_device_hour: float
     node_selector: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    # Free devices of each node, when known (a node list); () = the free devices on as few whole
+    # nodes of ``devices_per_node`` as they fill. A replica's devices must all sit on one node.
+    node_devices: tuple[int, ...] = ()
 
     @property
     def total_devices(self) -> int:
         return self.nodes * self.devices_per_node
+
+    def aligned_capacity(self, size: int) -> int:
+        """Devices that replicas of ``size`` devices or more can occupy together: each node holds
+        whole multiples of ``size``. Replica sizes are powers of two (each divides the next), so a
+        set of replicas fits on the nodes exactly when, for every size ``s``, the replicas of ``s``
+        devices or more need at most ``aligned_capacity(s)`` devices (place the largest first)."""
+        if size <= 1:
+            return self.free_devices
+        if self.node_devices:
+            cap = sum(size * (d // size) for d in self.node_devices)
+        else:
+            full_nodes, rest = divmod(self.free_devices, self.devices_per_node)
+            cap = full_nodes * size * (self.devices_per_node // size) + size * (rest // size)
+        return min(cap, self.free_devices)
+
+    def binding_sizes(self, largest: int) -> list[tuple[int, int]]:
+        """(size, aligned capacity) for the sizes 2, 4, … ≤ ``largest`` whose capacity is below the
+        free devices: the only ones that constrain a plan beyond the device count."""
+        out, size = [], 2
+        while size <= largest:
+            cap = self.aligned_capacity(size)
+            if cap < self.free_devices:
+                out.append((size, cap))
+            size *= 2
+        return out
+
+    def take(self, replicas: Sequence[int]) -> Pool:
+        """The pool with replicas of the given device counts placed (largest first, each on the
+        node with the least room that holds it); a replica no node holds still uses free devices."""
+        nodes = sorted(self.node_devices) if self.node_devices else []
+        free = self.free_devices
+        for tp in sorted(replicas, reverse=True):
+            free -= tp
+            fitting = [i for i, d in enumerate(nodes) if d >= tp]
+            if fitting:
+                i = min(fitting, key=lambda j: nodes[j])
+                nodes[i] -= tp
+        free = max(0, free)
+        if self.node_devices:
+            return replace(self, free_devices=free, node_devices=tuple(d for d in nodes if d > 0))
+        return replace(self, free_devices=free)
+
+    def give_back(self, replicas: Sequence[int]) -> Pool:
+        """The pool with replicas of the given device counts freed again, each as a block of its
+        own (where on their nodes they sat is not tracked, so free neighbours are not merged)."""
+        freed = sum(replicas)
+        if self.node_devices:
+            return replace(
+                self, free_devices=self.free_devices + freed, node_devices=(*self.node_devices, *replicas)
+            )
+        return replace(self, free_devices=self.free_devices + freed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 from hetsched.scheduler.analysis import PhaseAnalysis
+from hetsched.scheduler.calibration.calibrated import with_engine
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
@@ -521,6 +522,7 @@ def predict_colocated(
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
     dp: int = 1,
     warmup_fraction: float = 0.0,
+    engine: str | None = None,
 ) -> ServingPrediction:
     """A colocated replica of ``tp × dp`` devices with ``concurrency`` requests in flight.
 
@@ -528,9 +530,11 @@ def predict_colocated(
     ``warmup_fraction`` is the share of requests that arrive in a first wave all at once (a
     benchmark's start; 0 for steady state). A replica whose weights do not fit gets infinite
     TTFT and TPOT and ``fits == False``. ``prefill``/``decode`` are the roofline analyses of one
-    attention rank's steps (one prompt; the running batch).
+    attention rank's steps (one prompt; the running batch). ``engine`` (``engines.engine_of_image``
+    / ``engine_of_backend``): the serving engine, whose fitted terms replace the shared ones in the
+    hardware's efficiency (``calibrated.with_engine``); an explicit ``efficiency`` is used as given.
     """
-    eff = hardware.efficiency if efficiency is None else efficiency
+    eff = with_engine(hardware.efficiency, engine) if efficiency is None else efficiency
     setup = colocated_setup(
         model,
         hardware,
@@ -683,6 +687,7 @@ def predict_disaggregated(
     prefill_workers: int = 1,
     concurrency: int | None = None,
     warmup_fraction: float = 0.0,
+    engine: str | None = None,
 ) -> ServingPrediction:
     """Prefill workers (``prefill_tp × prefill_dp`` devices, ``prefill_batch`` prompts per step)
     feeding decode workers (``decode_batch`` requests each); ``kv_transfer_bandwidth`` in bytes/s
@@ -690,10 +695,15 @@ def predict_disaggregated(
 
     Without ``concurrency`` (an open loop at the given batches) TTFT is the prefill step plus the
     KV transfer. With ``concurrency`` requests in flight (a closed loop over ``prefill_workers``
-    prefill workers), TTFT also includes waiting for a prefill slot.
+    prefill workers), TTFT also includes waiting for a prefill slot. ``engine``: the serving engine,
+    as for :func:`predict_colocated` (applied to the hardware's efficiencies, not to explicit ones).
     """
-    pre_eff = prefill_hardware.efficiency if prefill_efficiency is None else prefill_efficiency
-    dec_eff = decode_hardware.efficiency if decode_efficiency is None else decode_efficiency
+    pre_eff = (
+        with_engine(prefill_hardware.efficiency, engine) if prefill_efficiency is None else prefill_efficiency
+    )
+    dec_eff = (
+        with_engine(decode_hardware.efficiency, engine) if decode_efficiency is None else decode_efficiency
+    )
     setup = disaggregated_setup(
         model,
         prefill_hardware,

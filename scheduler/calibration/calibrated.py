@@ -9,13 +9,18 @@ The numbers between the ``BEGIN FITTED`` and ``END FITTED`` markers are written 
 log errors of the measured serving runs in ``benchmarks/data/serving-measurements.csv``
 (docs/calibration.md). Families without measurements use the ``generic`` entry, fitted with one
 parameter set over all the data; that is an extrapolation, and ``fitted_by`` says so.
+
+``ENGINE_EFFICIENCY`` holds the terms that are serving-engine software (the fixed cost per request
+and per layer), one set per engine (``hetsched.scheduler.engines``: ``vllm``, ``sglang``,
+``trtllm``). ``efficiency_for(hardware, engine)`` / ``with_engine`` put them into the hardware's
+entry; an unknown engine (``None``) keeps the shared values.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
+from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
 
 #: Catalog name prefixes → hardware family (first match wins; names are lower case).
 FAMILY_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -60,112 +65,117 @@ FIT_DATE = "2026-11-22"
 FIT_SOURCE = "benchmarks/data/serving-measurements.csv"
 FAMILY_EFFICIENCY: dict[str, Efficiency] = {
     "nvidia-blackwell": Efficiency(
-        bandwidth=0.9213,
-        compute=0.5241,
+        bandwidth=0.8921,
+        compute=0.538,
         step_overhead_seconds=0.0,
         collective_latency_seconds=0.0,
-        link_efficiency=0.3379,
-        layer_overhead_seconds=7.588e-05,
-        experts_bandwidth=0.649,
-        experts_compute=0.2146,
-        request_overhead_seconds=0.06011,
+        link_efficiency=0.3268,
+        layer_overhead_seconds=7.636e-05,
+        experts_bandwidth=0.6994,
+        experts_compute=0.2121,
+        request_overhead_seconds=0.06093,
         fitted_by="least squares on log error (2026-11-22): nvidia-blackwell rows",
     ),
     "nvidia-hopper": Efficiency(
-        bandwidth=0.9213,
-        compute=0.5241,
+        bandwidth=0.8921,
+        compute=0.538,
         step_overhead_seconds=0.0,
         collective_latency_seconds=0.0,
-        link_efficiency=0.5061,
-        layer_overhead_seconds=7.588e-05,
-        experts_bandwidth=0.649,
-        experts_compute=0.2146,
-        request_overhead_seconds=0.06011,
+        link_efficiency=0.5226,
+        layer_overhead_seconds=7.636e-05,
+        experts_bandwidth=0.6994,
+        experts_compute=0.2121,
+        request_overhead_seconds=0.06093,
         fitted_by="least squares on log error (2026-11-22): nvidia-hopper rows",
     ),
     "generic": Efficiency(
-        bandwidth=0.9171,
-        compute=0.5348,
+        bandwidth=0.8908,
+        compute=0.549,
         step_overhead_seconds=0.0,
         collective_latency_seconds=0.0,
-        link_efficiency=0.4091,
-        layer_overhead_seconds=7.641e-05,
-        experts_bandwidth=0.6522,
-        experts_compute=0.2092,
-        request_overhead_seconds=0.06196,
+        link_efficiency=0.3992,
+        layer_overhead_seconds=7.695e-05,
+        experts_bandwidth=0.7011,
+        experts_compute=0.2078,
+        request_overhead_seconds=0.06273,
         fitted_by="least squares on log error (2026-11-22): one set for all rows",
     ),
+}
+ENGINE_EFFICIENCY: dict[str, dict[str, float]] = {
+    "sglang": {"request_overhead_seconds": 0.4063, "layer_overhead_seconds": 0.0001025},
+    "trtllm": {"request_overhead_seconds": 0.06695, "layer_overhead_seconds": 6.622e-05},
+    "vllm": {"request_overhead_seconds": 0.02598, "layer_overhead_seconds": 7.913e-05},
 }
 FIT_STATISTICS: dict[str, Any] = {
     "fitted_rows": 1429,
     "in_sample": {
         "agg": {
             "rows": 1345,
-            "tpot": {"median_abs_rel_error": 0.1303, "p90_abs_rel_error": 0.3935, "spearman": 0.942},
-            "ttft": {"median_abs_rel_error": 0.3784, "p90_abs_rel_error": 0.9217, "spearman": 0.8194},
+            "tpot": {"median_abs_rel_error": 0.1214, "p90_abs_rel_error": 0.3751, "spearman": 0.9492},
+            "ttft": {"median_abs_rel_error": 0.3107, "p90_abs_rel_error": 0.9037, "spearman": 0.8961},
         },
         "all": {
             "rows": 1429,
-            "tpot": {"median_abs_rel_error": 0.1255, "p90_abs_rel_error": 0.384, "spearman": 0.9438},
-            "ttft": {"median_abs_rel_error": 0.3809, "p90_abs_rel_error": 0.9357, "spearman": 0.8334},
+            "tpot": {"median_abs_rel_error": 0.1216, "p90_abs_rel_error": 0.3691, "spearman": 0.95},
+            "ttft": {"median_abs_rel_error": 0.3179, "p90_abs_rel_error": 0.9107, "spearman": 0.9011},
         },
         "disagg": {
             "rows": 84,
-            "tpot": {"median_abs_rel_error": 0.1136, "p90_abs_rel_error": 0.2814, "spearman": 0.9737},
-            "ttft": {"median_abs_rel_error": 0.4511, "p90_abs_rel_error": 1.792, "spearman": 0.7703},
+            "tpot": {"median_abs_rel_error": 0.1422, "p90_abs_rel_error": 0.3084, "spearman": 0.9707},
+            "ttft": {"median_abs_rel_error": 0.436, "p90_abs_rel_error": 2.0, "spearman": 0.7842},
         },
     },
     "leave_one_family_out": {
         "nvidia-blackwell": {
             "agg": {
                 "rows": 822,
-                "tpot": {"median_abs_rel_error": 0.1556, "p90_abs_rel_error": 0.512, "spearman": 0.9422},
-                "ttft": {"median_abs_rel_error": 0.3907, "p90_abs_rel_error": 0.9534, "spearman": 0.8019},
+                "tpot": {"median_abs_rel_error": 0.1637, "p90_abs_rel_error": 0.5764, "spearman": 0.9364},
+                "ttft": {"median_abs_rel_error": 0.3254, "p90_abs_rel_error": 0.9542, "spearman": 0.8943},
             },
             "all": {
                 "rows": 878,
-                "tpot": {"median_abs_rel_error": 0.1492, "p90_abs_rel_error": 0.5013, "spearman": 0.9449},
-                "ttft": {"median_abs_rel_error": 0.392, "p90_abs_rel_error": 0.9531, "spearman": 0.8192},
+                "tpot": {"median_abs_rel_error": 0.1576, "p90_abs_rel_error": 0.5628, "spearman": 0.9395},
+                "ttft": {"median_abs_rel_error": 0.325, "p90_abs_rel_error": 0.951, "spearman": 0.9014},
             },
             "disagg": {
                 "rows": 56,
-                "tpot": {"median_abs_rel_error": 0.1005, "p90_abs_rel_error": 0.2591, "spearman": 0.9794},
-                "ttft": {"median_abs_rel_error": 0.4296, "p90_abs_rel_error": 0.9312, "spearman": 0.7539},
+                "tpot": {"median_abs_rel_error": 0.1094, "p90_abs_rel_error": 0.2569, "spearman": 0.98},
+                "ttft": {"median_abs_rel_error": 0.2841, "p90_abs_rel_error": 0.9091, "spearman": 0.7826},
             },
         },
         "nvidia-hopper": {
             "agg": {
                 "rows": 523,
-                "tpot": {"median_abs_rel_error": 0.1814, "p90_abs_rel_error": 0.4237, "spearman": 0.91},
-                "ttft": {"median_abs_rel_error": 0.3552, "p90_abs_rel_error": 0.9819, "spearman": 0.8388},
+                "tpot": {"median_abs_rel_error": 0.1753, "p90_abs_rel_error": 0.4625, "spearman": 0.9085},
+                "ttft": {"median_abs_rel_error": 0.3899, "p90_abs_rel_error": 1.57, "spearman": 0.8461},
             },
             "all": {
                 "rows": 551,
-                "tpot": {"median_abs_rel_error": 0.1763, "p90_abs_rel_error": 0.4169, "spearman": 0.9112},
-                "ttft": {"median_abs_rel_error": 0.3818, "p90_abs_rel_error": 1.087, "spearman": 0.8497},
+                "tpot": {"median_abs_rel_error": 0.1756, "p90_abs_rel_error": 0.4624, "spearman": 0.9075},
+                "ttft": {"median_abs_rel_error": 0.4074, "p90_abs_rel_error": 1.644, "spearman": 0.8525},
             },
             "disagg": {
                 "rows": 28,
-                "tpot": {"median_abs_rel_error": 0.09264, "p90_abs_rel_error": 0.3494, "spearman": 0.9931},
-                "ttft": {"median_abs_rel_error": 0.5929, "p90_abs_rel_error": 3.233, "spearman": 0.8033},
+                "tpot": {"median_abs_rel_error": 0.1888, "p90_abs_rel_error": 0.4176, "spearman": 0.9933},
+                "ttft": {"median_abs_rel_error": 0.6669, "p90_abs_rel_error": 4.02, "spearman": 0.8254},
             },
         },
     },
     "leave_one_group_out": {
         "agg": {
             "rows": 1345,
-            "tpot": {"median_abs_rel_error": 0.1639, "p90_abs_rel_error": 0.4223, "spearman": 0.9349},
-            "ttft": {"median_abs_rel_error": 0.4516, "p90_abs_rel_error": 1.087, "spearman": 0.7532},
+            "tpot": {"median_abs_rel_error": 0.1482, "p90_abs_rel_error": 0.3945, "spearman": 0.9423},
+            "ttft": {"median_abs_rel_error": 0.3611, "p90_abs_rel_error": 0.9871, "spearman": 0.8611},
         },
         "all": {
             "rows": 1429,
-            "tpot": {"median_abs_rel_error": 0.1602, "p90_abs_rel_error": 0.4139, "spearman": 0.937},
-            "ttft": {"median_abs_rel_error": 0.4528, "p90_abs_rel_error": 1.148, "spearman": 0.7756},
+            "tpot": {"median_abs_rel_error": 0.1483, "p90_abs_rel_error": 0.3897, "spearman": 0.9434},
+            "ttft": {"median_abs_rel_error": 0.3651, "p90_abs_rel_error": 1.061, "spearman": 0.8699},
         },
         "disagg": {
             "rows": 84,
-            "tpot": {"median_abs_rel_error": 0.1307, "p90_abs_rel_error": 0.2914, "spearman": 0.9737},
-            "ttft": {"median_abs_rel_error": 0.4956, "p90_abs_rel_error": 2.249, "spearman": 0.7636},
+            "tpot": {"median_abs_rel_error": 0.163, "p90_abs_rel_error": 0.3217, "spearman": 0.9733},
+            "ttft": {"median_abs_rel_error": 0.453, "p90_abs_rel_error": 2.382, "spearman": 0.7668},
         },
     },
     "rows": 2117,
@@ -177,20 +187,34 @@ FIT_STATISTICS: dict[str, Any] = {
 DEVICE_OVERRIDES: dict[str, Efficiency] = {}
 
 
-def efficiency_for(hardware: HardwareSpec | str) -> Efficiency:
-    """Calibrated efficiency: the device's override, else its family's, else the generic fit."""
+def with_engine(efficiency: Efficiency, engine: str | None) -> Efficiency:
+    """``efficiency`` with the serving engine's fitted terms (``ENGINE_EFFICIENCY``) put in.
+
+    Unchanged for ``engine=None``, an engine without fitted terms, and the pure roofline
+    (``IDEAL`` stays ideal whatever the engine).
+    """
+    values = ENGINE_EFFICIENCY.get(engine) if engine else None
+    if not values or efficiency == IDEAL:
+        return efficiency
+    return efficiency.model_copy(update={**values, "fitted_by": f"{efficiency.fitted_by}; engine {engine}"})
+
+
+def efficiency_for(hardware: HardwareSpec | str, engine: str | None = None) -> Efficiency:
+    """Calibrated efficiency: the device's override, else its family's, else the generic fit;
+    with the serving ``engine``'s terms when it is known (``with_engine``)."""
     name = (hardware.name if isinstance(hardware, HardwareSpec) else hardware).strip().lower()
     if name in DEVICE_OVERRIDES:
-        return DEVICE_OVERRIDES[name]
+        return with_engine(DEVICE_OVERRIDES[name], engine)
     family = family_of(name)
     if family in FAMILY_EFFICIENCY:
-        return FAMILY_EFFICIENCY[family]
+        return with_engine(FAMILY_EFFICIENCY[family], engine)
     generic = FAMILY_EFFICIENCY.get(GENERIC)
     if generic is None:
         return Efficiency(fitted_by="ideal: no calibration fitted yet")
-    return generic.model_copy(
+    extrapolated = generic.model_copy(
         update={"fitted_by": f"{generic.fitted_by}; extrapolated to {family} ({name}): no measurements of it"}
     )
+    return with_engine(extrapolated, engine)
 
 
 def calibrate(hardware: HardwareSpec) -> HardwareSpec:
@@ -200,6 +224,7 @@ def calibrate(hardware: HardwareSpec) -> HardwareSpec:
 
 __all__ = [
     "DEVICE_OVERRIDES",
+    "ENGINE_EFFICIENCY",
     "FAMILY_EFFICIENCY",
     "FAMILY_PREFIXES",
     "FIT_DATE",
@@ -209,4 +234,5 @@ __all__ = [
     "calibrate",
     "efficiency_for",
     "family_of",
+    "with_engine",
 ]

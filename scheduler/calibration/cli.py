@@ -3,7 +3,9 @@
 Predicts every row of a measurements CSV with the serving model the planner uses
 (``serving.predict_colocated`` / ``predict_disaggregated``) and reports, per (model, system, backend)
 and overall, the median and p90 absolute relative error of TPOT and TTFT and the Spearman rank
-correlation. A row that cannot be predicted is reported as ``skipped`` with its reason.
+correlation. A row that cannot be predicted is reported as ``skipped`` with its reason. The row's
+``backend`` names the serving engine (``engines.engine_of_backend``), whose fitted terms the
+calibrated efficiency uses; an unknown backend gets the shared values.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +31,25 @@ from hetsched.scheduler.calibration.dataset import (
 )
 from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, summary
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
+from hetsched.scheduler.engines import engine_of_backend
 
 _Subparsers = Any  # argparse's private _SubParsersAction
+#: (hardware, serving engine or None) → efficiency.
+EfficiencySource = Callable[[HardwareSpec, str | None], Efficiency]
 
 
-def _ideal(hardware: HardwareSpec) -> Efficiency:
+def _ideal(hardware: HardwareSpec, engine: str | None = None) -> Efficiency:
     return IDEAL
 
 
-def _calibrated(hardware: HardwareSpec) -> Efficiency:
-    eff: Efficiency = calibrated.efficiency_for(hardware)
+def _calibrated(hardware: HardwareSpec, engine: str | None = None) -> Efficiency:
+    eff: Efficiency = calibrated.efficiency_for(hardware, engine)
     return eff
 
 
-def efficiency_source(name: str) -> Callable[[HardwareSpec], Efficiency]:
-    """``calibrated``: the fitted table (calibrated.efficiency_for); ``ideal``: the pure roofline."""
+def efficiency_source(name: str) -> EfficiencySource:
+    """``calibrated``: the fitted table (calibrated.efficiency_for, with the row's engine);
+    ``ideal``: the pure roofline, whatever the engine."""
     if name == "ideal":
         return _ideal
     if name == "calibrated":
@@ -56,6 +63,7 @@ def _row_entry(row: Measurement) -> dict[str, Any]:
         "model": row.model_path,
         "system": row.system,
         "backend": row.backend,
+        "engine": engine_of_backend(row.backend),
         "mode": row.mode,
         "status": "skipped",
         "reason": None,
@@ -68,10 +76,11 @@ def _row_entry(row: Measurement) -> dict[str, Any]:
 
 def validate_rows(
     rows: Sequence[Measurement],
-    efficiency: Callable[[HardwareSpec], Efficiency],
+    efficiency: EfficiencySource,
     warmup_fraction: float = BENCHMARK_WARMUP_FRACTION,
 ) -> list[dict[str, Any]]:
-    """One entry per row, in order: predicted, or skipped with the reason."""
+    """One entry per row, in order: predicted, or skipped with the reason. Each row is predicted
+    with the efficiency of its hardware and its serving engine (the ``backend`` column)."""
     out: list[dict[str, Any]] = []
     for row in rows:
         entry = _row_entry(row)
@@ -80,7 +89,8 @@ def validate_rows(
             entry["reason"] = plan.reason
             out.append(entry)
             continue
-        pred = predict(plan, efficiency, warmup_fraction)
+        engine = engine_of_backend(row.backend)
+        pred = predict(plan, partial(_for_engine, efficiency, engine), warmup_fraction)
         if not pred.fits or not (math.isfinite(pred.tpot_seconds) and math.isfinite(pred.ttft_seconds)):
             entry["reason"] = _does_not_fit(plan)
             out.append(entry)
@@ -92,6 +102,10 @@ def validate_rows(
         )
         out.append(entry)
     return out
+
+
+def _for_engine(efficiency: EfficiencySource, engine: str | None, hardware: HardwareSpec) -> Efficiency:
+    return efficiency(hardware, engine)
 
 
 def _does_not_fit(plan: Plan) -> str:
@@ -255,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "EfficiencySource",
     "efficiency_source",
     "register",
     "render_table",

@@ -21,6 +21,9 @@ Procedure (docs/calibration.md has the why):
    scale ``LOSS_SCALE``: quadratic for errors below ~10 %, linear beyond, so a few runs the model
    cannot describe — speculative decoding, engine-specific kernels — do not drag every parameter)
    from a fixed start: deterministic.
+   ``PER_ENGINE`` (the fixed costs per request and per layer: engine software) get one value per
+   serving engine (the CSV's ``backend``, ``engines.engine_of_backend``), fitted jointly with the
+   rest; their shared values (an unknown engine's) are then fitted over all rows, the rest held.
 4. The ``generic`` entry is the same fit with one parameter set for all families.
 5. Leave-one-group-out cross-validation: for each (model architecture, hardware) group, fit without
    it and predict it; and leave-one-family-out: fit the generic set without a family and predict it
@@ -40,7 +43,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,7 @@ from hetsched.scheduler.calibration.dataset import (
 )
 from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, summary
 from hetsched.scheduler.catalog.hardware import Efficiency
+from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.serving import (
     EfficiencyTerms,
     StepTerms,
@@ -123,6 +127,12 @@ PER_FAMILY = ("link_efficiency",)
 #:   inside the per-layer cost): 16.4 % held at 0, 17.7 % fitted (3.5 µs).
 #: The fields stay in ``Efficiency`` for hardware that has such costs (PCIe, multi-node).
 FIT_FIXED: dict[str, float] = {"step_overhead_seconds": 0.0, "collective_latency_seconds": 0.0}
+#: Parameters fitted per serving engine (``engines.engine_of_backend`` of the CSV's ``backend``):
+#: the terms that are engine software rather than hardware (docs/calibration.md §4). They are
+#: fitted in a second stage, with every other parameter held at the engine-agnostic fit, so the
+#: shared values (what a request with an unknown engine gets) are that fit's, unchanged.
+PER_ENGINE: tuple[str, ...] = ("request_overhead_seconds", "layer_overhead_seconds")
+ENGINE_STAGE = "joint"
 TTFT_WEIGHT = 0.1
 LOSS = "soft_l1"
 LOSS_SCALE = 0.1
@@ -169,6 +179,8 @@ class Dataset:
     family: IntArray  # per plan
     groups: tuple[str, ...]  # (architecture label, hardware) per group
     group: IntArray  # per plan
+    engines: tuple[str, ...]  # canonical engines of the rows (engines.engine_of_backend)
+    engine: IntArray  # per plan: index into engines, -1 when the backend names no known engine
     weight: Array  # per plan: 1 / multiplicity of identical measurements
     ttft: Array
     tpot: Array
@@ -295,6 +307,9 @@ def build_dataset(plans: Sequence[Plan]) -> Dataset:
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
     weight = np.array([1.0 / counts[k] for k in keys], dtype=np.float64)
+    row_engines = [engine_of_backend(p.row.backend) for p in ok]
+    engines = tuple(sorted({e for e in row_engines if e is not None}))
+    engine = np.array([-1 if e is None else engines.index(e) for e in row_engines], dtype=np.int64)
     dis = np.array([p.disaggregated for p in ok], dtype=np.bool_)
     agg_rows = [i for i, p in enumerate(ok) if not p.disaggregated]
     dis_rows = [i for i, p in enumerate(ok) if p.disaggregated]
@@ -304,6 +319,8 @@ def build_dataset(plans: Sequence[Plan]) -> Dataset:
         family,
         groups,
         group,
+        engines,
+        engine,
         weight,
         np.array([p.ttft_seconds for p in ok], dtype=np.float64),
         np.array([p.tpot_seconds for p in ok], dtype=np.float64),
@@ -317,14 +334,15 @@ def build_dataset(plans: Sequence[Plan]) -> Dataset:
 # ---- prediction with a parameter matrix ----------------------------------------------------------
 
 
-def _eff(params: Array, family: IntArray) -> EfficiencyTerms:
-    p = params[family]
+def _eff(params: Array, cells: IntArray) -> EfficiencyTerms:
+    p = params[cells]
     return EfficiencyTerms(**{name: p[:, i] for i, name in enumerate(PARAMETERS)})
 
 
-def predict_all(ds: Dataset, params: Array, family: IntArray | None = None) -> tuple[Array, Array]:
-    """Predicted (TTFT, TPOT) per plan; ``params`` has one row of PARAMETERS per family."""
-    fam = ds.family if family is None else family
+def predict_all(ds: Dataset, params: Array, cells: IntArray | None = None) -> tuple[Array, Array]:
+    """Predicted (TTFT, TPOT) per plan; ``params`` is a table of rows of PARAMETERS and ``cells``
+    the row each plan uses (default: one row per family, ``ds.family``)."""
+    fam = ds.family if cells is None else cells
     ttft = np.full(len(ds.plans), np.nan)
     tpot = np.full(len(ds.plans), np.nan)
     if ds.agg is not None:
@@ -357,20 +375,115 @@ def predict_all(ds: Dataset, params: Array, family: IntArray | None = None) -> t
     return ttft, tpot
 
 
+def _engine_table(params: Array, engine_params: Array, engine_columns: Sequence[int]) -> Array:
+    """Rows (family, engine) of PARAMETERS, family-major, the last engine of each family being the
+    shared values (unknown engine): ``params`` with the engine columns replaced."""
+    n_f, k = params.shape
+    n_e = engine_params.shape[0]
+    table = np.repeat(params[:, None, :], n_e + 1, axis=1)
+    for j, c in enumerate(engine_columns):
+        table[:, :n_e, c] = engine_params[:, j][None, :]
+    return np.asarray(table.reshape(n_f * (n_e + 1), k), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class FitResult:
     families: tuple[str, ...]
-    params: Array  # (families, PARAMETERS)
+    params: Array  # (families, PARAMETERS): the shared values (any engine)
     rows: int
     cost: float
     evaluations: int
     message: str
+    engine_names: tuple[str, ...] = ()  # the parameters fitted per engine (PER_ENGINE)
+    engines: tuple[str, ...] = ()
+    engine_params: Array = field(default_factory=lambda: np.zeros((0, 0)))  # (engines, engine_names)
 
-    def efficiency(self, family: str, fitted_by: str) -> Efficiency:
+    def efficiency(self, family: str, fitted_by: str, engine: str | None = None) -> Efficiency:
+        """The family's efficiency; with a fitted ``engine``, its engine terms replaced."""
         p = self.params[self.families.index(family)][: len(PARAMETERS)]
-        return Efficiency(
-            **{name: float(v) for name, v in zip(PARAMETERS, p, strict=True)}, fitted_by=fitted_by
-        )
+        values = {name: float(v) for name, v in zip(PARAMETERS, p, strict=True)}
+        values.update(self.engine_values(engine))
+        return Efficiency(**values, fitted_by=fitted_by)
+
+    def engine_values(self, engine: str | None) -> dict[str, float]:
+        """The engine's fitted terms (empty for an engine the fit has not seen)."""
+        if engine is None or engine not in self.engines:
+            return {}
+        row = self.engine_params[self.engines.index(engine)]
+        return {name: float(v) for name, v in zip(self.engine_names, row, strict=True)}
+
+    def table(self, ds: Dataset) -> tuple[Array, IntArray]:
+        """Parameter table and the row each plan of ``ds`` uses (its family and engine; the shared
+        values for an engine the fit has not seen; the generic set for a ``generic`` fit)."""
+        n_e = len(self.engines)
+        columns = [PARAMETERS.index(n) for n in self.engine_names]
+        eng = np.array([self.engines.index(e) if e in self.engines else n_e for e in ds.engines] + [n_e])
+        engine = eng[ds.engine]  # ds.engine == -1 picks the trailing "unknown" entry
+        if self.families == ("generic",):
+            fam = np.zeros(len(ds.plans), dtype=np.int64)
+        else:
+            idx = np.array([self.families.index(f) if f in self.families else -1 for f in ds.families])
+            fam = idx[ds.family]
+            if (fam < 0).any():
+                raise ValueError("fit lacks families the rows need")
+        cells = np.asarray(fam * (n_e + 1) + engine, dtype=np.int64)
+        return _engine_table(self.params, self.engine_params.reshape(n_e, len(columns)), columns), cells
+
+
+def _least_squares(
+    ds: Dataset,
+    mask: npt.NDArray[np.bool_],
+    x0: Array,
+    lower: Array,
+    upper: Array,
+    scale: Array,
+    predict: Any,
+) -> Any:
+    w = np.sqrt(ds.weight[mask])
+
+    def residuals(x: Array) -> Array:
+        ttft, tpot = predict(x)
+        r_tpot = np.log(tpot[mask] / ds.tpot[mask])
+        r_ttft = np.log(ttft[mask] / ds.ttft[mask])
+        return np.asarray(np.concatenate([w * r_tpot, TTFT_WEIGHT * w * r_ttft]), dtype=np.float64)
+
+    return least_squares(
+        residuals,
+        x0,
+        bounds=(lower, upper),
+        x_scale=scale,
+        method="trf",
+        loss=LOSS,
+        f_scale=LOSS_SCALE,
+    )
+
+
+def _solve(
+    ds: Dataset,
+    mask: npt.NDArray[np.bool_],
+    base: Array,
+    slots: Sequence[tuple[int, int, int]],
+    cells: IntArray,
+) -> tuple[Array, Any]:
+    """Least squares over ``slots`` of the (family, engine, PARAMETERS) table ``base``: a slot is
+    (column, family, engine), -1 meaning every family / every engine (the shared entry included)."""
+    every = slice(None)
+
+    def table(x: Array) -> Array:
+        t = base.copy()
+        for v, (c, f, e) in zip(x, slots, strict=True):
+            t[every if f < 0 else f, every if e < 0 else e, c] = v
+        return t
+
+    def flat(x: Array) -> Array:
+        return table(x).reshape(-1, base.shape[-1])
+
+    cols = np.array([c for c, _, _ in slots])
+    x0 = np.array([base[max(f, 0), max(e, 0), c] for c, f, e in slots])
+    result = _least_squares(
+        ds, mask, x0, LOWER[cols], UPPER[cols], SCALE[cols], lambda x: predict_all(ds, flat(x), cells)
+    )
+    return table(np.asarray(result.x, dtype=np.float64)), result
 
 
 def fit(
@@ -378,6 +491,8 @@ def fit(
     train: npt.NDArray[np.bool_] | None = None,
     shared: bool = False,
     fixed: Mapping[str, float] | None = None,
+    per_engine: Sequence[str] | None = None,
+    engine_stage: str | None = None,
 ) -> FitResult:
     """Least squares on log errors over the ``train`` rows (all by default).
 
@@ -385,13 +500,25 @@ def fit(
     one value for all families. ``shared``: every parameter shared (the generic fit). ``fixed``:
     parameters held at the given values instead of fitted (default ``FIT_FIXED``; ablations:
     ``{**FIT_FIXED, "layer_overhead_seconds": 0.0}`` measures what the per-layer cost buys).
+    ``per_engine`` (default ``PER_ENGINE``): parameters with one value per serving engine of the
+    training rows, plus a shared value for rows of unknown engine. ``engine_stage`` (default
+    ``ENGINE_STAGE``): ``refine`` fits everything engine-agnostic first, then the engine values
+    with the rest held (the shared values are the engine-agnostic fit's); ``joint`` fits the engine
+    values together with the rest, then the shared values of the engine terms with the rest held.
     """
     names = PARAMETERS
     pinned = dict(FIT_FIXED if fixed is None else fixed)
-    unknown = set(pinned) - set(names)
+    engine_names = tuple(PER_ENGINE if per_engine is None else per_engine)
+    stage = ENGINE_STAGE if engine_stage is None else engine_stage
+    unknown = (set(pinned) | set(engine_names)) - set(names)
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {', '.join(names)}")
-    lower, upper, scale = LOWER, UPPER, SCALE
+    both = set(engine_names) & set(PER_FAMILY)
+    if both:
+        raise ValueError(f"parameter(s) {sorted(both)} cannot be both per family and per engine")
+    if stage not in ("refine", "joint"):
+        raise ValueError(f"engine_stage: expected 'refine' or 'joint', got {stage!r}")
+    engine_names = tuple(n for n in engine_names if n not in pinned)
     start = np.array([pinned.get(name, v) for name, v in zip(names, START, strict=True)])
     k = len(names)
     mask = np.ones(len(ds.plans), dtype=np.bool_) if train is None else train
@@ -405,56 +532,56 @@ def fit(
         else np.array([index.get(ds.families[i], 0) for i in ds.family], dtype=np.int64)
     )
     n = len(families)
-    # Slots of the parameter vector: (column, family or -1 for all families).
+    seen = sorted(set(ds.engine[mask].tolist()) - {-1}) if engine_names else []
+    engines = tuple(ds.engines[e] for e in seen)
+    n_e = len(engines)
+    local = {e: j for j, e in enumerate(seen)}
+    eng = np.array([local.get(int(e), n_e) for e in ds.engine], dtype=np.int64)
+    cells = np.asarray(fam * (n_e + 1) + eng, dtype=np.int64)  # each row's family and engine
+    shared_cells = np.asarray(fam * (n_e + 1) + n_e, dtype=np.int64)  # as if no engine were known
+    ecols = [names.index(nm) for nm in engine_names]
+    base = np.tile(start, (n, n_e + 1, 1))
     free = [c for c in range(k) if names[c] not in pinned]
-    slots = [(c, -1) for c in free if names[c] not in PER_FAMILY or n == 1]
-    slots += [(c, f) for c in free if names[c] in PER_FAMILY and n > 1 for f in range(n)]
-    cols = np.array([c for c, _ in slots])
-    w = np.sqrt(ds.weight[mask])
-
-    def matrix(x: Array) -> Array:
-        params = np.tile(start, (n, 1))
-        for v, (c, f) in zip(x, slots, strict=True):
-            if f < 0:
-                params[:, c] = v
-            else:
-                params[f, c] = v
-        return params
-
-    def residuals(x: Array) -> Array:
-        ttft, tpot = predict_all(ds, matrix(x), fam)
-        r_tpot = np.log(tpot[mask] / ds.tpot[mask])
-        r_ttft = np.log(ttft[mask] / ds.ttft[mask])
-        return np.asarray(np.concatenate([w * r_tpot, TTFT_WEIGHT * w * r_ttft]), dtype=np.float64)
-
-    result = least_squares(
-        residuals,
-        start[cols],
-        bounds=(lower[cols], upper[cols]),
-        x_scale=scale[cols],
-        method="trf",
-        loss=LOSS,
-        f_scale=LOSS_SCALE,
-    )
+    # Slots (column, family or -1, engine or -1); -1: the same value everywhere.
+    slots = [(c, -1, -1) for c in free if names[c] not in PER_FAMILY or n == 1]
+    slots += [(c, f, -1) for c in free if names[c] in PER_FAMILY and n > 1 for f in range(n)]
+    known = mask & (eng < n_e)
+    if not n_e or not ecols:
+        table, r = _solve(ds, mask, base, slots, shared_cells)
+        results = [r]
+    elif stage == "refine":
+        # 1. engine-agnostic; 2. the engine terms per engine, everything else held.
+        table, r1 = _solve(ds, mask, base, slots, shared_cells)
+        table, r2 = _solve(ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells)
+        results = [r1, r2]
+    else:
+        # 1. everything, the engine terms per engine; 2. their shared values, everything else held.
+        unknown_rows = bool((mask & (eng == n_e)).any())
+        joint = [s for s in slots if s[0] not in ecols]
+        joint += [(c, -1, e) for c in ecols for e in range(n_e + (1 if unknown_rows else 0))]
+        table, r1 = _solve(ds, mask, base, joint, cells)
+        results = [r1]
+        if not unknown_rows:
+            table, r2 = _solve(ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells)
+            results.append(r2)
     return FitResult(
         families,
-        matrix(np.asarray(result.x, dtype=np.float64)),
+        np.asarray(table[:, n_e, :], dtype=np.float64),
         int(mask.sum()),
-        float(result.cost),
-        int(result.nfev),
-        str(result.message),
+        float(results[-1].cost),
+        sum(int(r.nfev) for r in results),
+        "; ".join(str(r.message) for r in results),
+        engine_names if n_e else (),
+        engines if ecols else (),
+        np.asarray(table[0, :n_e, :][:, ecols], dtype=np.float64),
     )
 
 
 def predict_with(ds: Dataset, result: FitResult) -> tuple[Array, Array]:
-    """Predict every plan with a fit (the generic set for families the fit has not seen)."""
-    if result.families == ("generic",):
-        return predict_all(ds, result.params, np.zeros(len(ds.plans), dtype=np.int64))
-    idx = np.array([result.families.index(f) if f in result.families else -1 for f in ds.families])
-    fam = idx[ds.family]
-    if (fam < 0).any():
-        raise ValueError("fit lacks families the rows need")
-    return predict_all(ds, result.params, fam)
+    """Predict every plan with a fit: its family's values (the generic set for a generic fit) and its
+    engine's terms (the shared values for an engine the fit has not seen)."""
+    table, cells = result.table(ds)
+    return predict_all(ds, table, cells)
 
 
 # ---- statistics -------------------------------------------------------------------------------------
@@ -470,7 +597,12 @@ def _stats(ds: Dataset, ttft: Array, tpot: Array, rows: npt.NDArray[np.bool_]) -
     return out
 
 
-def cross_validate(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+def cross_validate(
+    ds: Dataset,
+    fixed: Mapping[str, float] | None = None,
+    per_engine: Sequence[str] | None = None,
+    engine_stage: str | None = None,
+) -> dict[str, Any]:
     """Leave-one-(architecture, hardware)-group-out, and leave-one-family-out (generic fit)."""
     ttft = np.full(len(ds.plans), np.nan)
     tpot = np.full(len(ds.plans), np.nan)
@@ -483,9 +615,11 @@ def cross_validate(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dic
         fam_held = set(ds.family[held].tolist())
         if not fam_held <= set(ds.family[train].tolist()):
             # The held-out group is its family's only data: predict it with the generic fit.
-            result = fit(ds, train, shared=True, fixed=fixed)
+            result = fit(
+                ds, train, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage
+            )
         else:
-            result = fit(ds, train, fixed=fixed)
+            result = fit(ds, train, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
         p_ttft, p_tpot = predict_with(ds, result)
         ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
         per_group[name] = _stats(ds, p_ttft, p_tpot, held)
@@ -495,7 +629,7 @@ def cross_validate(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dic
         held = ds.family == f
         if held.all():
             continue
-        result = fit(ds, ~held, shared=True, fixed=fixed)
+        result = fit(ds, ~held, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
         p_ttft, p_tpot = predict_with(ds, result)
         lofo[family] = _stats(ds, p_ttft, p_tpot, held)
     return {"leave_one_group_out": logo, "leave_one_family_out": lofo}
@@ -526,6 +660,11 @@ def render_fitted_block(
     for family in family_fit.families:
         lines.append(entry(family_fit, family, f"{how}: {family} rows"))
     lines.append(entry(generic_fit, "generic", f"{how}: one set for all rows"))
+    lines.append("}\n")
+    lines.append("ENGINE_EFFICIENCY: dict[str, dict[str, float]] = {\n")
+    for engine in family_fit.engines:
+        values = ", ".join(f"{name!r}: {_num(v)}" for name, v in family_fit.engine_values(engine).items())
+        lines.append(f"    {engine!r}: {{{values}}},\n")
     lines.append("}\n")
     lines.append(f"FIT_STATISTICS: dict[str, Any] = {json.dumps(stats, indent=4, sort_keys=True)}\n")
     lines.append("# END FITTED\n")
@@ -558,15 +697,19 @@ def _round(x: Any) -> Any:
 
 
 def run(
-    measurements: Path, cross_validation: bool = True, fixed: Mapping[str, float] | None = None
+    measurements: Path,
+    cross_validation: bool = True,
+    fixed: Mapping[str, float] | None = None,
+    per_engine: Sequence[str] | None = None,
+    engine_stage: str | None = None,
 ) -> dict[str, Any]:
     rows = read_measurements(measurements)
     resolved = resolve_all(rows)
     plans = [r for r in resolved if isinstance(r, Plan)]
     skipped = [r for r in resolved if isinstance(r, Skip)]
     ds = build_dataset(plans)
-    family_fit = fit(ds, fixed=fixed)
-    generic_fit = fit(ds, shared=True, fixed=fixed)
+    family_fit = fit(ds, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
+    generic_fit = fit(ds, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
     ttft, tpot = predict_with(ds, family_fit)
     everything = np.ones(len(ds.plans), dtype=np.bool_)
     g_ttft, g_tpot = predict_with(ds, generic_fit)
@@ -586,6 +729,7 @@ def run(
             for i, f in enumerate(family_fit.families)
         },
         "generic": dict(zip(PARAMETERS, generic_fit.params[0].tolist(), strict=True)),
+        "engines": {e: family_fit.engine_values(e) for e in family_fit.engines},
         "fit": {
             "cost": family_fit.cost,
             "evaluations": family_fit.evaluations,
@@ -595,7 +739,7 @@ def run(
         "in_sample_generic": _stats(ds, g_ttft, g_tpot, everything),
     }
     if cross_validation:
-        report.update(cross_validate(ds, fixed))
+        report.update(cross_validate(ds, fixed, per_engine, engine_stage))
     report["_fits"] = (family_fit, generic_fit)
     return report
 
@@ -629,6 +773,8 @@ def _print(report: dict[str, Any]) -> None:
     print("\nparameters:")
     for family, p in [*report["families"].items(), ("generic", report["generic"])]:
         print(f"  {family:18s} " + "  ".join(_fmt_parameter(name, v) for name, v in p.items()))
+    for engine, p in report["engines"].items():
+        print(f"  engine {engine:11s} " + "  ".join(_fmt_parameter(name, v) for name, v in p.items()))
 
     def line(label: str, s: dict[str, Any]) -> None:
         print(
@@ -684,6 +830,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME",
         help=f"fit a parameter the default fit holds ({', '.join(f'{k}={v:g}' for k, v in FIT_FIXED.items())})",
     )
+    parser.add_argument(
+        "--per-engine",
+        default=None,
+        metavar="NAMES",
+        help=f"comma-separated parameters fitted per serving engine (ablation; default {','.join(PER_ENGINE)}; '' for none)",
+    )
+    parser.add_argument(
+        "--engine-stage",
+        choices=("refine", "joint"),
+        default=None,
+        help=f"how the engine terms are fitted (ablation; default {ENGINE_STAGE})",
+    )
     parser.add_argument("--date", default=_dt.date.today().isoformat(), help="fit date recorded with --write")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
@@ -700,9 +858,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             fixed[name] = float(value)
         except ValueError:
             parser.error(f"--fix {item!r}: {value!r} is not a number")
-    if fixed != FIT_FIXED and args.write:
-        parser.error("--fix and --free are for ablations: they cannot be combined with --write")
-    report = run(args.measurements, cross_validation=not args.no_cv, fixed=fixed)
+    per_engine: tuple[str, ...] | None = None
+    if args.per_engine is not None:
+        per_engine = tuple(n.strip() for n in args.per_engine.split(",") if n.strip())
+        bad = [n for n in per_engine if n not in PARAMETERS or n in PER_FAMILY]
+        if bad:
+            parser.error(
+                f"--per-engine {bad}: expected names among {', '.join(PARAMETERS)} (not {PER_FAMILY})"
+            )
+    if (fixed != FIT_FIXED or per_engine is not None or args.engine_stage is not None) and args.write:
+        parser.error("--fix, --free and --per-engine are for ablations: they cannot be combined with --write")
+    report = run(
+        args.measurements,
+        cross_validation=not args.no_cv,
+        fixed=fixed,
+        per_engine=per_engine,
+        engine_stage=args.engine_stage,
+    )
     family_fit, generic_fit = report.pop("_fits")
     if args.write:
         stats = {

@@ -28,7 +28,7 @@ Families (``model_type`` → architecture) and the fields read:
   ``no_rope_layers`` (empty: every ``no_rope_layer_interval``-th layer, default 4, is global);
   the vision tower's parameters from ``vision_config``.
 
-Precision: ``torch_dtype``/``dtype``; ``quantization_config`` with ``quant_method`` ``fp8`` (DeepSeek),
+Precision: ``torch_dtype``/``dtype`` (missing or ``auto``: bf16; an unknown name is an error); ``quantization_config`` with ``quant_method`` ``fp8`` (DeepSeek),
 ``mxfp4`` (gpt-oss: routed experts only), ``awq``/``gptq`` (``bits``), ``modelopt`` (``quant_algo``).
 Not modelled (a few thousand parameters at most): Llama's ``mlp_bias``.
 """
@@ -62,7 +62,22 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
 }
 _ARCH_TO_TYPE = {arch: mtype for mtype, arch in SUPPORTED_ARCHITECTURES.items()}
 
-_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+# ``torch_dtype``/``dtype`` → weight precision: torch's names (with or without ``torch.``) and the
+# short ones. Missing or ``auto`` (from_pretrained's "as stored") reads as bf16; anything else is an
+# error naming the field, not a silent bf16.
+_DTYPES = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "fp16": "fp16",
+    "float32": "fp32",
+    "float": "fp32",
+    "fp32": "fp32",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+}
+DEFAULT_DTYPE = "bf16"
 # Real models have at most a few hundred layers; the bound keeps the per-layer loops below (and a
 # hostile ConfigMap) from taking minutes or gigabytes.
 MAX_LAYERS = 1024
@@ -260,12 +275,30 @@ def _model_type(f: _Fields) -> str:
     raise f.error(f"unsupported architecture {arch!r} (model_type {mtype!r}); supported: {supported}")
 
 
-def _precisions(f: _Fields) -> tuple[str, str | None]:
-    dtype = f.data.get("torch_dtype") or f.data.get("dtype")
+def _dtype(f: _Fields) -> str:
+    """The weight precision ``torch_dtype``/``dtype`` (top level, else ``text_config``) declares."""
+    field, dtype = None, None
     text = f.data.get("text_config")
-    if dtype is None and isinstance(text, Mapping):
-        dtype = text.get("torch_dtype") or text.get("dtype")
-    weights = _DTYPES.get(str(dtype).lower(), "bf16") if dtype is not None else "bf16"
+    for prefix, data in (("", f.data), ("text_config.", text if isinstance(text, Mapping) else {})):
+        for key in ("torch_dtype", "dtype"):
+            if data.get(key) is not None:
+                field, dtype = f"{prefix}{key}", data[key]
+                break
+        if field is not None:
+            break
+    if field is None:
+        return DEFAULT_DTYPE
+    name = dtype.lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if name == "auto":
+        return DEFAULT_DTYPE
+    if name not in _DTYPES:
+        accepted = ", ".join(sorted(_DTYPES))
+        raise f.error(f"field '{field}' is {dtype!r}: unknown dtype; accepted: {accepted} (or auto, or none)")
+    return _DTYPES[name]
+
+
+def _precisions(f: _Fields) -> tuple[str, str | None]:
+    weights = _dtype(f)
     experts: str | None = None
     quant = f.data.get("quantization_config")
     if isinstance(quant, Mapping):
@@ -530,8 +563,8 @@ def _llama4_vision_params(v: _Fields, text_hidden: int) -> int:
     channels = v.integer("num_channels", 3)
     image = v.positive("image_size")
     shuffle = v.number("pixel_shuffle_ratio", 0.5)
-    if not 0 < shuffle <= 1:
-        raise v.error(f"field '{v.name('pixel_shuffle_ratio')}' must be in (0, 1], got {shuffle}")
+    if not 1e-3 <= shuffle <= 1:  # real configs use 0.5; a tiny ratio would divide by zero below
+        raise v.error(f"field '{v.name('pixel_shuffle_ratio')}' must be in [0.001, 1], got {shuffle}")
     proj_in = v.integer("projector_input_dim")
     proj_out = v.integer("projector_output_dim")
     vision_out = v.integer("vision_output_dim")

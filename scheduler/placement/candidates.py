@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from hetsched.scheduler.analysis import PhaseAnalysis
+from hetsched.scheduler.calibration.calibrated import with_engine
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.estimator import Phase, PhaseCost, estimate_phase
 from hetsched.scheduler.placement.request import WorkloadRequest
@@ -178,6 +179,14 @@ class Option:
 
     def fits(self, free: dict[str, int]) -> bool:
         return all(n <= free.get(p, 0) for p, n in self.devices)
+
+    @property
+    def replica_blocks(self) -> tuple[tuple[str, int, int], ...]:
+        """(pool, devices per replica, devices) of each phase's replicas (one entry when colocated)."""
+        if self.mode is Mode.COLOCATED:
+            c = self.prefill
+            return ((c.pool, c.tp, self.devices[0][1]),)
+        return tuple((c.pool, c.tp, c.devices) for c in (self.prefill, self.decode))
 
     def describe(self) -> str:
         if self.mode is Mode.COLOCATED:
@@ -734,8 +743,30 @@ class CandidateGenerator:
                     total=max(p.total_devices, p.free_devices),
                 )
             )
+        self._engine_pools: dict[str, list[_PoolCtx]] = {}
         self._bandwidth: dict[tuple[str, str], float] = {}
         self._price = {p.name: p.price_per_device_hour for p in cluster.pools}
+
+    def pools_for(self, engine: str | None) -> list[_PoolCtx]:
+        """The pools, priced with the serving ``engine``'s fitted terms (``calibrated.with_engine``)
+        in each hardware's efficiency; an explicit ``PlanOptions.efficiency`` (``ideal``) is used
+        as given, and no engine keeps the shared values."""
+        if engine is None or self.options.efficiency is not None:
+            return self.pools
+        ctxs = self._engine_pools.get(engine)
+        if ctxs is None:
+            ctxs = self._engine_pools[engine] = [
+                replace(
+                    c,
+                    hid=self.cache.hardware_id(
+                        c.pool.hardware,
+                        with_engine(c.pool.hardware.efficiency, engine),
+                        self.options.utilization,
+                    ),
+                )
+                for c in self.pools
+            ]
+        return ctxs
 
     def bandwidth(self, a: str, b: str) -> float:
         key = (a, b)
@@ -1005,12 +1036,13 @@ class CandidateGenerator:
         rec = _Recorder(self.options.record_all_rejections)
         sid = self.cache.shape_id(req)
         evals = 0
+        pools = self.pools_for(req.engine)
         allow_coloc = req.disaggregation is not DisaggregationMode.ALWAYS
         allow_disagg = req.disaggregation is not DisaggregationMode.NEVER
         options: list[Option] = []
         colocated: dict[str, Option] = {}
         if allow_coloc:
-            for ctx in self.pools:
+            for ctx in pools:
                 if req.allows("prefill", ctx.pool.name) and req.allows("decode", ctx.pool.name):
                     opt, n = self._colocated_best(req, sid, ctx, rec)
                     evals += n
@@ -1021,14 +1053,14 @@ class CandidateGenerator:
         if allow_disagg:
             decode_best: dict[str, PhaseConfig] = {}
             prefill_cfgs: dict[str, list[_PrefillCfg]] = {}
-            for ctx in self.pools:
+            for ctx in pools:
                 if req.allows("decode", ctx.pool.name):
                     cfg, n = self._decode_best(req, sid, ctx, rec)
                     evals += n
                     if cfg is not None:
                         decode_best[ctx.pool.name] = cfg
                         rec.feasible.add(("decode", ctx.pool.name))
-            for ctx in self.pools:
+            for ctx in pools:
                 if req.allows("prefill", ctx.pool.name):
                     cfgs, n = self._prefill_configs(req, sid, ctx, rec)
                     evals += n
@@ -1039,7 +1071,7 @@ class CandidateGenerator:
             options.extend(pairs)
             evals += n
 
-        order = {c.pool.name: c.index for c in self.pools}
+        order = {c.pool.name: c.index for c in pools}
 
         def rank(o: Option) -> tuple[float, int, int, int, int]:
             return (
@@ -1076,7 +1108,7 @@ class CandidateGenerator:
         slo = req.ttft_slo_seconds
         o_tokens = req.output_tokens
         sessions = req.concurrent_sessions
-        ctxs = {c.pool.name: c for c in self.pools}
+        ctxs = {c.pool.name: c for c in self.pools_for(req.engine)}
         if not decode_best:
             for p, cfgs in prefill_cfgs.items():
                 rec.reject(

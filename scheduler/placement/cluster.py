@@ -13,8 +13,10 @@ Node lists (``cluster_from_nodes``) follow the operator's conventions (``operato
 * devices of a GPU node = its allocatable ``nvidia.com/gpu``; a CPU node (no allocatable GPUs)
   has one device per socket: the ``hetsched.io/devices-per-node`` label, default 1 — a
   "device" of a CPU hardware entry is one socket, and a replica does not span nodes;
-* devices per node of a pool = the most common value among its nodes; all devices are free
-  (the plan is for the whole cluster) unless ``used_devices`` says otherwise;
+* devices per node of a pool (the largest TP degree) = the most common value among its nodes; the
+  capacity counts each node's own devices (a replica's devices sit on one node: a 6-device node
+  holds one 4-device replica, not 1.5); all devices are free (the plan is for the whole cluster)
+  unless ``used_devices`` says otherwise;
 * hardware: the pool's ``hetsched.io/hardware`` label when present (a catalog key or a custom
   entry), else the GFD product mapping of the hardware catalog; price: ``prices`` by pool name,
   else the ``hetsched.io/price-per-device-hour`` label, else the catalog price.
@@ -271,6 +273,7 @@ def cluster_from_nodes(
                 price_per_device_hour=hw.price_per_hour if price is None else price,
                 node_selector=selector,
                 taints=tuple(taint_set),
+                node_devices=tuple(int(n["devices"]) for n in nodes),
             )
         )
     pairs, default = _bandwidths(network_bandwidth_gbps or {}, [p.name for p in pools])

@@ -32,7 +32,7 @@ from hetsched.scheduler.placement.candidates import (
     WorkloadCandidates,
     fmt_seconds,
 )
-from hetsched.scheduler.placement.request import WorkloadRequest
+from hetsched.scheduler.placement.request import UNKNOWN_POOL, WorkloadRequest
 from hetsched.scheduler.placement.result import (
     PhasePlacement,
     Plan,
@@ -57,16 +57,48 @@ def shared_cache() -> EstimateCache:
 def build_problem(
     cands: Sequence[WorkloadCandidates], cluster: Cluster
 ) -> tuple[Problem, list[list[Option]]]:
-    """The solver's instance: per workload the pruned options that fit the free devices at all."""
-    index = {p.name: i for i, p in enumerate(cluster.pools)}
-    free = {p.name: p.free_devices for p in cluster.pools}
+    """The solver's instance: per workload the pruned options that fit the free devices at all.
+
+    One capacity row per pool (its free devices) and, where nodes are fragmented (free devices per
+    node not a multiple of a replica size), one more row per binding size ``s``: the devices of
+    replicas of ``s`` or more devices, bounded by ``Pool.aligned_capacity(s)``."""
+    rows: dict[tuple[str, int], int] = {}  # (pool, smallest replica size counted) -> row
+    capacity: list[int] = []
+    for p in cluster.pools:
+        rows[(p.name, 1)] = len(capacity)
+        capacity.append(p.free_devices)
+    largest = max((max(p.node_devices, default=p.devices_per_node) for p in cluster.pools), default=1)
+    sizes: dict[str, list[int]] = {p.name: [] for p in cluster.pools}
+    for p in cluster.pools:
+        for size, cap in p.binding_sizes(largest):
+            rows[(p.name, size)] = len(capacity)
+            capacity.append(cap)
+            sizes[p.name].append(size)
+
+    def usage(o: Option) -> tuple[tuple[int, int], ...]:
+        used: dict[int, int] = {}
+        for pool, tp, n in o.replica_blocks:
+            for size in (1, *sizes[pool]):
+                if tp >= size:
+                    row = rows[(pool, size)]
+                    used[row] = used.get(row, 0) + n
+        return tuple(sorted(used.items()))
+
     offered: list[list[Option]] = []
+    usages: list[list[tuple[tuple[int, int], ...]]] = []
     for c in cands:
-        offered.append([o for o in c.options if o.fits(free)])
+        opts, uses = [], []
+        for o in c.options:
+            u = usage(o)
+            if all(n <= capacity[r] for r, n in u):
+                opts.append(o)
+                uses.append(u)
+        offered.append(opts)
+        usages.append(uses)
     problem = Problem(
         costs=tuple(tuple(o.cost_per_hour for o in opts) for opts in offered),
-        usage=tuple(tuple(tuple((index[p], n) for p, n in o.devices) for o in opts) for opts in offered),
-        capacity=tuple(p.free_devices for p in cluster.pools),
+        usage=tuple(tuple(u) for u in usages),
+        capacity=tuple(capacity),
     )
     return problem, offered
 
@@ -105,11 +137,17 @@ def plan(
     warnings: list[str] = []
     placements = []
     deadline = time.perf_counter() + options.suggestion_seconds
-    for c, o in zip(cands, chosen, strict=True):
-        remaining = {p.name: p.free_devices - used[p.name] for p in cluster.pools}
+    replicas: dict[str, list[int]] = {p.name: [] for p in cluster.pools}
+    for o in chosen:
         if o is not None:
-            for p, n in o.devices:
-                remaining[p] += n  # this workload's own devices are available to its alternatives
+            for pool_name, size, n in o.replica_blocks:
+                replicas[pool_name].extend([size] * (n // size))
+    left = {p.name: p.take(replicas[p.name]) for p in cluster.pools}
+    for c, o in zip(cands, chosen, strict=True):
+        remaining = dict(left)
+        if o is not None:  # this workload's own devices are available to its alternatives
+            for pool_name, size, n in o.replica_blocks:
+                remaining[pool_name] = remaining[pool_name].give_back([size] * (n // size))
         placements.append(_explain(c, o, cluster, remaining, gen, options, warnings, deadline))
     pools = tuple(
         PoolUsage(p.name, p.hardware.name, p.free_devices, used[p.name], p.price_per_device_hour)
@@ -162,6 +200,7 @@ def _verify(
             tp=o.decode.tp,
             efficiency=options.efficiency,
             utilization=options.utilization,
+            engine=req.engine,
         )
     else:
         pp, dp = cluster.pool(o.prefill.pool), cluster.pool(o.decode.pool)
@@ -183,6 +222,7 @@ def _verify(
             utilization=options.utilization,
             prefill_workers=o.prefill.replicas,
             concurrency=o.concurrency,
+            engine=req.engine,
         )
     for what, mine, theirs in (
         ("TTFT", o.ttft_seconds, pred.ttft_seconds),
@@ -231,23 +271,56 @@ def _phase(
     )
 
 
-def _fits(o: Option, free: dict[str, int]) -> bool:
-    return all(n <= free.get(p, 0) for p, n in o.devices)
+def _shortfalls(o: Option, free: Mapping[str, Pool]) -> list[tuple[str, int, int, int]]:
+    """Where ``o`` does not fit the free devices: (pool, replica size, devices it needs in replicas
+    of that size or more, devices such replicas can use there), the worst size per pool."""
+    blocks: dict[str, list[tuple[int, int]]] = {}
+    for pool_name, size, n in o.replica_blocks:
+        blocks.setdefault(pool_name, []).append((size, n))
+    out = []
+    for pool_name, bl in sorted(blocks.items()):
+        pool = free.get(pool_name)
+        worst: tuple[str, int, int, int] | None = None
+        for size in sorted({1, *(tp for tp, _ in bl)}):
+            need = sum(n for tp, n in bl if tp >= size)
+            have = 0 if pool is None else pool.aligned_capacity(size)
+            if need > have and (worst is None or need - have > worst[2] - worst[3]):
+                worst = (pool_name, size, need, have)
+        if worst is not None:
+            out.append(worst)
+    return out
+
+
+def _fits(o: Option, free: Mapping[str, Pool]) -> bool:
+    return not _shortfalls(o, free)
+
+
+def _shortfall_text(pool_name: str, size: int, need: int, have: int, free: Mapping[str, Pool]) -> str:
+    pool = free.get(pool_name)
+    total = 0 if pool is None else pool.free_devices
+    text = f"needs {need} device{'s' if need != 1 else ''} of {pool_name}"
+    if size == 1:
+        return f"{text}, {max(total, 0)} free after the other workloads"
+    return (
+        f"{text} in replicas of {size}, {total} free after the other workloads but {have} usable by "
+        f"replicas that size (a replica's devices sit on one node)"
+    )
 
 
 def _phase_rejections(
-    phase: str, c: WorkloadCandidates, chosen: Option | None, cluster: Cluster, remaining: dict[str, int]
+    phase: str, c: WorkloadCandidates, chosen: Option | None, cluster: Cluster, remaining: Mapping[str, Pool]
 ) -> tuple[Rejection, ...]:
     req = c.request
     mine = None if chosen is None else (chosen.prefill.pool if phase == "prefill" else chosen.decode.pool)
     kinds = (phase, "colocated")
+    known = _known_pools(cluster)
     out: list[Rejection] = []
     for pool in cluster.pools:
         name = pool.name
         if name == mine:
             continue
         if not req.allows(phase, name):
-            out.append(Rejection(name, Reason.POOL_EXCLUDED, req.exclusion_detail(phase, name), phase))
+            out.append(Rejection(name, Reason.POOL_EXCLUDED, req.exclusion_detail(phase, name, known), phase))
             continue
         using = [o for o in c.all_options if o.uses(phase, name)]
         if using:
@@ -284,18 +357,25 @@ def _phase_rejections(
     return tuple(out)
 
 
+def _known_pools(cluster: Cluster) -> list[str]:
+    """Every pool the cluster has, usable or not (an unavailable pool is not an unknown one)."""
+    return [p.name for p in cluster.pools] + [u.name for u in cluster.unavailable]
+
+
 def _option_rejection(
-    phase: str, name: str, using: list[Option], chosen: Option | None, pool: Pool, remaining: dict[str, int]
+    phase: str,
+    name: str,
+    using: list[Option],
+    chosen: Option | None,
+    pool: Pool,
+    remaining: Mapping[str, Pool],
 ) -> Rejection:
     fitting = [o for o in using if _fits(o, remaining)]
     if not fitting:
         o = min(using, key=lambda x: x.cost_per_hour)
-        short = [(p, n, remaining.get(p, 0)) for p, n in o.devices if n > remaining.get(p, 0)]
-        needs = "; ".join(
-            f"needs {n} device{'s' if n != 1 else ''} of {p}, {max(f, 0)} free after the other workloads"
-            for p, n, f in short
-        )
-        sev = max(n / max(f, 1) for _, n, f in short)
+        short = _shortfalls(o, remaining)
+        needs = "; ".join(_shortfall_text(*s, remaining) for s in short)
+        sev = max(need / max(have, 1) for _, _, need, have in short)
         return Rejection(name, Reason.NO_FREE_DEVICES, f"{o.describe()}: {needs}", phase, sev)
     o = fitting[0]
     if chosen is None:  # cannot happen with a complete solver: it would have been placed
@@ -315,7 +395,7 @@ def _explain(
     c: WorkloadCandidates,
     o: Option | None,
     cluster: Cluster,
-    remaining: dict[str, int],
+    remaining: Mapping[str, Pool],
     gen: CandidateGenerator,
     options: PlanOptions,
     warnings: list[str],
@@ -365,6 +445,8 @@ def _explain(
             else "no pool is allowed or known"
         )
     suggestions = suggest(c, cluster, remaining, gen, options, deadline) if options.suggestions else ()
+    # spec.pools naming pools the cluster lacks: say so first (a typo, or nodes not joined yet).
+    unknown = req.unknown_pools(_known_pools(cluster))
     return WorkloadPlacement(
         name=req.name,
         namespace=req.namespace,
@@ -376,15 +458,15 @@ def _explain(
         prefill=_phase("prefill", None, cluster, req, pre_rej),
         decode=_phase("decode", None, cluster, req, dec_rej),
         requests_per_second=req.requests_per_second,
-        reason=reason.value,
-        detail=detail,
+        reason=UNKNOWN_POOL if unknown else reason.value,
+        detail=f"{unknown}; {detail}" if unknown else detail,
         closest_miss=miss,
         suggestions=suggestions,
     )
 
 
 # ---- suggestions -------------------------------------------------------------------------------------
-def _cheapest_fitting(c: WorkloadCandidates, free: dict[str, int]) -> Option | None:
+def _cheapest_fitting(c: WorkloadCandidates, free: Mapping[str, Pool]) -> Option | None:
     return next((o for o in c.options if _fits(o, free)), None)
 
 
@@ -395,7 +477,7 @@ def _wider_than(p: Precision, bytes_per_element: float) -> bool:
 def suggest(
     c: WorkloadCandidates,
     cluster: Cluster,
-    remaining: dict[str, int],
+    remaining: Mapping[str, Pool],
     gen: CandidateGenerator,
     options: PlanOptions,
     deadline: float = math.inf,
@@ -421,7 +503,7 @@ def suggest(
     # 1. Free or add devices for the cheapest feasible option.
     if c.options:
         o = c.options[0]
-        short = {p: n - remaining.get(p, 0) for p, n in o.devices if n > remaining.get(p, 0)}
+        short = {pool_name: need - have for pool_name, _, need, have in _shortfalls(o, remaining)}
         text = ", ".join(f"{n} more free device(s) in pool {p}" for p, n in short.items())
         out.append(
             Suggestion(
@@ -520,6 +602,7 @@ def suggest(
                     pool,
                     nodes=nodes,
                     free_devices=pool.free_devices + (nodes - pool.nodes) * pool.devices_per_node,
+                    node_devices=(),
                 )
                 action, text, change = (
                     "add-devices",
@@ -530,7 +613,11 @@ def suggest(
                 tp = r.tp or pool.devices_per_node * 2
                 nodes = max(1, math.ceil(pool.total_devices / tp))
                 bigger = replace(
-                    pool, devices_per_node=tp, nodes=nodes, free_devices=max(pool.free_devices, tp)
+                    pool,
+                    devices_per_node=tp,
+                    nodes=nodes,
+                    free_devices=max(pool.free_devices, tp),
+                    node_devices=(),
                 )
                 action, text, change = (
                     "bigger-nodes",
@@ -543,7 +630,18 @@ def suggest(
             g = CandidateGenerator(variant_cluster, options, gen.cache)
             cc = g.generate(req)
             free2 = dict(remaining)
-            free2[pool_name] = free2.get(pool_name, 0) + bigger.free_devices - pool.free_devices
+            left = remaining[pool_name]
+            extra = bigger.free_devices - pool.free_devices
+            if r.reason is Reason.DEMAND:  # the same nodes plus new ones of the pool's size
+                added = (pool.devices_per_node,) * (nodes - pool.nodes) if left.node_devices else ()
+                free2[pool_name] = replace(
+                    left,
+                    nodes=nodes,
+                    free_devices=left.free_devices + extra,
+                    node_devices=(*left.node_devices, *added),
+                )
+            else:  # all nodes replaced by bigger ones
+                free2[pool_name] = replace(bigger, free_devices=max(0, left.free_devices + extra))
             fit = _cheapest_fitting(cc, free2)
             out.append(_variant(action, text, fit, change))
     except _OutOfTime:

@@ -12,13 +12,14 @@ gets it from the API server) into a :class:`WorkloadRequest`. Token shape (docs/
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hetsched.scheduler.analysis import Scenario
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.engines import engine_of_images
 from hetsched.scheduler.estimator import Precisions
 from hetsched.scheduler.placement import catalogs
 from hetsched.scheduler.precision import Precision
@@ -60,6 +61,9 @@ class WorkloadRequest:
     namespace: str = "default"
     max_context_tokens: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The serving engine of spec.serving's images (engines.engine_of_images): its fitted terms
+    # refine the calibrated efficiency; None (no serving spec, an unknown or mixed image): shared.
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         if (self.requests_per_second is None) == (self.concurrent_sessions is None):
@@ -93,11 +97,32 @@ class WorkloadRequest:
         allowed = self.prefill_pools if phase == "prefill" else self.decode_pools
         return not allowed or pool in allowed
 
-    def exclusion_detail(self, phase: str, pool: str) -> str:
+    def exclusion_detail(self, phase: str, pool: str, known: Collection[str] = ()) -> str:
+        """Why ``pool`` is not allowed for ``phase``; with ``known`` (the cluster's pools), the
+        allowed pools the cluster does not have are named as unknown."""
         if pool in self.excluded_pools:
             return f"pool {pool} is in spec.pools.exclude"
         allowed = self.prefill_pools if phase == "prefill" else self.decode_pools
-        return f"spec.pools.{phase} allows only {', '.join(sorted(allowed))}"
+        detail = f"spec.pools.{phase} allows only {', '.join(sorted(allowed))}"
+        missing = sorted(allowed - set(known)) if known else []
+        if missing:
+            detail += f" ({_unknown(missing)})"
+        return detail
+
+    def unknown_pools(self, known: Collection[str]) -> str:
+        """``spec.pools.decode: unknown pool 'h10' (pools: a100, l4)`` for each phase whose
+        ``spec.pools`` names pools the cluster does not have (``known``); "" when none does.
+
+        Not a spec error: nodes may join later, and a change of the pools re-plans the workload.
+        """
+        parts = []
+        for phase, allowed in (("prefill", self.prefill_pools), ("decode", self.decode_pools)):
+            missing = sorted(allowed - set(known))
+            if missing:
+                parts.append(
+                    f"spec.pools.{phase}: {_unknown(missing)} (pools: {', '.join(sorted(known)) or 'none'})"
+                )
+        return "; ".join(parts)
 
     # ---- variants, for suggestions -----------------------------------------------------------
     def with_context(self, context: int) -> WorkloadRequest:
@@ -114,6 +139,13 @@ class WorkloadRequest:
             ttft_slo_seconds=self.ttft_slo_seconds if ttft is None else ttft,
             tpot_slo_seconds=self.tpot_slo_seconds if tpot is None else tpot,
         )
+
+
+UNKNOWN_POOL = "unknown-pool"  # the reason of a workload not placed because spec.pools names missing pools
+
+
+def _unknown(pools: list[str]) -> str:
+    return ("unknown pool " if len(pools) == 1 else "unknown pools ") + ", ".join(repr(p) for p in pools)
 
 
 def default_model_resolver(ref: ModelRef) -> ModelConfig:
@@ -193,7 +225,16 @@ def resolve_workload(
         excluded_pools=frozenset(spec.pools.exclude),
         max_batch=spec.max_batch,
         max_context_tokens=spec.max_context_tokens,
+        engine=_serving_engine(spec),
     )
+
+
+def _serving_engine(spec: AgentWorkloadSpec) -> str | None:
+    """The engine the workload's serving containers run (None without ``spec.serving``)."""
+    s = spec.serving
+    if s is None:
+        return None
+    return engine_of_images(c.image for c in (s.prefill, s.decode, s.colocated) if c is not None)
 
 
 def resolve_manifest(

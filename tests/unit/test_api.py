@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from hetsched.operator import reconcile
-from hetsched.operator.api import create_app, field_path
+from hetsched.operator.api import PlanLimiter, Readiness, create_app, field_path
 from hetsched.operator.metrics import Metrics
 from hetsched.operator.planning import PoolsInput, plan_workloads
 from hetsched.operator.state import OperatorState
@@ -69,6 +71,161 @@ def test_health_and_readiness() -> None:
         _request(app, "POST", "/v1/estimate", json={"model": "llama-3.1-8b", "hardware": "h100"}).status_code
         == 503
     )
+
+
+def _readyz(app: Any) -> tuple[int, dict[str, Any]]:
+    r = _request(app, "GET", "/readyz")
+    return r.status_code, r.json()
+
+
+def test_readyz_waits_for_the_indices_and_says_why() -> None:
+    """Started and pools listed is not enough: until Kopf's indices hold the cluster the workloads
+    and the devices they use are unknown (~80 s at 2,000 nodes), so a Service must not route here."""
+    state = OperatorState()
+    readiness = Readiness()
+    app = create_app(state, Metrics(state), None, readiness=readiness)
+    code, body = _readyz(app)
+    assert code == 503 and body["ready"] is False and body["reason"] == "Kopf has not started"
+    assert "leader" not in body  # no leader election
+    state.started.set()
+    code, body = _readyz(app)
+    assert code == 503 and "pools" in body["reason"]
+    state.set_pools((), "")
+    code, body = _readyz(app)
+    assert code == 503 and body["indexed"] is False and body["reason"].startswith("indexing the cluster")
+    assert _request(app, "GET", "/healthz").status_code == 200  # live all along
+    assert readiness.mark_indexed("Kopf's indices") is True
+    code, body = _readyz(app)
+    assert code == 200 and body["ready"] is True and "reason" not in body
+    assert (
+        body["indexed"] is True and body["indexedBy"] == "Kopf's indices" and body["indexedAfterSeconds"] >= 0
+    )
+    assert readiness.mark_indexed("again") is False and readiness.indexed_how == "Kopf's indices"
+
+
+def test_standby_replica_is_live_but_not_ready() -> None:
+    """The chart's readinessProbe is /readyz: a standby stays out of the Service (it has no state)."""
+    state = OperatorState()
+    readiness = Readiness(leader_election=True, lease="hetsched/hetsched-operator")
+    app = create_app(state, Metrics(state), None, readiness=readiness)
+    assert _request(app, "GET", "/healthz").status_code == 200
+    code, body = _readyz(app)
+    assert code == 503 and body["leader"] is False
+    assert body["reason"] == "standby: not the leader (Lease hetsched/hetsched-operator)"
+    state.started.set()
+    state.set_pools((), "")
+    readiness.mark_indexed("Kopf's indices")
+    assert _readyz(app)[0] == 503  # state complete, still not the leader
+    readiness.leading.set()
+    code, body = _readyz(app)
+    assert code == 200 and body["leader"] is True
+    readiness.leading.clear()  # the Lease was lost or released
+    assert _readyz(app)[1]["reason"].startswith("standby")
+
+
+def test_operator_marks_readiness_when_indexed_or_watching_nothing() -> None:
+    from hetsched.operator import handlers
+
+    state = OperatorState()
+    op = handlers.OperatorContext(handlers.OperatorSettings(), state, Metrics(state), readiness=Readiness())
+    assert op.readiness is not None
+
+    async def first_handler() -> None:
+        op.indexed = asyncio.Event()
+        handlers._mark_indexed(op)
+
+    asyncio.run(first_handler())
+    assert op.readiness.indexed.is_set() and op.readiness.indexed_how == "Kopf's indices"
+
+    def kube(*names: str) -> Any:
+        items = [SimpleNamespace(metadata=SimpleNamespace(name=n)) for n in names]
+
+        async def list_namespace() -> Any:
+            return SimpleNamespace(items=items)
+
+        return SimpleNamespace(core=SimpleNamespace(list_namespace=list_namespace))
+
+    def watches_nothing(clusterwide: bool, patterns: tuple[str, ...], *existing: str) -> bool:
+        settings = handlers.OperatorSettings(clusterwide=clusterwide, namespaces=patterns)
+        ctx = handlers.OperatorContext(settings, state, Metrics(state), kube=kube(*existing))
+        return asyncio.run(handlers._watches_nothing(ctx))
+
+    assert watches_nothing(False, ("hs-op-*",), "default", "kube-system")
+    assert not watches_nothing(False, ("hs-op-*",), "default", "hs-op-1")
+    assert not watches_nothing(False, ("team-a", "team-b"), "team-b")
+    assert not watches_nothing(True, (), "default")  # cluster-wide: nodes are always watched
+
+
+class _SlowBackend:
+    """Plans block until released; counts how many ran at once."""
+
+    def __init__(self) -> None:
+        self.started = threading.Semaphore(0)
+        self.go = threading.Event()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+
+    def estimate(self, request: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def plan(self, manifests: list[dict[str, Any]], include_existing: bool) -> dict[str, Any]:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        self.started.release()
+        try:
+            assert self.go.wait(20), "never released"
+            return {"workloads": len(manifests)}
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_plan_concurrency_is_bounded_with_429() -> None:
+    backend = _SlowBackend()
+    state = OperatorState()
+    app = create_app(state, Metrics(state), backend, max_concurrent_plans=2)
+    body = {"workloads": [{"kind": "AgentWorkload"}]}
+
+    async def go() -> tuple[list[httpx.Response], list[httpx.Response], httpx.Response, int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            running = [asyncio.create_task(client.post("/v1/plan", json=body)) for _ in range(2)]
+            for _ in range(2):  # both computing, in worker threads
+                assert await asyncio.to_thread(backend.started.acquire, True, 20)
+            # The event loop is not blocked by the running plans.
+            health = (await client.get("/healthz")).status_code
+            extra = await asyncio.gather(*(client.post("/v1/plan", json=body) for _ in range(3)))
+            backend.go.set()
+            done = await asyncio.gather(*running)
+            after = await client.post("/v1/plan", json=body)  # slots freed
+        return list(done), list(extra), after, health
+
+    done, extra, after, health = asyncio.run(go())
+    assert health == 200
+    assert [r.status_code for r in done] == [200, 200] and done[0].json() == {"workloads": 1}
+    assert [r.status_code for r in extra] == [429, 429, 429]
+    for r in extra:
+        assert int(r.headers["retry-after"]) >= 1
+        assert "2 what-if plan(s) already running" in r.json()["detail"]
+    assert after.status_code == 200
+    assert backend.peak == 2
+    assert app.state.plan_limiter.rejected == 3
+
+
+def test_failed_plans_free_their_slot(setup: tuple[Any, OperatorState, Metrics, PoolsInput]) -> None:
+    app, *_ = setup  # the default limit (2)
+    bad = {"workloads": [{"apiVersion": "hetsched.io/v1alpha1", "kind": "AgentWorkload", "spec": {}}]}
+    for _ in range(5):
+        assert _request(app, "POST", "/v1/plan", json=bad).status_code == 422
+    limiter: PlanLimiter = app.state.plan_limiter
+    assert limiter.try_acquire() and limiter.try_acquire() and not limiter.try_acquire()
+    limiter.release(0.2)
+    limiter.release(2.5)
+    assert limiter.retry_after() == 3
+    with pytest.raises(ValueError, match=">= 1"):
+        PlanLimiter(0)
 
 
 def test_pools_and_allocation(setup: tuple[Any, OperatorState, Metrics, PoolsInput]) -> None:

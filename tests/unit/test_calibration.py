@@ -12,6 +12,7 @@ from hetsched.scheduler.calibration.dataset import Plan, predict, read_measureme
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
+from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase, matmul_operational_intensity
 from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.roofline import evaluate
@@ -87,10 +88,10 @@ def test_fit_improves_on_the_start_and_on_ideal(small: fit.Dataset) -> None:
 def test_vectorised_fit_predictions_equal_the_public_serving_api(small: fit.Dataset) -> None:
     result = fit.fit(small)
     ttft, tpot = fit.predict_with(small, result)
-    effs = {f: result.efficiency(f, "test") for f in result.families}
     for i in range(0, len(small.plans), 7):
         plan = small.plans[i]
-        pred = predict(plan, lambda hw: effs[calibrated.family_of(hw)])
+        engine = engine_of_backend(plan.row.backend)  # each row with its serving engine's terms
+        pred = predict(plan, lambda hw, e=engine: result.efficiency(calibrated.family_of(hw), "test", e))
         assert pred.tpot_seconds == pytest.approx(tpot[i], rel=1e-9)
         assert pred.ttft_seconds == pytest.approx(ttft[i], rel=1e-9)
 
@@ -136,6 +137,11 @@ def test_render_and_write_the_fitted_block(small: fit.Dataset, tmp_path: Path) -
     assert isinstance(hopper, Efficiency)
     assert hopper.bandwidth == pytest.approx(family_fit.params[1][0], rel=1e-3)
     assert namespace["FIT_DATE"] == "2026-01-01"
+    engines = namespace["ENGINE_EFFICIENCY"]
+    assert isinstance(engines, dict) and set(engines) == set(family_fit.engines)
+    for engine, values in engines.items():
+        for name, value in family_fit.engine_values(engine).items():
+            assert values[name] == pytest.approx(value, rel=1e-3)
 
 
 # ---- the calibrated table and the hook -----------------------------------------------------------

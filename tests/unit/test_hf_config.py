@@ -242,6 +242,61 @@ def test_float16_checkpoint() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("dtype", "weights"),
+    [
+        ("bfloat16", "bf16"),
+        ("torch.float16", "fp16"),
+        ("half", "fp16"),
+        ("float32", "fp32"),
+        ("FP16", "fp16"),
+        ("float8_e4m3fn", "fp8"),
+        ("auto", "bf16"),
+    ],
+)
+def test_accepted_dtypes(dtype: str, weights: str) -> None:
+    cfg = fixture("llama-3.1-8b") | {"torch_dtype": dtype}
+    assert load_hf_config(cfg).native_weight_precision == weights
+    del cfg["torch_dtype"]
+    assert load_hf_config(cfg | {"dtype": dtype}).native_weight_precision == weights  # the newer key
+
+
+def test_missing_dtype_is_the_documented_bf16() -> None:
+    cfg = fixture("llama-3.1-8b")
+    cfg.pop("torch_dtype", None)
+    cfg.pop("dtype", None)
+    assert load_hf_config(cfg).native_weight_precision == "bf16"
+    assert load_hf_config(cfg | {"torch_dtype": None}).native_weight_precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"torch_dtype": "float7"}, "torch_dtype"),
+        ({"torch_dtype": ""}, "torch_dtype"),
+        ({"torch_dtype": 16}, "torch_dtype"),
+        ({"dtype": "int3"}, "dtype"),
+    ],
+)
+def test_unknown_dtype_is_an_error_naming_the_field(change: dict[str, Any], field: str) -> None:
+    """Not silently bf16: a wrong dtype would mis-size the weights by 2-4x."""
+    cfg = fixture("llama-3.1-8b")
+    cfg.pop("torch_dtype", None)
+    with pytest.raises(
+        ValueError, match=rf"^config\.json: field '{field}' is .*: unknown dtype; accepted: "
+    ) as e:
+        load_hf_config(cfg | change)
+    assert "bfloat16" in str(e.value) and "float16" in str(e.value) and "float32" in str(e.value)
+
+
+def test_unknown_dtype_under_text_config_is_named() -> None:
+    cfg = fixture("llama-4-scout-17b-16e")
+    cfg.pop("torch_dtype", None)
+    cfg["text_config"] = dict(cfg["text_config"]) | {"torch_dtype": "float7"}
+    with pytest.raises(ValueError, match=r"field 'text_config\.torch_dtype' is 'float7'"):
+        load_hf_config(cfg)
+
+
 # ---- errors -----------------------------------------------------------------------------------------------
 def test_missing_field_is_named() -> None:
     cfg = fixture("llama-3.1-8b")

@@ -223,3 +223,13 @@ def test_gpu_product_pool_avoids_labelled_nodes() -> None:
     ]
     assert terms == [{"matchExpressions": [{"key": "hetsched.io/pool", "operator": "DoesNotExist"}]}]
     assert "affinity" not in manifests.deployment(REF, _plan())["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode", "colocated"])
+def test_serving_pods_do_not_mount_a_service_account_token(phase: str) -> None:
+    """vLLM never calls the Kubernetes API: its pods get no ServiceAccount token (GPU and CPU)."""
+    for plan in (_plan(phase), _plan(phase, gpu=False, taints=(), pool="cpu-amx")):
+        pod = manifests.deployment(REF, plan)["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert "serviceAccountName" not in pod and "serviceAccount" not in pod
+        assert "volumes" not in pod  # no projected token volume either

@@ -148,3 +148,17 @@ def test_with_used_and_what_if() -> None:
         return True
 
     assert finite(doc)
+
+
+def test_workload_without_serving_is_planned_with_the_default_images_engine() -> None:
+    """The operator deploys its default (vLLM) image when spec.serving is absent, so the plan
+    uses vLLM's fitted terms; a spec naming another engine's image gets that engine's."""
+    from hetsched.operator.manifests import DEFAULT_IMAGE
+    from hetsched.operator.planning import resolve
+    from hetsched.scheduler.engines import engine_of_image
+
+    req, _ = resolve("ns", "chat", CHAT)
+    assert req.engine == engine_of_image(DEFAULT_IMAGE) == "vllm"
+    sglang = {**CHAT, "serving": {"prefill": {"image": "lmsysorg/sglang:v0.5.9"}}}
+    req, _ = resolve("ns", "chat", sglang)
+    assert req.engine == "sglang"

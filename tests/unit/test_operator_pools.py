@@ -223,3 +223,22 @@ def test_not_ready_grace() -> None:
     projs[1] = {**projs[1], "unschedulable": True}
     out, _ = n.apply_not_ready_grace(projs, since, now=150.0, grace=30.0)
     assert out[1]["unschedulable"] is True
+
+
+def test_nodes_of_another_size_count_their_own_devices() -> None:
+    """A pool is mostly 8-GPU nodes; one 4-GPU node adds 4 devices (not 8), and the planner's
+    replicas of 8 devices can only use the 8-GPU nodes."""
+    nodes = [
+        _node(f"g-{i}", {"hetsched.io/pool": "mixed", "hetsched.io/hardware": "h100-sxm"}, 8)
+        for i in range(2)
+    ]
+    nodes.append(_node("g-small", {"hetsched.io/pool": "mixed", "hetsched.io/hardware": "h100-sxm"}, 4))
+    (pool,) = live_pools(nodes)
+    assert pool.devices_per_node == 8 and sorted(pool.node_devices) == [4, 8, 8]
+    assert pool.devices == 20
+    planned = build_pools([pool], []).cluster.pool("mixed")
+    assert planned.free_devices == 20
+    assert planned.aligned_capacity(8) == 16 and planned.aligned_capacity(4) == 20
+    before = n.fingerprint([pool])
+    nodes[-1]["status"]["allocatable"]["nvidia.com/gpu"] = "2"
+    assert n.fingerprint(live_pools(nodes)) != before

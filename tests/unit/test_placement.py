@@ -244,6 +244,7 @@ def check_plan(
                 output_tokens=req.output_tokens,
                 precisions=req.precisions,
                 tp=dec.tp,
+                engine=req.engine,  # the workload's serving engine (spec.serving image)
                 efficiency=opts.efficiency,
                 utilization=opts.utilization,
             )
@@ -275,6 +276,7 @@ def check_plan(
                 utilization=opts.utilization,
                 prefill_workers=pre.replicas,
                 concurrency=w.concurrency,
+                engine=req.engine,
             )
             if req.concurrent_sessions is not None:
                 assert w.concurrency == req.concurrent_sessions
@@ -835,3 +837,114 @@ def test_step_time_falls_back_to_the_roofline(monkeypatch: pytest.MonkeyPatch) -
         ref = evaluate(cache.cost(req, sid, Phase.DECODE, 1, batch), FAST).step_seconds
         assert cache.step_time(req, sid, FAST, hid, Phase.DECODE, 1, batch) == pytest.approx(ref)
     assert cache.fast_mismatches == 1
+
+
+# ---- spec.pools naming pools the cluster does not have -----------------------------------------------
+def test_unknown_pools_are_named_with_the_known_ones() -> None:
+    """A typo or a pool whose nodes have not joined: reason unknown-pool, the message names the
+    missing pool(s) and lists the cluster's (not an invalid spec: re-planned when pools change)."""
+    cl = cluster(pool("fast", FAST, 1, 8), pool("cheap", CHEAP, 2, 4))
+    req = request("w", SMALL, rps=2, decode_pools=frozenset({"h10"}))
+    w = plan([req], cl, **fresh()).workload("w")
+    assert not w.placed and w.reason == "unknown-pool"
+    assert w.detail.startswith("spec.pools.decode: unknown pool 'h10' (pools: cheap, fast); ")
+    excluded = {r.pool: r.detail for r in w.decode.rejected if r.reason is Reason.POOL_EXCLUDED}
+    assert excluded == {
+        p: "spec.pools.decode allows only h10 (unknown pool 'h10')" for p in ("fast", "cheap")
+    }
+
+    both = request("b", SMALL, rps=2, prefill_pools=frozenset({"x", "y"}), decode_pools=frozenset({"z"}))
+    w = plan([both], cl, **fresh()).workload("b")
+    assert w.reason == "unknown-pool"
+    assert w.detail.startswith(
+        "spec.pools.prefill: unknown pools 'x', 'y' (pools: cheap, fast); "
+        "spec.pools.decode: unknown pool 'z' (pools: cheap, fast); "
+    )
+
+
+def test_a_known_but_unusable_pool_is_not_unknown() -> None:
+    cl = cluster(pool("fast", FAST, 1, 8), pool("cheap", CHEAP, 2, 4))
+    # One of the allowed pools exists: placed there; the missing one is still named in the
+    # rejections of the pools the restriction excludes.
+    req = request("w", SMALL, rps=2, decode_pools=frozenset({"cheap", "h10"}))
+    w = plan([req], cl, **fresh()).workload("w")
+    assert w.placed and w.decode.pool == "cheap" and w.reason is None
+    assert "(unknown pool 'h10')" in {r.pool: r.detail for r in w.decode.rejected}["fast"]
+    # Only allowed pools the cluster has (here one that cannot hold the model): the usual reason.
+    tiny = cluster(pool("fast", FAST, 1, 8), pool("tiny", TINY, 1, 1))
+    huge = request("h", BIG, rps=2, decode_pools=frozenset({"tiny"}), mode=DisaggregationMode.NEVER)
+    w = plan([huge], tiny, **fresh()).workload("h")
+    assert not w.placed and w.reason != "unknown-pool" and "unknown pool" not in w.detail
+    assert (
+        req.unknown_pools(["fast", "cheap"]) == "spec.pools.decode: unknown pool 'h10' (pools: cheap, fast)"
+    )
+    assert huge.unknown_pools(["fast", "tiny"]) == ""
+
+
+# ---- replicas sit on one node ------------------------------------------------------------------------------
+BIGGER = model("big-200b", layers=96, hidden=12288, heads=96, kv=8, ffn=28672, vocab=128256)
+
+
+def _packs(replicas: list[int], nodes: Sequence[int]) -> bool:
+    """Exhaustive check that the replicas fit on nodes with these free devices."""
+    if not replicas:
+        return True
+    first, rest = replicas[0], replicas[1:]
+    free = list(nodes)
+    for i, d in enumerate(free):
+        if d >= first:
+            free[i] -= first
+            if _packs(rest, free):
+                return True
+            free[i] += first
+    return False
+
+
+def test_aligned_capacity_matches_exhaustive_packing() -> None:
+    """For power-of-two replica sizes, 'for every size s the replicas of s or more need at most
+    aligned_capacity(s)' is exactly 'they pack onto the nodes' (checked by exhaustive search)."""
+    import itertools
+
+    for nodes in [(6, 6), (8, 4), (5, 3, 2), (7,), (8, 8, 2, 1)]:
+        p = replace(pool("p", OLD, len(nodes), max(nodes), free=sum(nodes)), node_devices=nodes)
+        for counts in itertools.product(range(4), repeat=4):
+            replicas = [s for s, c in zip((8, 4, 2, 1), counts, strict=True) for _ in range(c)]
+            rule = all(sum(r for r in replicas if r >= s) <= p.aligned_capacity(s) for s in (1, 2, 4, 8))
+            assert rule == _packs(replicas, nodes), (nodes, replicas)
+    # Without per-node detail the free devices fill whole nodes of devices_per_node first.
+    p = pool("p", OLD, 2, 6, free=10)
+    assert [p.aligned_capacity(s) for s in (1, 2, 4, 8)] == [10, 10, 8, 0]
+
+
+def test_take_and_give_back() -> None:
+    p = replace(pool("p", OLD, 3, 8, free=20), node_devices=(8, 8, 4))
+    taken = p.take([4, 8, 2])
+    # largest first, each on the fullest node that holds it: 8 → an 8, 4 → the 4, 2 → the other 8
+    assert taken.free_devices == 6 and taken.node_devices == (6,)
+    assert taken.aligned_capacity(4) == 4 and taken.aligned_capacity(8) == 0
+    back = taken.give_back([8])
+    assert back.free_devices == 14 and back.aligned_capacity(8) == 8
+
+
+@pytest.mark.parametrize("solver", ["milp", "greedy"])
+def test_replicas_are_planned_onto_whole_nodes(solver: str) -> None:
+    """Two 6-device nodes: 12 devices, but only two replicas of 4 devices fit (one per node)."""
+    reqs = [
+        request(f"w{i}", BIGGER, rps=0.1, ttft=10, tpot=0.2, mode=DisaggregationMode.NEVER) for i in range(3)
+    ]
+    four = cluster(replace(pool("old", OLD, 3, 4), node_devices=(4, 4, 4)))
+    result = plan(reqs, four, **fresh(solver=solver))
+    assert all(w.placed and w.decode.tp == 4 for w in result.workloads)  # the same 12 devices, as 3 × 4
+    six = cluster(replace(pool("old", OLD, 2, 6), node_devices=(6, 6)))
+    result = plan(reqs, six, **fresh(solver=solver))
+    check_plan(result, reqs, six)
+    placed = [w for w in result.workloads if w.placed]
+    assert len(placed) == 2 and all(w.decode.tp == 4 for w in placed)
+    (out,) = [w for w in result.workloads if not w.placed]
+    assert out.reason == "no-free-devices"
+    miss = (
+        next(r for r in out.decode.rejected if r.pool == "old") if out.decode.rejected else out.closest_miss
+    )
+    assert miss is not None and "in replicas of 4" in miss.detail and "0 usable" in miss.detail, miss
+    add = next(s for s in out.suggestions if s.action == "add-devices")
+    assert add.changes["pools"] == {"old": 4}
