@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -47,7 +48,6 @@ from hetsched.operator.state import OperatorState
 from hetsched.operator.status import now_rfc3339, set_condition
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, AgentWorkloadSpec, format_validation_error
-from kopf._cogs.structs.references import match_namespace
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -314,6 +314,23 @@ async def _pool_watcher(op: OperatorContext) -> None:
         await op.pools_dirty.wait()
 
 
+def namespace_matches(name: str, pattern: str) -> bool:
+    """Kopf's documented ``--namespace`` syntax: comma-separated globs read left to right; the
+    first inclusive glob decides the initial match (a leading ``!glob`` implies ``*`` before it),
+    ``!glob`` excludes, and a later inclusive glob re-admits only what the first one matched."""
+    globs = [g.strip() for g in pattern.split(",")]
+    if not globs or globs[0].startswith("!"):
+        globs.insert(0, "*")
+    first = fnmatch.fnmatch(name, globs[0])
+    matched = first
+    for g in globs[1:]:
+        if g.startswith("!"):
+            matched = matched and not fnmatch.fnmatch(name, g[1:])
+        else:
+            matched = matched or (first and fnmatch.fnmatch(name, g))
+    return matched
+
+
 async def _watches_nothing(op: OperatorContext) -> bool:
     """Namespaced, and no existing namespace matches the patterns: Kopf then starts no watch (not
     even the cluster-scoped ones), so no handler runs until such a namespace is created."""
@@ -326,7 +343,7 @@ async def _watches_nothing(op: OperatorContext) -> bool:
         log.debug("listing namespaces failed: %s", exc)
         return False
     names = [str(ns.metadata.name) for ns in listed.items if ns.metadata is not None]
-    return not any(match_namespace(name, pattern) for name in names for pattern in s.namespaces)  # type: ignore[arg-type]
+    return not any(namespace_matches(name, pattern) for name in names for pattern in s.namespaces)
 
 
 async def _resync(op: OperatorContext) -> None:

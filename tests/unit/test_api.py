@@ -416,3 +416,21 @@ def test_openapi_documents_the_endpoints(setup: tuple[Any, OperatorState, Metric
         "/metrics",
     } <= paths
     assert _request(app, "GET", "/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern", "expected"),
+    [
+        ("hs-op-1", "hs-op-*", True),
+        ("default", "hs-op-*", False),
+        ("myapp-pr-456", "myapp-*, !*-pr-*", False),
+        ("myapp-pr-123", "myapp-*, !*-pr-*, *pr-123", True),  # re-admitted: the first glob matched
+        ("other-pr-123", "myapp-*, !*-pr-*, *pr-123", False),  # never matched by the first glob
+        ("anything", "!kube-*", True),  # a leading exclusion implies '*' first
+        ("kube-system", "!kube-*", False),
+    ],
+)
+def test_namespace_patterns_follow_kopf_syntax(name: str, pattern: str, expected: bool) -> None:
+    from hetsched.operator.handlers import namespace_matches
+
+    assert namespace_matches(name, pattern) is expected
