@@ -338,9 +338,11 @@ def test_concurrent_edits_last_spec_wins(
                 assert hf_id in args, (hf_id, args)
 
         # Optimistic concurrency: a write based on a stale resourceVersion is refused (409), so
-        # "last spec wins" means the last *successful* write.
-        stale = dict(final)
-        stale["spec"] = {**final["spec"], "demand": {"requestsPerSecond": 7}}
+        # "last spec wins" means the last *successful* write. Made stale by one more write after
+        # the read (the operator may already be quiet, so its status writes cannot be relied on).
+        stale = get_aw(rel_cluster, ns, "edit")
+        assert patch(19) == 0
+        stale["spec"] = {**stale["spec"], "demand": {"requestsPerSecond": 7}}
         result = rel_cluster.kubectl("replace", "-f", "-", input=json.dumps(stale), check=False)
         assert result.returncode != 0 and "modified" in result.stderr, result.stderr
         assert not tracebacks(op), tracebacks(op)[:1]
