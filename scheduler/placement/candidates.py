@@ -338,7 +338,6 @@ class EstimateCache:
         phase: Phase,
         tp: int,
         batch: int,
-        options: PlanOptions,
     ) -> PhaseAnalysis:
         """``analysis.analyze_phase`` of the step (its cost shared across hardware)."""
         key = (sid, hid, tp, phase is _PREFILL, batch)
@@ -348,13 +347,7 @@ class EstimateCache:
             return hit
         self.misses += 1
         cost = self.cost(req, sid, phase, tp, batch)
-        perf = evaluate(
-            cost,
-            hw,
-            compute_class=req.precisions.compute_class,
-            efficiency=options.efficiency,
-            utilization=options.utilization,
-        )
+        perf = self._evaluate(req, cost, hw, hid)  # the efficiency of ``hid`` (engine terms included)
         a = PhaseAnalysis(phase, cost, perf)
         self._trim()
         self._analyses[key] = a
@@ -492,8 +485,8 @@ class EstimateCache:
                 utilization=options.utilization,
             )
         running = max(1, min(batch, capacity))
-        prefill = self.analysis(req, sid, hw, hid, _PREFILL, tp, 1, options)
-        decode = self.analysis(req, sid, hw, hid, _DECODE, tp, running, options)
+        prefill = self.analysis(req, sid, hw, hid, _PREFILL, tp, 1)
+        decode = self.analysis(req, sid, hw, hid, _DECODE, tp, running)
         if capacity < 1:
             inf = math.inf
             pred = ServingPrediction(inf, inf, prefill, decode, 0.0, 0.0, 0.0, inf, inf, inf, 0, 0)
@@ -578,8 +571,8 @@ class EstimateCache:
         pred = ServingPrediction(
             float(times.ttft),
             tpot,
-            self.analysis(req, sid, phw, phid, _PREFILL, ptp, pb, options),
-            self.analysis(req, sid, dhw, dhid, _DECODE, dtp, db, options),
+            self.analysis(req, sid, phw, phid, _PREFILL, ptp, pb),
+            self.analysis(req, sid, dhw, dhid, _DECODE, dtp, db),
             kv_seconds,
             pb / t_prefill,
             db / (req.output_tokens * tpot),

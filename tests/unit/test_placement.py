@@ -948,3 +948,33 @@ def test_replicas_are_planned_onto_whole_nodes(solver: str) -> None:
     assert miss is not None and "in replicas of 4" in miss.detail and "0 usable" in miss.detail, miss
     add = next(s for s in out.suggestions if s.action == "add-devices")
     assert add.changes["pools"] == {"old": 4}
+
+
+@pytest.mark.parametrize("engine", [None, "sglang", "trtllm"])
+def test_options_carry_the_engines_whole_prediction(engine: str | None) -> None:
+    """With a calibrated catalog GPU, every option's prediction (times and the per-phase step
+    analyses shown in the status) is serving.predict_colocated's with the workload's engine."""
+    from hetsched.scheduler.catalog.hardware_catalog import get_hardware
+
+    h100 = get_hardware("h100")
+    assert h100 is not None
+    cl = cluster(pool("h100", h100, 1))
+    gen = CandidateGenerator(cl, PlanOptions(), EstimateCache())
+    req = request("a", MID, rps=3, prompt=2000, mode=DisaggregationMode.NEVER, engine=engine)
+    options = gen.generate(req).all_options
+    assert options
+    for o in options:
+        ref = predict_colocated(
+            req.model,
+            h100,
+            concurrency=o.decode.batch,
+            prompt_tokens=req.prompt_tokens,
+            cached_tokens=req.cached_tokens,
+            output_tokens=req.output_tokens,
+            precisions=req.precisions,
+            tp=o.decode.tp,
+            engine=engine,
+        )
+        assert (o.ttft_seconds, o.tpot_seconds) == (ref.ttft_seconds, ref.tpot_seconds)
+        for mine, theirs in ((o.prediction.prefill, ref.prefill), (o.prediction.decode, ref.decode)):
+            assert mine.performance.step_seconds == pytest.approx(theirs.performance.step_seconds, rel=1e-12)
