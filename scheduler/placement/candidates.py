@@ -177,9 +177,6 @@ class Option:
     def uses(self, phase: str, pool: str) -> bool:
         return (self.prefill.pool if phase == "prefill" else self.decode.pool) == pool
 
-    def fits(self, free: dict[str, int]) -> bool:
-        return all(n <= free.get(p, 0) for p, n in self.devices)
-
     @property
     def replica_blocks(self) -> tuple[tuple[str, int, int], ...]:
         """(pool, devices per replica, devices) of each phase's replicas (one entry when colocated)."""

@@ -67,10 +67,9 @@ def build_problem(
     for p in cluster.pools:
         rows[(p.name, 1)] = len(capacity)
         capacity.append(p.free_devices)
-    largest = max((max(p.node_devices, default=p.devices_per_node) for p in cluster.pools), default=1)
     sizes: dict[str, list[int]] = {p.name: [] for p in cluster.pools}
     for p in cluster.pools:
-        for size, cap in p.binding_sizes(largest):
+        for size, cap in p.binding_sizes(max(p.node_devices, default=p.devices_per_node)):
             rows[(p.name, size)] = len(capacity)
             capacity.append(cap)
             sizes[p.name].append(size)

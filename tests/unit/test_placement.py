@@ -978,3 +978,19 @@ def test_options_carry_the_engines_whole_prediction(engine: str | None) -> None:
         assert (o.ttft_seconds, o.tpot_seconds) == (ref.ttft_seconds, ref.tpot_seconds)
         for mine, theirs in ((o.prediction.prefill, ref.prefill), (o.prediction.decode, ref.decode)):
             assert mine.performance.step_seconds == pytest.approx(theirs.performance.step_seconds, rel=1e-12)
+
+
+def test_unfragmented_pools_add_no_capacity_rows() -> None:
+    """Whole nodes of power-of-two devices need only the per-pool row; fragmented ones add a row
+    per binding replica size (here 4: two 6-device nodes hold 8 devices of 4-device replicas)."""
+    from hetsched.scheduler.placement import build_problem
+
+    reqs = [request("w", SMALL)]
+    plain = cluster(pool("fast", FAST, 2, 8), replace(pool("cheap", CHEAP, 3, 4), node_devices=(4, 4, 4)))
+    gen = CandidateGenerator(plain, PlanOptions(), EstimateCache())
+    problem, _ = build_problem([gen.generate(r) for r in reqs], plain)
+    assert problem.capacity == (16, 12)
+    split = cluster(pool("fast", FAST, 2, 8), replace(pool("old", OLD, 2, 6), node_devices=(6, 6)))
+    gen = CandidateGenerator(split, PlanOptions(), EstimateCache())
+    problem, _ = build_problem([gen.generate(r) for r in reqs], split)
+    assert problem.capacity == (16, 12, 8)
