@@ -31,7 +31,13 @@ from hetsched.operator import manifests
 from hetsched.operator.coordinator import Coordinator
 from hetsched.operator.kube import KubeApi
 from hetsched.operator.metrics import Metrics
-from hetsched.operator.nodes import apply_not_ready_grace, fingerprint, group_pools, project_node
+from hetsched.operator.nodes import (
+    apply_not_ready_grace,
+    fingerprint,
+    group_pools,
+    is_full_disruption,
+    project_node,
+)
 from hetsched.operator.planning import (
     Key,
     PoolsInput,
@@ -253,6 +259,7 @@ class _PoolPublisher:
         self.op = op
         self.last: str | None = None
         self.not_ready_since: dict[str, float] = {}
+        self.disrupted = False
 
     def publish(
         self, raw_nodes: Sequence[Mapping[str, Any]], raw_profiles: Mapping[str, Mapping[str, Any]]
@@ -260,6 +267,16 @@ class _PoolPublisher:
         op, s = self.op, self.op.settings
         assert op.coordinator is not None and op.pools_dirty is not None
         loop = asyncio.get_running_loop()
+        disrupted = is_full_disruption(raw_nodes)
+        if disrupted != self.disrupted:
+            self.disrupted = disrupted
+            if disrupted:
+                log.warning(
+                    "every node is NotReady: taken as a control-plane or network disruption, not lost "
+                    "hardware; the pools keep their nodes until one is Ready again"
+                )
+            else:
+                log.info("a node is Ready again: NotReady nodes count after the grace period from now")
         nodes, recheck = apply_not_ready_grace(
             raw_nodes, self.not_ready_since, loop.time(), s.not_ready_grace_seconds
         )

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +256,11 @@ def fingerprint(pools: Iterable[LivePool], extra: Any = None) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def is_full_disruption(projections: Sequence[Mapping[str, Any]]) -> bool:
+    """Every node NotReady (and there is at least one)."""
+    return bool(projections) and not any(p["ready"] for p in projections)
+
+
 def apply_not_ready_grace(
     projections: Iterable[Mapping[str, Any]],
     not_ready_since: dict[str, float],
@@ -269,11 +274,21 @@ def apply_not_ready_grace(
     adjusted projections and, if some node is inside its grace period, the seconds until the
     earliest one expires (when the caller should look again). Cordoning is an explicit decision
     and takes effect at once.
+
+    When every node is NotReady at once, that is a control-plane or network disruption (after an
+    API-server or etcd outage nobody could renew the node Leases), not lost hardware: the node
+    lifecycle controller stops evicting in that state, and here every node keeps counting, with
+    the grace clocks restarted, so the workloads keep their placement. Re-planning could not move
+    them anywhere anyway; it would only remove their children.
     """
+    nodes = list(projections)
+    if is_full_disruption(nodes):
+        not_ready_since.clear()
+        return [{**p, "ready": True} for p in nodes], None
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     next_check: float | None = None
-    for proj in projections:
+    for proj in nodes:
         p = dict(proj)
         name = str(p["name"])
         seen.add(name)

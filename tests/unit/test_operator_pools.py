@@ -242,3 +242,22 @@ def test_nodes_of_another_size_count_their_own_devices() -> None:
     before = n.fingerprint([pool])
     nodes[-1]["status"]["allocatable"]["nvidia.com/gpu"] = "2"
     assert n.fingerprint(live_pools(nodes)) != before
+
+
+def test_every_node_not_ready_is_a_disruption_not_a_loss() -> None:
+    """All nodes NotReady: every node keeps counting and the grace clocks restart, so the nodes
+    still NotReady when the first one is back get a full grace period from then."""
+    since: dict[str, float] = {}
+    ready = projections(demo_nodes())
+    down = [{**p, "ready": False} for p in ready]
+    assert n.is_full_disruption(down) and not n.is_full_disruption(ready) and not n.is_full_disruption([])
+    n.apply_not_ready_grace(down[:1] + ready[1:], since, now=100.0, grace=5.0)
+    assert list(since) == [down[0]["name"]]
+    out, recheck = n.apply_not_ready_grace(down, since, now=200.0, grace=5.0)
+    assert all(p["ready"] for p in out) and recheck is None and since == {}
+    # One node back: the others count for another 5 s, then drop out.
+    partly = [ready[0], *down[1:]]
+    out, recheck = n.apply_not_ready_grace(partly, since, now=300.0, grace=5.0)
+    assert all(p["ready"] for p in out) and recheck == 5.0
+    out, _ = n.apply_not_ready_grace(partly, since, now=306.0, grace=5.0)
+    assert [p["ready"] for p in out] == [True] + [False] * (len(out) - 1)
