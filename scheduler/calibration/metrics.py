@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import rankdata
 
 Array = npt.NDArray[np.float64]
 
@@ -22,6 +21,10 @@ def abs_rel_errors(predicted: Sequence[float] | Array, measured: Sequence[float]
 
 def spearman(a: Sequence[float] | Array, b: Sequence[float] | Array) -> float | None:
     """Spearman rank correlation (ties get average ranks); None with < 3 rows or a constant side."""
+    # Imported here: scipy.stats takes ~0.9 s to import, and every ``hetsched`` command (the
+    # operator's start included) imports this module through the CLI's parser.
+    from scipy.stats import rankdata
+
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.size < 3:

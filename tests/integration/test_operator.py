@@ -9,6 +9,7 @@ namespaces ``hs-op-*`` this module creates, so other tests' objects are never to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -23,6 +24,8 @@ import pytest
 import yaml
 from hetsched.operator.devcluster.pools import load_pools
 from hetsched.operator.devcluster.testing import LocalCluster
+from hetsched.operator.kube import KubeApi
+from hetsched.operator.nodes import project_node
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -665,3 +668,24 @@ def test_unschedulable_children_degrade_and_recover(
         stop_operator(op)
         print(f"--- operator log ---\n{op.tail(30)}")
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_node_list_reads_every_page_as_plain_dicts(cluster: LocalCluster) -> None:
+    """``KubeApi.list_nodes`` (the pools' source until Kopf's index is complete) reads raw JSON and
+    follows the continue tokens: pages of 3 give the 10 demo nodes, the same as one page."""
+
+    async def paged_and_whole() -> tuple[list[Any], list[Any]]:
+        kube = await KubeApi.from_kubeconfig(str(cluster.kubeconfig))
+        try:
+            return await kube.list_nodes(page_size=3), await kube.list_nodes()
+        finally:
+            await kube.close()
+
+    paged, whole = asyncio.run(paged_and_whole())
+    names = sorted(n.name for n in cluster.handle.nodes())
+    assert len(names) == 10 and sorted(name for name, *_ in paged) == names
+    assert paged == whole
+    for name, labels, spec, status in paged:
+        assert isinstance(labels, dict) and isinstance(status.get("conditions"), list), name
+        proj = project_node(name, labels, spec, status)
+        assert proj is not None and proj["ready"] and proj["pool"] == labels["hetsched.io/pool"], proj
