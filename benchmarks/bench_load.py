@@ -42,49 +42,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 NS = "load"
 
-# A mix of agent workloads (dense and MoE, 8B to 70B, rate and session demand) that mostly fit.
-SPECS: list[dict[str, Any]] = [
-    {
-        "model": {"name": "llama-3.1-8b"},
-        "agent": {"profile": "chatbot"},
-        "demand": {"requestsPerSecond": 2},
-        "slo": {"ttftSeconds": 1, "tpotSeconds": 0.05},
-    },
-    {
-        "model": {"name": "qwen3-30b-a3b"},
-        "agent": {"profile": "computer-use"},
-        "demand": {"concurrentSessions": 4},
-        "slo": {"ttftSeconds": 3, "tpotSeconds": 0.1},
-    },
-    {
-        "model": {"name": "llama-3.1-8b"},
-        "agent": {"profile": "code-completion"},
-        "demand": {"requestsPerSecond": 5},
-        "slo": {"ttftSeconds": 0.5, "tpotSeconds": 0.05},
-    },
-    {
-        "model": {"name": "qwen3-32b"},
-        "agent": {"profile": "web-use"},
-        "demand": {"concurrentSessions": 2},
-        "slo": {"ttftSeconds": 5, "tpotSeconds": 0.1},
-    },
-    {
-        "model": {"name": "llama-3.1-70b"},
-        "agent": {"profile": "coding"},
-        "demand": {"concurrentSessions": 4},
-        "slo": {"ttftSeconds": 5, "tpotSeconds": 0.1},
-    },
-    {
-        "model": {"name": "gpt-oss-20b"},
-        "agent": {"profile": "chatbot"},
-        "demand": {"requestsPerSecond": 1},
-        "slo": {"ttftSeconds": 2, "tpotSeconds": 0.05},
-        "disaggregation": "always",
-    },
-]
+# The shared mix of agent workloads (dense and MoE, 8B to 70B, rate and session demand).
+SPECS: list[dict[str, Any]] = yaml.safe_load((REPO / "benchmarks/data/workload-mix.yaml").read_text())
 
 
 def pools_doc(nodes: int) -> dict[str, Any]:

@@ -32,36 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A mix of agent workloads that fit the pools below (small demands: many fit at once).
-SPECS: list[dict[str, Any]] = [
-    {
-        "model": {"name": "llama-3.1-8b"},
-        "agent": {"profile": "chatbot"},
-        "demand": {"requestsPerSecond": 2},
-        "slo": {"ttftSeconds": 1, "tpotSeconds": 0.05},
-    },
-    {
-        "model": {"name": "qwen3-30b-a3b"},
-        "agent": {"profile": "computer-use"},
-        "demand": {"concurrentSessions": 4},
-        "slo": {"ttftSeconds": 3, "tpotSeconds": 0.1},
-    },
-    {
-        "model": {"name": "llama-3.1-8b"},
-        "agent": {"profile": "code-completion"},
-        "demand": {"requestsPerSecond": 5},
-        "slo": {"ttftSeconds": 0.5, "tpotSeconds": 0.05},
-    },
-    {
-        "model": {"name": "qwen3-32b"},
-        "agent": {"profile": "web-use"},
-        "demand": {"concurrentSessions": 2},
-        "slo": {"ttftSeconds": 5, "tpotSeconds": 0.1},
-    },
-]
+# The first four shapes of the shared mix: they fit the pools below (small demands: many fit at once).
+SPECS: list[dict[str, Any]] = yaml.safe_load((REPO / "benchmarks/data/workload-mix.yaml").read_text())[:4]
 
 
 def pools_doc(nodes: int) -> dict[str, Any]:
