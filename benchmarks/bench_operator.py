@@ -32,65 +32,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # see common.py
+from common import REPO, WORKLOAD_MIX, pools_doc, rss_mib
+from common import manifest as workload_manifest
 
-# The first four shapes of the shared mix: they fit the pools below (small demands: many fit at once).
-SPECS: list[dict[str, Any]] = yaml.safe_load((REPO / "benchmarks/data/workload-mix.yaml").read_text())[:4]
-
-
-def pools_doc(nodes: int) -> dict[str, Any]:
-    """``nodes`` KWOK nodes over five pools (20% H100, 15% A100, 25% L4, 25% T4, 15% CPU)."""
-    split = [
-        ("h100", "h100-sxm", 8, "NVIDIA-H100-80GB-HBM3", 81559, 0.20),
-        ("a100", "a100-80gb", 8, "NVIDIA-A100-SXM4-80GB", 81920, 0.15),
-        ("l4", "l4", 4, "NVIDIA-L4", 23034, 0.25),
-        ("t4", "t4", 4, "Tesla-T4", 15360, 0.25),
-        ("cpu", "xeon-6980p", 2, None, None, 0.15),
-    ]
-    pools = []
-    left = nodes
-    for i, (name, hw, per, product, mib, share) in enumerate(split):
-        n = left if i == len(split) - 1 else int(nodes * share)
-        left -= n
-        entry: dict[str, Any] = {
-            "name": name,
-            "hardware": hw,
-            "nodes": n,
-            "devicesPerNode": per,
-            "nodeCpu": "96",
-            "nodeMemory": "512Gi",
-        }
-        if product:
-            entry.update(
-                gpuProduct=product,
-                gpuMemoryMiB=mib,
-                taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
-            )
-        pools.append(entry)
-    return {"pools": pools}
+# The first four shapes of the mix: they fit the pools below (small demands: many fit at once).
+SPECS = WORKLOAD_MIX[:4]
 
 
 def manifest(i: int, namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "hetsched.io/v1alpha1",
-        "kind": "AgentWorkload",
-        "metadata": {"name": f"w{i:04d}", "namespace": namespace},
-        "spec": SPECS[i % len(SPECS)],
-    }
+    return workload_manifest(i, namespace, SPECS)
 
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Watcher:
