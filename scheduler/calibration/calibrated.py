@@ -61,7 +61,7 @@ def family_of(hardware: HardwareSpec | str) -> str:
 
 
 # BEGIN FITTED (written by `make calibrate`; edit the fit, not these lines)
-FIT_DATE = "2026-11-22"
+FIT_DATE = "2026-11-23"
 FIT_SOURCE = "benchmarks/data/serving-measurements.csv"
 FAMILY_EFFICIENCY: dict[str, Efficiency] = {
     "nvidia-blackwell": Efficiency(
@@ -74,7 +74,7 @@ FAMILY_EFFICIENCY: dict[str, Efficiency] = {
         experts_bandwidth=0.6994,
         experts_compute=0.2121,
         request_overhead_seconds=0.06093,
-        fitted_by="least squares on log error (2026-11-22): nvidia-blackwell rows",
+        fitted_by="least squares on log error (2026-11-23): nvidia-blackwell rows",
     ),
     "nvidia-hopper": Efficiency(
         bandwidth=0.8921,
@@ -86,7 +86,7 @@ FAMILY_EFFICIENCY: dict[str, Efficiency] = {
         experts_bandwidth=0.6994,
         experts_compute=0.2121,
         request_overhead_seconds=0.06093,
-        fitted_by="least squares on log error (2026-11-22): nvidia-hopper rows",
+        fitted_by="least squares on log error (2026-11-23): nvidia-hopper rows",
     ),
     "generic": Efficiency(
         bandwidth=0.8908,
@@ -98,7 +98,7 @@ FAMILY_EFFICIENCY: dict[str, Efficiency] = {
         experts_bandwidth=0.7011,
         experts_compute=0.2078,
         request_overhead_seconds=0.06273,
-        fitted_by="least squares on log error (2026-11-22): one set for all rows",
+        fitted_by="least squares on log error (2026-11-23): one set for all rows",
     ),
 }
 ENGINE_EFFICIENCY: dict[str, dict[str, float]] = {
@@ -111,71 +111,191 @@ FIT_STATISTICS: dict[str, Any] = {
     "in_sample": {
         "agg": {
             "rows": 1345,
-            "tpot": {"median_abs_rel_error": 0.1214, "p90_abs_rel_error": 0.3751, "spearman": 0.9492},
-            "ttft": {"median_abs_rel_error": 0.3107, "p90_abs_rel_error": 0.9037, "spearman": 0.8961},
+            "tpot": {
+                "median_abs_rel_error": 0.1214,
+                "median_rel_error": 0.009953,
+                "p90_abs_rel_error": 0.3751,
+                "spearman": 0.9492,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.3107,
+                "median_rel_error": 0.02857,
+                "p90_abs_rel_error": 0.9037,
+                "spearman": 0.8961,
+            },
         },
         "all": {
             "rows": 1429,
-            "tpot": {"median_abs_rel_error": 0.1216, "p90_abs_rel_error": 0.3691, "spearman": 0.95},
-            "ttft": {"median_abs_rel_error": 0.3179, "p90_abs_rel_error": 0.9107, "spearman": 0.9011},
+            "tpot": {
+                "median_abs_rel_error": 0.1216,
+                "median_rel_error": 0.001188,
+                "p90_abs_rel_error": 0.3691,
+                "spearman": 0.95,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.3179,
+                "median_rel_error": 0.02815,
+                "p90_abs_rel_error": 0.9107,
+                "spearman": 0.9011,
+            },
         },
         "disagg": {
             "rows": 84,
-            "tpot": {"median_abs_rel_error": 0.1422, "p90_abs_rel_error": 0.3084, "spearman": 0.9707},
-            "ttft": {"median_abs_rel_error": 0.436, "p90_abs_rel_error": 2.0, "spearman": 0.7842},
+            "tpot": {
+                "median_abs_rel_error": 0.1422,
+                "median_rel_error": -0.1315,
+                "p90_abs_rel_error": 0.3084,
+                "spearman": 0.9707,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.436,
+                "median_rel_error": -0.004973,
+                "p90_abs_rel_error": 2.0,
+                "spearman": 0.7842,
+            },
         },
     },
     "leave_one_family_out": {
         "nvidia-blackwell": {
             "agg": {
                 "rows": 822,
-                "tpot": {"median_abs_rel_error": 0.1637, "p90_abs_rel_error": 0.5764, "spearman": 0.9364},
-                "ttft": {"median_abs_rel_error": 0.3254, "p90_abs_rel_error": 0.9542, "spearman": 0.8943},
+                "tpot": {
+                    "median_abs_rel_error": 0.1637,
+                    "median_rel_error": 0.1068,
+                    "p90_abs_rel_error": 0.5764,
+                    "spearman": 0.9364,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.3254,
+                    "median_rel_error": -0.1518,
+                    "p90_abs_rel_error": 0.9542,
+                    "spearman": 0.8943,
+                },
             },
             "all": {
                 "rows": 878,
-                "tpot": {"median_abs_rel_error": 0.1576, "p90_abs_rel_error": 0.5628, "spearman": 0.9395},
-                "ttft": {"median_abs_rel_error": 0.325, "p90_abs_rel_error": 0.951, "spearman": 0.9014},
+                "tpot": {
+                    "median_abs_rel_error": 0.1576,
+                    "median_rel_error": 0.0963,
+                    "p90_abs_rel_error": 0.5628,
+                    "spearman": 0.9395,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.325,
+                    "median_rel_error": -0.1553,
+                    "p90_abs_rel_error": 0.951,
+                    "spearman": 0.9014,
+                },
             },
             "disagg": {
                 "rows": 56,
-                "tpot": {"median_abs_rel_error": 0.1094, "p90_abs_rel_error": 0.2569, "spearman": 0.98},
-                "ttft": {"median_abs_rel_error": 0.2841, "p90_abs_rel_error": 0.9091, "spearman": 0.7826},
+                "tpot": {
+                    "median_abs_rel_error": 0.1094,
+                    "median_rel_error": -0.01537,
+                    "p90_abs_rel_error": 0.2569,
+                    "spearman": 0.98,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.2841,
+                    "median_rel_error": -0.1701,
+                    "p90_abs_rel_error": 0.9091,
+                    "spearman": 0.7826,
+                },
             },
         },
         "nvidia-hopper": {
             "agg": {
                 "rows": 523,
-                "tpot": {"median_abs_rel_error": 0.1753, "p90_abs_rel_error": 0.4625, "spearman": 0.9085},
-                "ttft": {"median_abs_rel_error": 0.3899, "p90_abs_rel_error": 1.57, "spearman": 0.8461},
+                "tpot": {
+                    "median_abs_rel_error": 0.1753,
+                    "median_rel_error": -0.061,
+                    "p90_abs_rel_error": 0.4625,
+                    "spearman": 0.9085,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.3899,
+                    "median_rel_error": 0.1354,
+                    "p90_abs_rel_error": 1.57,
+                    "spearman": 0.8461,
+                },
             },
             "all": {
                 "rows": 551,
-                "tpot": {"median_abs_rel_error": 0.1756, "p90_abs_rel_error": 0.4624, "spearman": 0.9075},
-                "ttft": {"median_abs_rel_error": 0.4074, "p90_abs_rel_error": 1.644, "spearman": 0.8525},
+                "tpot": {
+                    "median_abs_rel_error": 0.1756,
+                    "median_rel_error": -0.08342,
+                    "p90_abs_rel_error": 0.4624,
+                    "spearman": 0.9075,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.4074,
+                    "median_rel_error": 0.1517,
+                    "p90_abs_rel_error": 1.644,
+                    "spearman": 0.8525,
+                },
             },
             "disagg": {
                 "rows": 28,
-                "tpot": {"median_abs_rel_error": 0.1888, "p90_abs_rel_error": 0.4176, "spearman": 0.9933},
-                "ttft": {"median_abs_rel_error": 0.6669, "p90_abs_rel_error": 4.02, "spearman": 0.8254},
+                "tpot": {
+                    "median_abs_rel_error": 0.1888,
+                    "median_rel_error": -0.1888,
+                    "p90_abs_rel_error": 0.4176,
+                    "spearman": 0.9933,
+                },
+                "ttft": {
+                    "median_abs_rel_error": 0.6669,
+                    "median_rel_error": 0.6401,
+                    "p90_abs_rel_error": 4.02,
+                    "spearman": 0.8254,
+                },
             },
         },
     },
     "leave_one_group_out": {
         "agg": {
             "rows": 1345,
-            "tpot": {"median_abs_rel_error": 0.1482, "p90_abs_rel_error": 0.3945, "spearman": 0.9423},
-            "ttft": {"median_abs_rel_error": 0.3611, "p90_abs_rel_error": 0.9871, "spearman": 0.8611},
+            "tpot": {
+                "median_abs_rel_error": 0.1482,
+                "median_rel_error": 0.01228,
+                "p90_abs_rel_error": 0.3945,
+                "spearman": 0.9423,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.3611,
+                "median_rel_error": -0.004231,
+                "p90_abs_rel_error": 0.9871,
+                "spearman": 0.8611,
+            },
         },
         "all": {
             "rows": 1429,
-            "tpot": {"median_abs_rel_error": 0.1483, "p90_abs_rel_error": 0.3897, "spearman": 0.9434},
-            "ttft": {"median_abs_rel_error": 0.3651, "p90_abs_rel_error": 1.061, "spearman": 0.8699},
+            "tpot": {
+                "median_abs_rel_error": 0.1483,
+                "median_rel_error": 0.004735,
+                "p90_abs_rel_error": 0.3897,
+                "spearman": 0.9434,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.3651,
+                "median_rel_error": -0.004231,
+                "p90_abs_rel_error": 1.061,
+                "spearman": 0.8699,
+            },
         },
         "disagg": {
             "rows": 84,
-            "tpot": {"median_abs_rel_error": 0.163, "p90_abs_rel_error": 0.3217, "spearman": 0.9733},
-            "ttft": {"median_abs_rel_error": 0.453, "p90_abs_rel_error": 2.382, "spearman": 0.7668},
+            "tpot": {
+                "median_abs_rel_error": 0.163,
+                "median_rel_error": -0.149,
+                "p90_abs_rel_error": 0.3217,
+                "spearman": 0.9733,
+            },
+            "ttft": {
+                "median_abs_rel_error": 0.453,
+                "median_rel_error": 0.007559,
+                "p90_abs_rel_error": 2.382,
+                "spearman": 0.7668,
+            },
         },
     },
     "rows": 2117,

@@ -29,7 +29,7 @@ from hetsched.scheduler.calibration.dataset import (
     read_measurements,
     resolve,
 )
-from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, summary
+from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
 from hetsched.scheduler.engines import engine_of_backend
 
@@ -152,22 +152,27 @@ def summarize(entries: Sequence[dict[str, Any]], efficiency: str) -> dict[str, A
 
 
 def _line(label: str, s: dict[str, Any]) -> str:
-    t, f = s["tpot"], s["ttft"]
-    return (
-        f"{label:58s} {s['rows']:5d} {s['skipped']:5d}  {fmt_fraction(t['median_abs_rel_error']):>7s} "
-        f"{fmt_fraction(t['p90_abs_rel_error']):>7s} {fmt_corr(t['spearman']):>6s}  "
-        f"{fmt_fraction(f['median_abs_rel_error']):>7s} {fmt_fraction(f['p90_abs_rel_error']):>7s} "
-        f"{fmt_corr(f['spearman']):>6s}"
-    )
+    cells = [f"{label:58s} {s['rows']:5d} {s['skipped']:5d}"]
+    for m in (s["tpot"], s["ttft"]):
+        cells.append(
+            f" {fmt_fraction(m['median_abs_rel_error']):>7s} {fmt_fraction(m['p90_abs_rel_error']):>7s} "
+            f"{fmt_signed_fraction(m['median_rel_error']):>7s} {fmt_corr(m['spearman']):>6s}"
+        )
+    return " ".join(cells)
 
 
 def render_table(result: dict[str, Any], source: str) -> str:
+    metric = f"{'':>7s} {'':>7s} {'':>7s} {'':>6s}"
+    columns = f"{'median':>7s} {'p90':>7s} {'bias':>7s} {'ρ':>6s}"
     head = (
-        f"{'model / system / backend':58s} {'rows':>5s} {'skip':>5s}  {'TPOT':>7s} {'':>7s} {'':>6s}  "
-        f"{'TTFT':>7s} {'':>7s} {'':>6s}\n"
-        f"{'':58s} {'':>5s} {'':>5s}  {'median':>7s} {'p90':>7s} {'ρ':>6s}  {'median':>7s} {'p90':>7s} {'ρ':>6s}"
+        f"{'model / system / backend':58s} {'rows':>5s} {'skip':>5s}  {'TPOT':<7s}{metric[7:]}  {'TTFT':<7s}{metric[7:]}\n"
+        f"{'':58s} {'':>5s} {'':>5s}  {columns}  {columns}"
     )
-    lines = [f"{source}: efficiency {result['efficiency']}; |predicted/measured − 1|, Spearman ρ", head]
+    lines = [
+        f"{source}: efficiency {result['efficiency']}; |predicted/measured − 1| (median, p90), "
+        "bias = median of predicted/measured − 1 (> 0: predictions slower than measured), Spearman ρ",
+        head,
+    ]
     for g in result["groups"]:
         lines.append(_line(f"{g['model']} / {g['system']} / {g['backend'] or '-'}", g))
     lines.append("")

@@ -60,7 +60,7 @@ from hetsched.scheduler.calibration.dataset import (
     read_measurements,
     resolve_all,
 )
-from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, summary
+from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
 from hetsched.scheduler.catalog.hardware import Efficiency
 from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.serving import (
@@ -134,6 +134,18 @@ FIT_FIXED: dict[str, float] = {"step_overhead_seconds": 0.0, "collective_latency
 PER_ENGINE: tuple[str, ...] = ("request_overhead_seconds", "layer_overhead_seconds")
 ENGINE_STAGE = "joint"
 TTFT_WEIGHT = 0.1
+#: What each row's error is measured as, for (TPOT, TTFT). ``log``: log(predicted / measured),
+#: symmetric (a factor too slow costs as much as the same factor too fast), so the fit has no
+#: optimistic bias. The ablations ``relative`` (predicted / measured − 1, the error the report
+#: quotes, for both) and ``relative-ttft`` (for TTFT only) bound an under-prediction's error at 1:
+#: they lower the reported medians, at the price of predictions biased fast (docs/calibration.md §4),
+#: which a planner checking SLOs must not have.
+RESIDUALS: dict[str, tuple[str, str]] = {
+    "log": ("log", "log"),
+    "relative": ("relative", "relative"),
+    "relative-ttft": ("log", "relative"),
+}
+RESIDUAL = "log"
 LOSS = "soft_l1"
 LOSS_SCALE = 0.1
 
@@ -438,13 +450,19 @@ def _least_squares(
     upper: Array,
     scale: Array,
     predict: Any,
+    residual: str,
 ) -> Any:
     w = np.sqrt(ds.weight[mask])
+    tpot_kind, ttft_kind = RESIDUALS[residual]
+
+    def error(kind: str, predicted: Array, measured: Array) -> Array:
+        ratio = predicted / measured
+        return np.log(ratio) if kind == "log" else ratio - 1.0
 
     def residuals(x: Array) -> Array:
         ttft, tpot = predict(x)
-        r_tpot = np.log(tpot[mask] / ds.tpot[mask])
-        r_ttft = np.log(ttft[mask] / ds.ttft[mask])
+        r_tpot = error(tpot_kind, tpot[mask], ds.tpot[mask])
+        r_ttft = error(ttft_kind, ttft[mask], ds.ttft[mask])
         return np.asarray(np.concatenate([w * r_tpot, TTFT_WEIGHT * w * r_ttft]), dtype=np.float64)
 
     return least_squares(
@@ -464,6 +482,7 @@ def _solve(
     base: Array,
     slots: Sequence[tuple[int, int, int]],
     cells: IntArray,
+    residual: str,
 ) -> tuple[Array, Any]:
     """Least squares over ``slots`` of the (family, engine, PARAMETERS) table ``base``: a slot is
     (column, family, engine), -1 meaning every family / every engine (the shared entry included)."""
@@ -481,7 +500,14 @@ def _solve(
     cols = np.array([c for c, _, _ in slots])
     x0 = np.array([base[max(f, 0), max(e, 0), c] for c, f, e in slots])
     result = _least_squares(
-        ds, mask, x0, LOWER[cols], UPPER[cols], SCALE[cols], lambda x: predict_all(ds, flat(x), cells)
+        ds,
+        mask,
+        x0,
+        LOWER[cols],
+        UPPER[cols],
+        SCALE[cols],
+        lambda x: predict_all(ds, flat(x), cells),
+        residual,
     )
     return table(np.asarray(result.x, dtype=np.float64)), result
 
@@ -493,8 +519,9 @@ def fit(
     fixed: Mapping[str, float] | None = None,
     per_engine: Sequence[str] | None = None,
     engine_stage: str | None = None,
+    residual: str | None = None,
 ) -> FitResult:
-    """Least squares on log errors over the ``train`` rows (all by default).
+    """Least squares on log errors (``residual``, default ``RESIDUAL``: see ``RESIDUALS``) over the ``train`` rows (all by default).
 
     Parameters in ``PER_FAMILY`` get one value per hardware family of the training rows, the others
     one value for all families. ``shared``: every parameter shared (the generic fit). ``fixed``:
@@ -518,6 +545,9 @@ def fit(
         raise ValueError(f"parameter(s) {sorted(both)} cannot be both per family and per engine")
     if stage not in ("refine", "joint"):
         raise ValueError(f"engine_stage: expected 'refine' or 'joint', got {stage!r}")
+    kind = RESIDUAL if residual is None else residual
+    if kind not in RESIDUALS:
+        raise ValueError(f"residual: expected one of {', '.join(RESIDUALS)}, got {kind!r}")
     engine_names = tuple(n for n in engine_names if n not in pinned)
     start = np.array([pinned.get(name, v) for name, v in zip(names, START, strict=True)])
     k = len(names)
@@ -547,22 +577,22 @@ def fit(
     slots += [(c, f, -1) for c in free if names[c] in PER_FAMILY and n > 1 for f in range(n)]
     known = mask & (eng < n_e)
     if not n_e or not ecols:
-        table, r = _solve(ds, mask, base, slots, shared_cells)
+        table, r = _solve(ds, mask, base, slots, shared_cells, kind)
         results = [r]
     elif stage == "refine":
         # 1. engine-agnostic; 2. the engine terms per engine, everything else held.
-        table, r1 = _solve(ds, mask, base, slots, shared_cells)
-        table, r2 = _solve(ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells)
+        table, r1 = _solve(ds, mask, base, slots, shared_cells, kind)
+        table, r2 = _solve(ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells, kind)
         results = [r1, r2]
     else:
         # 1. everything, the engine terms per engine; 2. their shared values, everything else held.
         unknown_rows = bool((mask & (eng == n_e)).any())
         joint = [s for s in slots if s[0] not in ecols]
         joint += [(c, -1, e) for c in ecols for e in range(n_e + (1 if unknown_rows else 0))]
-        table, r1 = _solve(ds, mask, base, joint, cells)
+        table, r1 = _solve(ds, mask, base, joint, cells, kind)
         results = [r1]
         if not unknown_rows:
-            table, r2 = _solve(ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells)
+            table, r2 = _solve(ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells, kind)
             results.append(r2)
     return FitResult(
         families,
@@ -602,6 +632,7 @@ def cross_validate(
     fixed: Mapping[str, float] | None = None,
     per_engine: Sequence[str] | None = None,
     engine_stage: str | None = None,
+    residual: str | None = None,
 ) -> dict[str, Any]:
     """Leave-one-(architecture, hardware)-group-out, and leave-one-family-out (generic fit)."""
     ttft = np.full(len(ds.plans), np.nan)
@@ -616,10 +647,18 @@ def cross_validate(
         if not fam_held <= set(ds.family[train].tolist()):
             # The held-out group is its family's only data: predict it with the generic fit.
             result = fit(
-                ds, train, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage
+                ds,
+                train,
+                shared=True,
+                fixed=fixed,
+                per_engine=per_engine,
+                engine_stage=engine_stage,
+                residual=residual,
             )
         else:
-            result = fit(ds, train, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
+            result = fit(
+                ds, train, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage, residual=residual
+            )
         p_ttft, p_tpot = predict_with(ds, result)
         ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
         per_group[name] = _stats(ds, p_ttft, p_tpot, held)
@@ -629,7 +668,15 @@ def cross_validate(
         held = ds.family == f
         if held.all():
             continue
-        result = fit(ds, ~held, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
+        result = fit(
+            ds,
+            ~held,
+            shared=True,
+            fixed=fixed,
+            per_engine=per_engine,
+            engine_stage=engine_stage,
+            residual=residual,
+        )
         p_ttft, p_tpot = predict_with(ds, result)
         lofo[family] = _stats(ds, p_ttft, p_tpot, held)
     return {"leave_one_group_out": logo, "leave_one_family_out": lofo}
@@ -702,14 +749,21 @@ def run(
     fixed: Mapping[str, float] | None = None,
     per_engine: Sequence[str] | None = None,
     engine_stage: str | None = None,
+    residual: str | None = None,
 ) -> dict[str, Any]:
     rows = read_measurements(measurements)
     resolved = resolve_all(rows)
     plans = [r for r in resolved if isinstance(r, Plan)]
     skipped = [r for r in resolved if isinstance(r, Skip)]
     ds = build_dataset(plans)
-    family_fit = fit(ds, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
-    generic_fit = fit(ds, shared=True, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage)
+    options: dict[str, Any] = {
+        "fixed": fixed,
+        "per_engine": per_engine,
+        "engine_stage": engine_stage,
+        "residual": residual,
+    }
+    family_fit = fit(ds, **options)
+    generic_fit = fit(ds, shared=True, **options)
     ttft, tpot = predict_with(ds, family_fit)
     everything = np.ones(len(ds.plans), dtype=np.bool_)
     g_ttft, g_tpot = predict_with(ds, generic_fit)
@@ -739,7 +793,7 @@ def run(
         "in_sample_generic": _stats(ds, g_ttft, g_tpot, everything),
     }
     if cross_validation:
-        report.update(cross_validate(ds, fixed, per_engine, engine_stage))
+        report.update(cross_validate(ds, **options))
     report["_fits"] = (family_fit, generic_fit)
     return report
 
@@ -779,9 +833,11 @@ def _print(report: dict[str, Any]) -> None:
     def line(label: str, s: dict[str, Any]) -> None:
         print(
             f"  {label:34s} rows {s['rows']:5d}  TPOT med {fmt_fraction(s['tpot']['median_abs_rel_error']):>6s} "
-            f"p90 {fmt_fraction(s['tpot']['p90_abs_rel_error']):>6s} ρ {fmt_corr(s['tpot']['spearman'])}  "
+            f"p90 {fmt_fraction(s['tpot']['p90_abs_rel_error']):>6s} "
+            f"bias {fmt_signed_fraction(s['tpot']['median_rel_error']):>6s} ρ {fmt_corr(s['tpot']['spearman'])}  "
             f"TTFT med {fmt_fraction(s['ttft']['median_abs_rel_error']):>6s} "
-            f"p90 {fmt_fraction(s['ttft']['p90_abs_rel_error']):>6s} ρ {fmt_corr(s['ttft']['spearman'])}"
+            f"p90 {fmt_fraction(s['ttft']['p90_abs_rel_error']):>6s} "
+            f"bias {fmt_signed_fraction(s['ttft']['median_rel_error']):>6s} ρ {fmt_corr(s['ttft']['spearman'])}"
         )
 
     print("\nin-sample (family fit):")
@@ -842,6 +898,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"how the engine terms are fitted (ablation; default {ENGINE_STAGE})",
     )
+    parser.add_argument(
+        "--residual",
+        choices=tuple(RESIDUALS),
+        default=None,
+        help=f"how a row's error is measured (ablation; default {RESIDUAL})",
+    )
     parser.add_argument("--date", default=_dt.date.today().isoformat(), help="fit date recorded with --write")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
@@ -866,14 +928,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(
                 f"--per-engine {bad}: expected names among {', '.join(PARAMETERS)} (not {PER_FAMILY})"
             )
-    if (fixed != FIT_FIXED or per_engine is not None or args.engine_stage is not None) and args.write:
-        parser.error("--fix, --free and --per-engine are for ablations: they cannot be combined with --write")
+    ablation = per_engine is not None or args.engine_stage is not None or args.residual is not None
+    if (fixed != FIT_FIXED or ablation) and args.write:
+        parser.error(
+            "--fix, --free, --per-engine, --engine-stage and --residual are for ablations: "
+            "they cannot be combined with --write"
+        )
     report = run(
         args.measurements,
         cross_validation=not args.no_cv,
         fixed=fixed,
         per_engine=per_engine,
         engine_stage=args.engine_stage,
+        residual=args.residual,
     )
     family_fit, generic_fit = report.pop("_fits")
     if args.write:

@@ -42,7 +42,9 @@ def _quantile(errors: Array, q: float) -> float | None:
 
 
 def metric_summary(predicted: Sequence[float] | Array, measured: Sequence[float] | Array) -> dict[str, Any]:
-    """Median and p90 absolute relative error, and the Spearman rank correlation."""
+    """Median and p90 absolute relative error, the median signed relative error (the bias: > 0 when
+    predictions are slower than measured, < 0 when they are optimistic), and the Spearman rank
+    correlation."""
     p = np.asarray(predicted, dtype=np.float64)
     m = np.asarray(measured, dtype=np.float64)
     keep = np.isfinite(p) & np.isfinite(m)
@@ -51,6 +53,7 @@ def metric_summary(predicted: Sequence[float] | Array, measured: Sequence[float]
     return {
         "median_abs_rel_error": _quantile(e, 0.5),
         "p90_abs_rel_error": _quantile(e, 0.9),
+        "median_rel_error": _quantile(p / m - 1.0, 0.5),
         "spearman": spearman(p, m),
     }
 
@@ -72,8 +75,20 @@ def fmt_fraction(x: float | None) -> str:
     return "-" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
 
 
+def fmt_signed_fraction(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{100 * x:+.1f}%"
+
+
 def fmt_corr(x: float | None) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.3f}"
 
 
-__all__ = ["abs_rel_errors", "fmt_corr", "fmt_fraction", "metric_summary", "spearman", "summary"]
+__all__ = [
+    "abs_rel_errors",
+    "fmt_corr",
+    "fmt_fraction",
+    "fmt_signed_fraction",
+    "metric_summary",
+    "spearman",
+    "summary",
+]

@@ -106,6 +106,43 @@ def test_fit_holds_the_fixed_parameters_and_frees_them_on_request(small: fit.Dat
         fit.fit(small, fixed={"no_such_term": 1.0})
 
 
+def test_relative_residuals_trade_the_bias_for_the_reported_error(small: fit.Dataset) -> None:
+    """The ``--residual`` ablation: fitting predicted/measured − 1 caps an optimistic row's error at
+    1, so the fit leans fast; the default log error is symmetric and keeps the bias near 0."""
+    every = np.ones(len(small.plans), dtype=bool)
+
+    def signed_median_tpot(result: fit.FitResult) -> float:
+        _, tpot = fit.predict_with(small, result)
+        return float(np.median(tpot[every] / small.tpot[every] - 1))
+
+    log = fit.fit(small)
+    relative = fit.fit(small, residual="relative")
+    assert not np.array_equal(log.params, relative.params)
+    assert signed_median_tpot(relative) < signed_median_tpot(log)
+    assert abs(signed_median_tpot(log)) < 0.05
+    assert fit.fit(small, residual="log").params.tolist() == log.params.tolist()
+    with pytest.raises(ValueError, match="residual"):
+        fit.fit(small, residual="squared")
+
+
+def test_committed_table_is_what_make_calibrate_writes(plans: list[Plan]) -> None:
+    """``calibrated.py`` holds the fit of the vendored data, to the digits it is written with."""
+    ds = fit.build_dataset(plans)
+    family_fit = fit.fit(ds)
+    generic_fit = fit.fit(ds, shared=True)
+    committed = {**calibrated.FAMILY_EFFICIENCY}
+    for family in family_fit.families:
+        fitted = family_fit.efficiency(family, "test")
+        for name in fit.PARAMETERS:
+            assert getattr(committed[family], name) == pytest.approx(getattr(fitted, name), rel=1e-3), name
+    generic = generic_fit.efficiency("generic", "test")
+    for name in fit.PARAMETERS:
+        assert getattr(committed["generic"], name) == pytest.approx(getattr(generic, name), rel=1e-3), name
+    for engine in family_fit.engines:
+        values = family_fit.engine_values(engine)
+        assert calibrated.ENGINE_EFFICIENCY[engine] == pytest.approx(values, rel=1e-3)
+
+
 def test_cross_validation_predicts_every_group(small: fit.Dataset) -> None:
     cv = fit.cross_validate(small)
     logo = cv["leave_one_group_out"]

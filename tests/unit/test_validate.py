@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hetsched.operator.cli import main as hetsched_main
 from hetsched.scheduler.calibration.cli import efficiency_source, summarize, validate_rows
@@ -244,7 +245,12 @@ def test_cli_json_output_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture
     }
     assert out["summary"]["efficiency"] == "calibrated"
     assert out["summary"]["overall"]["rows"] == 2
-    assert {"median_abs_rel_error", "p90_abs_rel_error", "spearman"} <= set(out["summary"]["overall"]["tpot"])
+    overall = out["summary"]["overall"]["tpot"]
+    assert {"median_abs_rel_error", "p90_abs_rel_error", "median_rel_error", "spearman"} <= set(overall)
+    # The bias is the signed median of the rows' own predicted/measured − 1.
+    done = [r for r in out["rows"] if r["status"] == "predicted"]
+    signed = sorted(r["predicted_tpot_ms"] / r["measured_tpot_ms"] - 1 for r in done)
+    assert overall["median_rel_error"] == pytest.approx(float(np.median(signed)))
     assert (plots / "validate-tpot.png").stat().st_size > 0
     assert (plots / "validate-ttft.png").stat().st_size > 0
 
@@ -254,6 +260,7 @@ def test_cli_table_and_ideal(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert hetsched_main(["validate", "--measurements", str(csv), "--efficiency", "ideal"]) == 0
     text = capsys.readouterr().out
     assert "efficiency ideal" in text
+    assert "bias" in text
     assert "meta-llama/Llama-3.1-8B-Instruct / h200_sxm / vllm" in text
     assert "unknown model 'acme/unknown-model-7b'" in text
 
