@@ -162,10 +162,10 @@ def _line(label: str, s: dict[str, Any]) -> str:
 
 
 def render_table(result: dict[str, Any], source: str) -> str:
-    metric = f"{'':>7s} {'':>7s} {'':>7s} {'':>6s}"
     columns = f"{'median':>7s} {'p90':>7s} {'bias':>7s} {'ρ':>6s}"
+    width = len(columns)
     head = (
-        f"{'model / system / backend':58s} {'rows':>5s} {'skip':>5s}  {'TPOT':<7s}{metric[7:]}  {'TTFT':<7s}{metric[7:]}\n"
+        f"{'model / system / backend':58s} {'rows':>5s} {'skip':>5s}  {'TPOT':<{width}s}  {'TTFT':<{width}s}\n"
         f"{'':58s} {'':>5s} {'':>5s}  {columns}  {columns}"
     )
     lines = [

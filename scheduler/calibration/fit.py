@@ -521,7 +521,8 @@ def fit(
     engine_stage: str | None = None,
     residual: str | None = None,
 ) -> FitResult:
-    """Least squares on log errors (``residual``, default ``RESIDUAL``: see ``RESIDUALS``) over the ``train`` rows (all by default).
+    """Least squares over the ``train`` rows (all by default), on log errors unless ``residual``
+    (default ``RESIDUAL``) names another of ``RESIDUALS``.
 
     Parameters in ``PER_FAMILY`` get one value per hardware family of the training rows, the others
     one value for all families. ``shared``: every parameter shared (the generic fit). ``fixed``:
@@ -635,6 +636,12 @@ def cross_validate(
     residual: str | None = None,
 ) -> dict[str, Any]:
     """Leave-one-(architecture, hardware)-group-out, and leave-one-family-out (generic fit)."""
+    options: dict[str, Any] = {
+        "fixed": fixed,
+        "per_engine": per_engine,
+        "engine_stage": engine_stage,
+        "residual": residual,
+    }
     ttft = np.full(len(ds.plans), np.nan)
     tpot = np.full(len(ds.plans), np.nan)
     per_group: dict[str, Any] = {}
@@ -646,19 +653,9 @@ def cross_validate(
         fam_held = set(ds.family[held].tolist())
         if not fam_held <= set(ds.family[train].tolist()):
             # The held-out group is its family's only data: predict it with the generic fit.
-            result = fit(
-                ds,
-                train,
-                shared=True,
-                fixed=fixed,
-                per_engine=per_engine,
-                engine_stage=engine_stage,
-                residual=residual,
-            )
+            result = fit(ds, train, shared=True, **options)
         else:
-            result = fit(
-                ds, train, fixed=fixed, per_engine=per_engine, engine_stage=engine_stage, residual=residual
-            )
+            result = fit(ds, train, **options)
         p_ttft, p_tpot = predict_with(ds, result)
         ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
         per_group[name] = _stats(ds, p_ttft, p_tpot, held)
@@ -668,15 +665,7 @@ def cross_validate(
         held = ds.family == f
         if held.all():
             continue
-        result = fit(
-            ds,
-            ~held,
-            shared=True,
-            fixed=fixed,
-            per_engine=per_engine,
-            engine_stage=engine_stage,
-            residual=residual,
-        )
+        result = fit(ds, ~held, shared=True, **options)
         p_ttft, p_tpot = predict_with(ds, result)
         lofo[family] = _stats(ds, p_ttft, p_tpot, held)
     return {"leave_one_group_out": logo, "leave_one_family_out": lofo}
