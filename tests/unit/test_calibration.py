@@ -130,14 +130,16 @@ def test_committed_table_is_what_make_calibrate_writes(plans: list[Plan]) -> Non
     ds = fit.build_dataset(plans)
     family_fit = fit.fit(ds)
     generic_fit = fit.fit(ds, shared=True)
-    committed = {**calibrated.FAMILY_EFFICIENCY}
-    for family in family_fit.families:
-        fitted = family_fit.efficiency(family, "test")
-        for name in fit.PARAMETERS:
-            assert getattr(committed[family], name) == pytest.approx(getattr(fitted, name), rel=1e-3), name
-    generic = generic_fit.efficiency("generic", "test")
-    for name in fit.PARAMETERS:
-        assert getattr(committed["generic"], name) == pytest.approx(getattr(generic, name), rel=1e-3), name
+    entries = [(family_fit, family) for family in family_fit.families] + [(generic_fit, "generic")]
+    assert {name for _, name in entries} == set(calibrated.FAMILY_EFFICIENCY)
+    for result, name in entries:
+        fitted = result.efficiency(name, "test")
+        committed = calibrated.FAMILY_EFFICIENCY[name]
+        for parameter in fit.PARAMETERS:
+            assert getattr(committed, parameter) == pytest.approx(getattr(fitted, parameter), rel=1e-3), (
+                name,
+                parameter,
+            )
     for engine in family_fit.engines:
         values = family_fit.engine_values(engine)
         assert calibrated.ENGINE_EFFICIENCY[engine] == pytest.approx(values, rel=1e-3)
