@@ -172,8 +172,9 @@ async def measure(
 
 def in_process_round(nodes_doc: list[dict[str, Any]], n: int) -> tuple[float, int]:
     """One planning round of ``n`` workloads on the nodes, in this process (no API server)."""
-    from hetsched.operator.nodes import fingerprint, group_pools, project_node
+    from hetsched.operator.nodes import fingerprint
     from hetsched.operator.planning import Registration, build_pools, plan_workloads, resolve
+    from hetsched.scheduler.nodes import group_pools, project_node
     from hetsched.scheduler.placement.planner import shared_cache
 
     projs = []

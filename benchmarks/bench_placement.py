@@ -25,20 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from hetsched.scheduler.analysis import Scenario
+from hetsched.scheduler.catalog import get_agent, get_hardware, get_model
 from hetsched.scheduler.estimator import Precisions
-from hetsched.scheduler.placement import (
-    PlanOptions,
-    WorkloadRequest,
-    build_cluster,
-    load_requests,
-    plan,
-)
+from hetsched.scheduler.placement import PlanOptions, WorkloadRequest, load_requests, plan
 from hetsched.scheduler.placement.candidates import CandidateGenerator, EstimateCache, Option
-from hetsched.scheduler.placement.catalogs import get_agent, get_hardware, get_model
 from hetsched.scheduler.placement.planner import build_problem
 from hetsched.scheduler.placement.result import Plan
 from hetsched.scheduler.placement.solver import key, solve_brute_force, solve_greedy
-from hetsched.scheduler.pools import Cluster, Pool
+from hetsched.scheduler.pools import Cluster, Pool, build_cluster
 from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.spec import DisaggregationMode
 

@@ -20,11 +20,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from hetsched.operator.status import get_condition
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POOLS = REPO / "examples" / "pools" / "demo.yaml"
@@ -191,9 +193,8 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _condition(aw: dict[str, Any], type_: str) -> dict[str, Any]:
-    conds = (aw.get("status") or {}).get("conditions") or []
-    return next((c for c in conds if c.get("type") == type_), {})
+def _condition(aw: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return get_condition((aw.get("status") or {}).get("conditions"), type_) or {}
 
 
 def _not_ready(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

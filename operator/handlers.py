@@ -31,13 +31,7 @@ from hetsched.operator import manifests
 from hetsched.operator.coordinator import Coordinator
 from hetsched.operator.kube import KubeApi
 from hetsched.operator.metrics import Metrics
-from hetsched.operator.nodes import (
-    apply_not_ready_grace,
-    fingerprint,
-    group_pools,
-    is_full_disruption,
-    project_node,
-)
+from hetsched.operator.nodes import apply_not_ready_grace, fingerprint, is_full_disruption
 from hetsched.operator.planning import (
     Key,
     PoolsInput,
@@ -52,6 +46,7 @@ from hetsched.operator.reconcile import ChildState
 from hetsched.operator.reconciler import Reconciler
 from hetsched.operator.state import OperatorState
 from hetsched.operator.status import now_rfc3339, set_condition
+from hetsched.scheduler.nodes import group_pools, project_node
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, AgentWorkloadSpec, format_validation_error
 from pydantic import ValidationError

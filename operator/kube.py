@@ -173,7 +173,3 @@ async def _json(response: Any) -> dict[str, Any]:
             raise ApiException(status=response.status, reason=body[:300].decode(errors="replace"))
     doc: dict[str, Any] = json.loads(body)
     return doc
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404

@@ -17,14 +17,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hetsched.scheduler.pools import GPU_RESOURCE, POOL_LABEL
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND, ContainerSpec, ServingSpec
 
 MANAGER = "hetsched"
 WORKLOAD_LABEL = "hetsched.io/workload"
 PHASE_LABEL = "hetsched.io/phase"
-POOL_LABEL = "hetsched.io/pool"
 HASH_ANNOTATION = "hetsched.io/spec-hash"
-GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_ARGS = (
     "--model",
@@ -95,11 +94,6 @@ def labels(workload: str, phase: str) -> dict[str, str]:
 
 def selector(workload: str, phase: str) -> dict[str, str]:
     return {WORKLOAD_LABEL: workload, PHASE_LABEL: phase}
-
-
-def children_selector(workload: str) -> str:
-    """Label selector (string form) of every child of ``workload``."""
-    return f"{WORKLOAD_LABEL}={workload},app.kubernetes.io/managed-by={MANAGER}"
 
 
 def owner_reference(ref: WorkloadRef) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from hetsched.scheduler.pools import network_bandwidths
+
 
 def _network(values: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -20,6 +22,10 @@ def _network(values: list[str]) -> dict[str, float]:
         if not sep or not key or gbps <= 0:
             raise ValueError(f"--network-gbps {item!r}: expected default=<GB/s> or <pool>/<pool>=<GB/s>")
         out[key] = gbps
+    try:  # the keys: default or <pool>/<pool> (the pools themselves are seen later)
+        network_bandwidths(out)
+    except ValueError as exc:
+        raise ValueError(f"--network-gbps: {exc}") from None
     return out
 
 

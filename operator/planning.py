@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hetsched.operator.manifests import DEFAULT_IMAGE, PhaseDeployment, TaintRef
-from hetsched.operator.nodes import LivePool
 from hetsched.operator.profiles import Profile, ResolvedPool, resolve_pool
 from hetsched.operator.state import PoolView
-from hetsched.scheduler.analysis import analyze_phase
+from hetsched.scheduler.analysis import analyze_phase, decode_context
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.engines import engine_of_image
 from hetsched.scheduler.estimator import Phase
+from hetsched.scheduler.nodes import LivePool, pool_from_live
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.placement.planner import plan as engine_plan
 from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
 from hetsched.scheduler.placement.result import PhasePlacement, WorkloadPlacement
-from hetsched.scheduler.pools import DEFAULT_NETWORK_GBPS, Cluster, Pool, Taint, UnavailablePool
+from hetsched.scheduler.pools import Cluster, Pool, UnavailablePool, network_bandwidths
 
 Key = tuple[str, str]  # (namespace, name)
-GB = 1e9
 
 
 # ---- pools ------------------------------------------------------------------------------------
@@ -59,10 +58,10 @@ def build_pools(
     unavailable: list[UnavailablePool] = []
     views: list[PoolView] = []
     for lp in live:
-        rp: ResolvedPool = resolve_pool(lp, list(profiles), lp.price_label)
+        rp: ResolvedPool = resolve_pool(lp, list(profiles))
         hw = rp.hardware
         problem = rp.problem
-        if hw is not None and lp.nodes == 0:
+        if hw is not None and not problem and lp.nodes == 0:
             problem = f"no Ready, schedulable nodes ({lp.total_nodes} node(s): NotReady or cordoned)"
         views.append(
             PoolView(
@@ -74,34 +73,14 @@ def build_pools(
                 problem=problem,
             )
         )
-        if hw is None:
-            unavailable.append(UnavailablePool(lp.name, "hardware-unknown", problem, lp.devices))
+        if hw is None or rp.problem:
+            unavailable.append(UnavailablePool(lp.name, rp.reason, rp.problem, lp.devices))
             continue
-        if lp.nodes == 0:
-            continue  # like cluster_from_nodes: a pool without usable nodes is not offered at all
-        pools.append(
-            Pool(
-                name=lp.name,
-                hardware=hw,
-                nodes=lp.nodes,
-                devices_per_node=lp.devices_per_node,
-                free_devices=lp.devices,
-                price_per_device_hour=rp.price_per_device_hour or 0.0,
-                node_selector=dict(lp.node_selector),
-                taints=tuple(Taint(key=k, value=v, effect=e) for k, v, e in lp.taints),
-                node_devices=lp.node_devices,
-            )
-        )
-    pairs: dict[tuple[str, str], float] = {}
-    default = DEFAULT_NETWORK_GBPS * GB
-    names = {p.name for p in pools}
-    for key, gbps in (network_gbps or {}).items():
-        if key == "default":
-            default = gbps * GB
-            continue
-        a, _, b = key.partition("/")
-        if a in names and b in names:
-            pairs[(a, b) if a <= b else (b, a)] = gbps * GB
+        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0)
+        if pool is not None:  # like cluster_from_nodes: a pool without usable nodes is not offered at all
+            pools.append(pool)
+    # Pools named in --network-gbps come and go with their nodes: pairs of absent pools are left out.
+    pairs, default = network_bandwidths(network_gbps or {}, [p.name for p in pools], ignore_unknown=True)
     cluster = Cluster(tuple(pools), pairs, default, tuple(unavailable))
     return PoolsInput(cluster, tuple(views), fingerprint)
 
@@ -138,12 +117,12 @@ def resolve(
     """(request, model id for {model}); ValueError naming the field when the spec cannot be served."""
     model: ModelConfig | None = None
     if config_json is not None:
-        from hetsched.scheduler.placement import catalogs
+        from hetsched.scheduler import catalog
 
         cm = (spec.get("model") or {}).get("configMap") or {}
         label = f"{namespace}/{cm.get('name', 'configmap')}"
         try:
-            model = catalogs.load_hf_config(dict(config_json), label)
+            model = catalog.load_hf_config(dict(config_json), label)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"spec.model.configMap: {exc}") from None
     req = resolve_workload(dict(spec), name=name, namespace=namespace, model=model)
@@ -315,7 +294,7 @@ def _phase_plan(
             Phase.DECODE,
             batch=pp.batch,
             new_tokens=1,
-            context_tokens=req.cached_tokens + req.prompt_tokens + req.output_tokens // 2,
+            context_tokens=decode_context(req.cached_tokens, req.prompt_tokens, req.output_tokens),
             precisions=req.precisions,
             tp=pp.tp,
             efficiency=options.efficiency,
@@ -498,10 +477,3 @@ def _finite(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_finite(v) for v in x]
     return x
-
-
-@dataclass
-class PlanHistory:
-    """The last plans, for the stable policy and for change detection."""
-
-    plans: dict[Key, WorkloadPlan] = field(default_factory=dict)

@@ -9,7 +9,9 @@ For a pool, the hardware comes from the first of:
 
 The price per device-hour comes from the first of: the pool profile's ``pricePerHour``, the product
 profile's, the nodes' ``hetsched.io/price-per-device-hour`` label, the hardware's catalog price. A
-profile with only ``pricePerHour`` overrides the price and leaves the hardware to the chain.
+profile with only ``pricePerHour`` overrides the price and leaves the hardware to the chain. A price
+label that is not a number (and no profile price) refuses the pool (``price-invalid``), with the
+message ``hetsched plan --nodes`` fails with (``scheduler.nodes.label_price``).
 Pure functions: the operator calls them with its index contents, the tests with plain dicts.
 """
 
@@ -20,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from hetsched.operator.nodes import LivePool
+from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
-from hetsched.scheduler.placement import catalogs
+from hetsched.scheduler.nodes import LivePool, label_price
+from hetsched.scheduler.pools import HARDWARE_UNKNOWN, PRICE_INVALID
 from hetsched.scheduler.spec import AcceleratorProfileSpec, format_validation_error
 from pydantic import ValidationError
 
@@ -41,7 +44,8 @@ class ResolvedPool:
     hardware_source: str
     price_per_device_hour: float | None
     price_source: str
-    problem: str = ""
+    problem: str = ""  # why the pool cannot be planned on ("" when it can)
+    reason: str = ""  # HARDWARE_UNKNOWN or PRICE_INVALID with a problem
 
 
 def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
@@ -76,7 +80,7 @@ def parse_profiles(raw: Mapping[str, Mapping[str, Any]]) -> tuple[list[Profile],
     return ok, bad
 
 
-def resolve_pool(pool: LivePool, profiles: list[Profile], price_label: float | None = None) -> ResolvedPool:
+def resolve_pool(pool: LivePool, profiles: list[Profile]) -> ResolvedPool:
     by_pool = [p for p in profiles if p.spec.match_pool == pool.name]
     by_product = [p for p in profiles if pool.gpu_product and p.spec.match_gpu_product == pool.gpu_product]
     hardware: HardwareSpec | None = None
@@ -88,13 +92,13 @@ def resolve_pool(pool: LivePool, profiles: list[Profile], price_label: float | N
                 break
         if hardware is not None:
             break
-    problem = ""
+    problem = reason = ""
     if hardware is None:
         if pool.hardware_hint:
-            hardware = catalogs.get_hardware(pool.hardware_hint)
+            hardware = catalog.get_hardware(pool.hardware_hint)
             source = f"catalog ({pool.hardware_hint}, from the hetsched.io/hardware label)"
         if hardware is None and pool.gpu_product:
-            hardware = catalogs.hardware_for_gfd_product(pool.gpu_product)
+            hardware = catalog.hardware_for_gfd_product(pool.gpu_product)
             source = f"catalog (nvidia.com/gpu.product={pool.gpu_product})"
         if hardware is None:
             tried = []
@@ -107,7 +111,7 @@ def resolve_pool(pool: LivePool, profiles: list[Profile], price_label: float | N
                     "its nodes have neither a hetsched.io/hardware nor a nvidia.com/gpu.product label"
                 )
             problem = "; ".join(tried) + " — create an AcceleratorProfile with matchPool: " + pool.name
-            source = ""
+            reason, source = HARDWARE_UNKNOWN, ""
     price: float | None = None
     price_source = ""
     for group in (by_pool, by_product):
@@ -117,8 +121,15 @@ def resolve_pool(pool: LivePool, profiles: list[Profile], price_label: float | N
                 break
         if price is not None:
             break
-    if price is None and price_label is not None:
-        price, price_source = price_label, "node label hetsched.io/price-per-device-hour"
-    if price is None and hardware is not None:
+    if price is None:
+        try:
+            price = label_price(pool)
+        except ValueError as exc:
+            if not problem:
+                problem, reason = str(exc), PRICE_INVALID
+        else:
+            if price is not None:
+                price_source = "node label hetsched.io/price-per-device-hour"
+    if price is None and hardware is not None and not problem:
         price, price_source = hardware.price_per_hour, hardware.price_source or "catalog"
-    return ResolvedPool(pool, hardware, source, price, price_source, problem)
+    return ResolvedPool(pool, hardware, source, price, price_source, problem, reason)

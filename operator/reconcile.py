@@ -19,13 +19,13 @@ from hetsched.operator.status import (
     MAX_REJECTED,
     AgentWorkloadStatus,
     ConditionType,
+    get_condition,
     now_rfc3339,
     round_sig,
     set_condition,
 )
 from hetsched.scheduler.spec import ServingSpec
-
-GIB = float(1 << 30)
+from hetsched.scheduler.units import GIB
 
 
 def camel(reason: str | None) -> str:
@@ -50,13 +50,6 @@ def parse_time(value: Any) -> float | None:
     seconds = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
     whole_seconds = "." not in text
     return seconds + 1.0 if whole_seconds else seconds
-
-
-def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for c in status.get("conditions") or ():
-        if isinstance(c, Mapping) and c.get("type") == type_:
-            return c
-    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +79,7 @@ class ChildState:
         status = body.get("status") or {}
         owners = meta.get("ownerReferences") or []
         match = ((spec.get("selector") or {}).get("matchLabels") or {}) if kind == "Deployment" else {}
-        progressing = _condition(status, "Progressing")
+        progressing = get_condition(status.get("conditions"), "Progressing") or {}
         progress_time = parse_time(progressing.get("lastUpdateTime")) or parse_time(
             meta.get("creationTimestamp")
         )
@@ -214,7 +207,7 @@ class PodScheduling:
     def from_body(body: Mapping[str, Any]) -> PodScheduling:
         meta = body.get("metadata") or {}
         status = body.get("status") or {}
-        cond = _condition(status, "PodScheduled")
+        cond = get_condition(status.get("conditions"), "PodScheduled") or {}
         stuck = (
             not meta.get("deletionTimestamp")
             and status.get("phase", "Pending") == "Pending"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from hetsched.operator.nodes import LivePool
+from hetsched.scheduler.nodes import LivePool
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,16 +169,12 @@ def set_condition(
     return out
 
 
-def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+def get_condition(conditions: Iterable[Any] | None, type_: str) -> Mapping[str, Any] | None:
+    """The condition of ``type_`` in a ``status.conditions`` list (of any object), or None."""
     for cond in conditions or ():
-        if cond.get("type") == type_:
+        if isinstance(cond, Mapping) and cond.get("type") == type_:
             return cond
     return None
-
-
-def condition_is(conditions: Iterable[Mapping[str, Any]] | None, type_: str, value: bool) -> bool:
-    cond = get_condition(conditions, type_)
-    return cond is not None and cond.get("status") == ("True" if value else "False")
 
 
 def round_sig(x: float | None, digits: int = 5) -> float | None:

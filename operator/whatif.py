@@ -12,11 +12,9 @@ from typing import Any
 from hetsched.operator.api import EstimateRequest, PlanInputError, validation_detail
 from hetsched.operator.planning import PoolsInput, what_if
 from hetsched.operator.state import OperatorState
+from hetsched.scheduler import catalog
 from hetsched.scheduler.analysis import Scenario, analyze
-from hetsched.scheduler.estimator import Precisions
-from hetsched.scheduler.placement import catalogs
-from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
-from hetsched.scheduler.precision import Precision
+from hetsched.scheduler.placement.request import WorkloadRequest, precisions_from_spec, resolve_workload
 from hetsched.scheduler.spec import AgentWorkload
 from pydantic import ValidationError
 
@@ -46,23 +44,16 @@ class WhatIfBackend:
                 raise LookupError(f"no usable pool {request.pool!r} (pools: {known})") from None
         else:
             assert request.hardware is not None
-            found = catalogs.get_hardware(request.hardware)
+            found = catalog.get_hardware(request.hardware)
             if found is None:
                 raise LookupError(f"unknown hardware {request.hardware!r}")
             hw = found
         try:
-            model = catalogs.get_model(request.model)
+            model = catalog.get_model(request.model)
         except (KeyError, LookupError) as exc:
             raise LookupError(str(exc)) from None
-        agent = catalogs.apply_overrides(catalogs.get_agent(request.agent), request.overrides.model_dump())
-        native = Precisions.native(model)
-        spec = request.precision
-        precisions = Precisions(
-            weights=Precision(spec.weights.value) if spec.weights is not None else native.weights,
-            kv_cache=Precision(spec.kv_cache.value),
-            activations=Precision(spec.activations.value),
-            experts=native.experts if spec.weights is None else None,
-        )
+        agent = catalog.apply_overrides(catalog.get_agent(request.agent), request.overrides.model_dump())
+        precisions = precisions_from_spec(model, request.precision)
         scenario = Scenario.from_agent(agent, batch=request.batch, context=request.max_context_tokens)
         result = analyze(model, hw, scenario, precisions=precisions, tp=request.tp)
         doc: dict[str, Any] = result.to_dict()

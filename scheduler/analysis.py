@@ -12,6 +12,13 @@ from hetsched.scheduler.estimator import Phase, PhaseCost, Precisions, estimate_
 from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, PhasePerformance, Regime, evaluate
 
 
+def decode_context(cached_tokens: int, prompt_tokens: int, output_tokens: int) -> int:
+    """Tokens of context of the decode step that stands for a whole generation: the cached prefix,
+    the prompt and half the output (the mean over the generated tokens) — the one modelling choice
+    every decode estimate (analysis, serving model, planner, operator, report) uses."""
+    return cached_tokens + prompt_tokens + output_tokens // 2
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     """Token shape of the request being served.
@@ -50,7 +57,7 @@ class Scenario:
         if context is None:
             last_turn = agent.context_at_turn(agent.turns_per_task)
             cached = max(0, last_turn - prompt)
-            decode = max(1, cached + prompt + agent.output_tokens // 2)
+            decode = max(1, decode_context(cached, prompt, agent.output_tokens))
         else:
             decode = context
             cached = max(0, context - prompt - agent.output_tokens // 2)
@@ -252,4 +259,13 @@ def analyze(
     return WorkloadAnalysis(model, hardware, scenario, prec, prefill, decode)
 
 
-__all__ = ["IDEAL", "PhaseAnalysis", "Regime", "Scenario", "WorkloadAnalysis", "analyze", "analyze_phase"]
+__all__ = [
+    "IDEAL",
+    "PhaseAnalysis",
+    "Regime",
+    "Scenario",
+    "WorkloadAnalysis",
+    "analyze",
+    "analyze_phase",
+    "decode_context",
+]

@@ -16,6 +16,7 @@ from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator import Precisions
 from hetsched.scheduler.precision import Precision, parse_precision
 from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
+from hetsched.scheduler.units import fmt_gib, fmt_si
 
 _Subparsers = Any  # argparse's private _SubParsersAction
 
@@ -68,14 +69,11 @@ def resolve_hardware(args: argparse.Namespace) -> HardwareSpec:
 
 
 def resolve_precisions(args: argparse.Namespace, model: ModelConfig) -> Precisions:
-    native = Precisions.native(model)
-    weights = parse_precision(args.weights_dtype, "--weights-dtype") if args.weights_dtype else native.weights
-    experts = None if args.weights_dtype else native.experts
-    return Precisions(
-        weights=weights,
+    return Precisions.requested(
+        model,
+        weights=parse_precision(args.weights_dtype, "--weights-dtype") if args.weights_dtype else None,
         kv_cache=parse_precision(args.kv_dtype, "--kv-dtype"),
         activations=parse_precision(args.act_dtype, "--act-dtype"),
-        experts=experts,
     )
 
 
@@ -107,25 +105,14 @@ def run_estimate_args(args: argparse.Namespace) -> WorkloadAnalysis:
     )
 
 
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
-
-
-def _gib(value: float) -> str:
-    return f"{value / 2**30:.2f} GiB"
-
-
 def format_estimate(result: WorkloadAnalysis) -> str:
     d = result.to_dict()
     m, hw, sc = d["model"], d["hardware"], d["scenario"]
     lines = [
         f"model     {m['name']} ({m['attention']}): {m['total_params'] / 1e9:.2f}B params, "
         f"{m['active_params'] / 1e9:.2f}B active, KV {m['kv_bytes_per_token'] / 1024:.1f} KiB/token",
-        f"hardware  {hw['name']} × {hw['devices']}: {_si(hw['peak_flops'], 'FLOP/s')} peak, "
-        f"{_si(hw['memory_bandwidth_bytes_per_second'], 'B/s')}, {_gib(hw['memory_bytes'])}, "
+        f"hardware  {hw['name']} × {hw['devices']}: {fmt_si(hw['peak_flops'], 'FLOP/s')} peak, "
+        f"{fmt_si(hw['memory_bandwidth_bytes_per_second'], 'B/s')}, {fmt_gib(hw['memory_bytes'], 2)}, "
         f"ridge {hw['ridge_point']:.0f} FLOP/B",
         f"scenario  batch {sc['batch']}, prompt {sc['prompt_tokens']} (+{sc['cached_tokens']} cached), "
         f"decode at context {sc['decode_context']}; precisions {d['precisions']}",
@@ -133,22 +120,22 @@ def format_estimate(result: WorkloadAnalysis) -> str:
     ]
     rows = [
         ("", "prefill", "decode"),
-        ("FLOPs/step", *(_si(d["phases"][p]["flops"], "FLOP") for p in ("prefill", "decode"))),
-        ("DRAM bytes/step", *(_si(d["phases"][p]["dram_bytes"], "B") for p in ("prefill", "decode"))),
-        ("  weights read", *(_si(d["phases"][p]["weight_bytes"], "B") for p in ("prefill", "decode"))),
+        ("FLOPs/step", *(fmt_si(d["phases"][p]["flops"], "FLOP") for p in ("prefill", "decode"))),
+        ("DRAM bytes/step", *(fmt_si(d["phases"][p]["dram_bytes"], "B") for p in ("prefill", "decode"))),
+        ("  weights read", *(fmt_si(d["phases"][p]["weight_bytes"], "B") for p in ("prefill", "decode"))),
         (
             "  KV read+write",
             *(
-                _si(d["phases"][p]["kv_read_bytes"] + d["phases"][p]["kv_write_bytes"], "B")
+                fmt_si(d["phases"][p]["kv_read_bytes"] + d["phases"][p]["kv_write_bytes"], "B")
                 for p in ("prefill", "decode")
             ),
         ),
         ("OI (FLOP/B)", *(f"{d['phases'][p]['operational_intensity']:.1f}" for p in ("prefill", "decode"))),
         (
             "CF per request",
-            *(_gib(d["phases"][p]["capacity_footprint_bytes"]) for p in ("prefill", "decode")),
+            *(fmt_gib(d["phases"][p]["capacity_footprint_bytes"], 2) for p in ("prefill", "decode")),
         ),
-        ("  KV cache", *(_gib(d["phases"][p]["kv_cache_bytes"]) for p in ("prefill", "decode"))),
+        ("  KV cache", *(fmt_gib(d["phases"][p]["kv_cache_bytes"], 2) for p in ("prefill", "decode"))),
         ("regime", *(d["phases"][p]["regime"] for p in ("prefill", "decode"))),
         ("step time", *(f"{d['phases'][p]['step_seconds'] * 1e3:.2f} ms" for p in ("prefill", "decode"))),
         ("tokens/s", *(f"{d['phases'][p]['tokens_per_second']:.1f}" for p in ("prefill", "decode"))),

@@ -79,6 +79,27 @@ class Precisions:
             weights=weights, kv_cache=Precision.BF16, activations=Precision.BF16, experts=experts
         )
 
+    @staticmethod
+    def requested(
+        model: ModelConfig,
+        *,
+        weights: Precision | None = None,
+        kv_cache: Precision = Precision.BF16,
+        activations: Precision = Precision.BF16,
+    ) -> Precisions:
+        """The formats a workload asks for (its ``precision`` spec, ``--weights-dtype``, ...).
+
+        Without ``weights`` the checkpoint's native formats, the routed experts' included (gpt-oss:
+        mxfp4 experts); with ``weights``, every weight (experts too) in that format.
+        """
+        native = Precisions.native(model)
+        return Precisions(
+            weights=native.weights if weights is None else weights,
+            kv_cache=kv_cache,
+            activations=activations,
+            experts=native.experts if weights is None else None,
+        )
+
 
 class OperatorCost(NamedTuple):
     """One operator of a step, summed over layers: FLOPs and the DRAM bytes it moves.

@@ -30,12 +30,12 @@ from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
 from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, Regime, evaluate, max_batch_that_fits
+from hetsched.scheduler.units import GB, fmt_tokens
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-GB = 1e9
 
 PLOT_NAMES: tuple[str, ...] = ("roofline", "regime-map", "agents", "attention", "moe", "placement")
 
@@ -51,25 +51,6 @@ REGIME_COLORS: dict[str, str] = {
     Regime.DOES_NOT_FIT.value: "#666666",
 }
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
-
-
-def _gb(value: float) -> str:
-    return f"{value / GB:,.0f} GB" if value >= 10 * GB else f"{value / GB:.3g} GB"
-
-
-def _tokens(value: float) -> str:
-    """Token counts: binary K/M for powers-of-two style lengths (131072 → 128K), decimal otherwise."""
-    if value >= 1024 and value == int(value):
-        n = int(value)
-        if n % (1 << 20) == 0:
-            return f"{n >> 20}M"
-        if n % 1024 == 0:
-            return f"{n >> 10}K"
-    if value >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.3g}K"
-    return f"{value:.0f}"
 
 
 def _block_cost(cost: PhaseCost, block: str) -> tuple[float, float]:
@@ -277,7 +258,7 @@ def render_roofline(series: RooflineSeries) -> Figure:
     ax.set_title(
         f"Roofline: {series.model}, {series.agent or 'workload'} — batch "
         f"{batch}, "
-        f"prompt {_tokens(series.prompt_tokens)}, decode at context {_tokens(series.decode_context)}",
+        f"prompt {fmt_tokens(series.prompt_tokens)}, decode at context {fmt_tokens(series.decode_context)}",
         fontsize=10,
     )
     ax.grid(True, which="major", color="0.9")
@@ -493,7 +474,7 @@ def render_regime_map(series: RegimeMapSeries) -> Figure:
         for m in shapes.values()
     ]
     names_s = [
-        f"{'low' if b == b_lo else 'high'} B={b}, {'short' if c == c_lo else 'long'} L={_tokens(c)}"
+        f"{'low' if b == b_lo else 'high'} B={b}, {'short' if c == c_lo else 'long'} L={fmt_tokens(c)}"
         for b, c in shapes
     ]
     leg1 = ax.legend(
@@ -641,7 +622,7 @@ def render_agents(series: AgentsSeries) -> Figure:
     )
     for i, a in zip(idx, series.agents, strict=True):
         ax.annotate(
-            _tokens(a.prefill_tokens_per_task),
+            fmt_tokens(a.prefill_tokens_per_task),
             (i - w / 2, a.prefill_tokens_per_task),
             ha="center",
             va="bottom",
@@ -650,7 +631,7 @@ def render_agents(series: AgentsSeries) -> Figure:
             textcoords="offset points",
         )
         ax.annotate(
-            _tokens(a.decode_tokens_per_task),
+            fmt_tokens(a.decode_tokens_per_task),
             (i + w / 2, a.decode_tokens_per_task),
             ha="center",
             va="bottom",
@@ -683,7 +664,7 @@ def render_agents(series: AgentsSeries) -> Figure:
     for i, a in zip(idx, series.agents, strict=True):
         cf = a.capacity_footprint_bytes / GB
         ax.annotate(
-            f"{cf:.0f} GB\nL={_tokens(a.decode_context)}",
+            f"{cf:.0f} GB\nL={fmt_tokens(a.decode_context)}",
             (i, cf),
             ha="center",
             va="bottom",
@@ -825,7 +806,7 @@ def render_attention(series: AttentionSeries) -> Figure:
         )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xticks(xs[::2], [_tokens(x) for x in xs[::2]])
+    ax.set_xticks(xs[::2], [fmt_tokens(x) for x in xs[::2]])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(f"capacity footprint per request at batch {series.batch} (GB)")
     ax.set_title(
@@ -966,7 +947,7 @@ def render_moe(series: MoESeries) -> Figure:
         ax.grid(True, axis="y", color="0.92")
         ax.set_axisbelow(True)
     fig.suptitle(
-        f"Dense vs MoE (paper Fig. 4): decode at context {_tokens(series.context)}, native precision",
+        f"Dense vs MoE (paper Fig. 4): decode at context {fmt_tokens(series.context)}, native precision",
         fontsize=11,
     )
     fig.tight_layout()

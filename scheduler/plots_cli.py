@@ -7,7 +7,6 @@ imported only when a figure is rendered, so the CLI starts fast.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -311,18 +310,6 @@ def register(subparsers: _Subparsers) -> None:
     rep.add_argument("--out", default="report.html", metavar="FILE", help="HTML file (default report.html)")
     rep.add_argument("--title", default="hetsched placement report")
     rep.set_defaults(func=cmd_report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - convenience entry point
-    parser = argparse.ArgumentParser(prog="hetsched")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 __all__ = ["DEFAULTS", "PLOT_NAMES", "add_plot_arguments", "build_series", "register", "render"]

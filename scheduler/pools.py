@@ -1,18 +1,25 @@
-"""Node pools: the pool file format (shared by `plan --pools` and the local cluster) and Pool objects.
+"""Node pools: the labels, the pool file format (shared by `plan --pools` and the local cluster),
+Pool and Cluster objects, and the Cluster of a pool file.
 
 A pool is a set of identical nodes: ``nodes`` × ``devicesPerNode`` devices of one hardware entry,
-targeted by the node label ``hetsched.io/pool=<name>``. See docs/pools.md.
+targeted by the node label ``hetsched.io/pool=<name>``. See docs/pools.md. Pools from a node list
+(``kubectl get nodes``, or the operator's live nodes) are built in :mod:`hetsched.scheduler.nodes`.
+
+Pools whose hardware cannot be resolved are kept in ``Cluster.unavailable`` with reason
+``hardware-unknown``, so that every workload's rejections name them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.units import GB
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -24,9 +31,19 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+# ---- node labels and resources: the one home (the CLI, the operator, its manifests, the local cluster)
 POOL_LABEL = "hetsched.io/pool"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+HARDWARE_LABEL = "hetsched.io/hardware"  # a catalog key (or a custom hardware entry's name)
+DEVICES_LABEL = "hetsched.io/devices-per-node"  # CPU pools: sockets per node (default 1)
+PRICE_LABEL = "hetsched.io/price-per-device-hour"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set by NVIDIA GPU Feature Discovery
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB, set by GPU Feature Discovery
 GPU_RESOURCE = "nvidia.com/gpu"
+
+# ---- why a pool is seen but not plannable (UnavailablePool.reason; placement's Reason values)
+HARDWARE_UNKNOWN = "hardware-unknown"
+PRICE_INVALID = "price-invalid"
+
 DEFAULT_NETWORK_GBPS = 25.0  # inter-pool bandwidth (GB/s) when a pool file gives none: 200 Gb/s NICs
 
 
@@ -177,7 +194,7 @@ class UnavailablePool:
     """A pool the planner cannot use, and why (e.g. its hardware is not in the catalog)."""
 
     name: str
-    reason: str  # machine-readable, e.g. "hardware-unknown"
+    reason: str  # machine-readable: HARDWARE_UNKNOWN or PRICE_INVALID
     detail: str
     devices: int = 0
 
@@ -230,3 +247,115 @@ def read_pool_file(path: str | Path) -> PoolFile:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     return parse_pool_file(doc, str(path))
+
+
+# ---- the Cluster of a pool file ------------------------------------------------------------------
+def network_bandwidths(
+    spec: Mapping[str, float], pools: Iterable[str] | None = None, *, ignore_unknown: bool = False
+) -> tuple[dict[tuple[str, str], float], float]:
+    """Inter-pool bandwidth (``networkBandwidthGBps``, ``--network-gbps``): GB/s per key, ``default``
+    or ``<pool>/<pool>``; returns bytes/s by sorted pool pair, and the default.
+
+    ValueError on a bad key or value; a pair naming a pool not in ``pools`` is an error too, unless
+    ``ignore_unknown`` (the operator: live pools come and go) — then it is left out. ``pools=None``
+    checks the keys only.
+    """
+    known = None if pools is None else set(pools)
+    default = DEFAULT_NETWORK_GBPS * GB
+    pairs: dict[tuple[str, str], float] = {}
+    for key, gbps in spec.items():
+        if gbps <= 0:
+            raise ValueError(f"networkBandwidthGBps.{key}: must be > 0, got {gbps}")
+        if key == "default":
+            default = gbps * GB
+            continue
+        parts = key.split("/")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"networkBandwidthGBps.{key}: expected 'default' or '<pool>/<pool>'")
+        a, b = parts
+        if known is not None:
+            missing = [p for p in (a, b) if p not in known]
+            if missing and ignore_unknown:
+                continue
+            if missing:
+                raise ValueError(f"networkBandwidthGBps.{key}: no pool named {missing[0]!r}")
+        pairs[(a, b) if a <= b else (b, a)] = gbps * GB
+    return pairs, default
+
+
+def resolve_hardware(
+    key: str | None,
+    *,
+    gpu_product: str | None = None,
+    custom: Mapping[str, HardwareSpec] | None = None,
+) -> tuple[HardwareSpec | None, str]:
+    """Hardware for a pool: custom entry or catalog key first, then the GFD product label.
+
+    Returns (spec, "") or (None, a sentence saying what was tried and how to fix it).
+    """
+    custom = custom or {}
+    if key:
+        if key in custom:
+            return custom[key], ""
+        hw = catalog.get_hardware(key)
+        if hw is not None:
+            return hw, ""
+    if gpu_product:
+        hw = catalog.hardware_for_gfd_product(gpu_product)
+        if hw is not None:
+            return hw, ""
+    tried = []
+    if key:
+        tried.append(f"hardware {key!r} is neither a catalog key nor a custom hardware entry")
+    if gpu_product:
+        tried.append(f"no catalog entry lists {GPU_PRODUCT_LABEL}={gpu_product}")
+    if not tried:
+        tried.append("no hardware key and no GPU product label")
+    return None, "; ".join(
+        tried
+    ) + f" (label the nodes {HARDWARE_LABEL}=<catalog key> or add a hardware entry)"
+
+
+def build_cluster(
+    pool_file: PoolFile | Mapping[str, Any] | str | Path,
+    *,
+    custom_hardware: Mapping[str, HardwareSpec] | None = None,
+) -> Cluster:
+    """A Cluster from a pool file (parsed, as a dict, or a path).
+
+    Hardware: the file's ``hardware:`` entries (custom hardware, by name) first, then the catalog.
+    Price: ``pricePerDeviceHour`` when given, else the hardware's catalog price. Free devices:
+    ``freeDevices`` when given, else all. Network: ``networkBandwidthGBps`` (GB/s), ``default`` for
+    unlisted pairs (25 GB/s when absent); within a pool, the devices' own network.
+    """
+    if isinstance(pool_file, str | Path):
+        pool_file = read_pool_file(pool_file)
+    elif not isinstance(pool_file, PoolFile):
+        pool_file = parse_pool_file(pool_file)
+    custom = dict(custom_hardware or {})
+    custom.update(catalog.parse_custom_hardware(pool_file.hardware))
+    pools: list[Pool] = []
+    unavailable: list[UnavailablePool] = []
+    for entry in pool_file.pools:
+        hw, why = resolve_hardware(entry.hardware, gpu_product=entry.gpu_product, custom=custom)
+        total = entry.nodes * entry.devices_per_node
+        if hw is None:
+            unavailable.append(UnavailablePool(entry.name, HARDWARE_UNKNOWN, why, total))
+            continue
+        selector = {POOL_LABEL: entry.name}
+        pools.append(
+            Pool(
+                name=entry.name,
+                hardware=hw,
+                nodes=entry.nodes,
+                devices_per_node=entry.devices_per_node,
+                free_devices=total if entry.free_devices is None else entry.free_devices,
+                price_per_device_hour=(
+                    hw.price_per_hour if entry.price_per_device_hour is None else entry.price_per_device_hour
+                ),
+                node_selector=selector,
+                taints=tuple(entry.taints),
+            )
+        )
+    pairs, default = network_bandwidths(pool_file.network_bandwidth_gbps, [p.name for p in pool_file.pools])
+    return Cluster(tuple(pools), pairs, default, tuple(unavailable))

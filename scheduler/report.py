@@ -75,7 +75,8 @@ class PlanContext:
 
 def build_plan(pools_path: str | Path, workload_paths: Sequence[str | Path]) -> PlanContext:
     """Read the pool file and AgentWorkload manifests and run the planner on them."""
-    from hetsched.scheduler.placement import build_cluster, load_requests, plan
+    from hetsched.scheduler.placement import load_requests, plan
+    from hetsched.scheduler.pools import build_cluster
 
     cluster = build_cluster(pools_path)
     requests = tuple(load_requests([str(p) for p in workload_paths]))
@@ -265,7 +266,7 @@ def _fitting_tp(req: WorkloadRequest, pool: Pool) -> int:
 
 def workload_roofline(ctx: PlanContext, w: WorkloadPlacement) -> Any:
     """Roofline series of a workload on every pool's hardware, at the plan's TP and batches."""
-    from hetsched.scheduler.analysis import Scenario
+    from hetsched.scheduler.analysis import Scenario, decode_context
     from hetsched.scheduler.plots import roofline_series
 
     req = ctx.request(w.key)
@@ -281,10 +282,8 @@ def workload_roofline(ctx: PlanContext, w: WorkloadPlacement) -> Any:
             tps[pool.hardware.name] = w.prefill.tp
         else:
             tps[pool.hardware.name] = _fitting_tp(req, pool)
-    decode_context = req.cached_tokens + req.prompt_tokens + req.output_tokens // 2
-    scenario = Scenario(
-        w.decode.batch or 1, req.prompt_tokens, req.cached_tokens, decode_context, req.output_tokens
-    )
+    context = decode_context(req.cached_tokens, req.prompt_tokens, req.output_tokens)
+    scenario = Scenario(w.decode.batch or 1, req.prompt_tokens, req.cached_tokens, context, req.output_tokens)
     return roofline_series(
         req.model,
         hardware,

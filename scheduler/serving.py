@@ -54,7 +54,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from hetsched.scheduler.analysis import PhaseAnalysis
+from hetsched.scheduler.analysis import PhaseAnalysis, decode_context
 from hetsched.scheduler.calibration.calibrated import with_engine
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
@@ -490,7 +490,7 @@ def colocated_setup(
         Phase.DECODE,
         batch=running,
         new_tokens=1,
-        context_tokens=cached_tokens + prompt_tokens + output_tokens // 2,
+        context_tokens=decode_context(cached_tokens, prompt_tokens, output_tokens),
         precisions=precisions,
         tp=tp,
         dp=dp,
@@ -633,7 +633,7 @@ def disaggregated_setup(
         Phase.DECODE,
         batch=db,
         new_tokens=1,
-        context_tokens=cached_tokens + prompt_tokens + output_tokens // 2,
+        context_tokens=decode_context(cached_tokens, prompt_tokens, output_tokens),
         precisions=precisions,
         tp=decode_tp,
         dp=decode_dp,

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from hetsched.scheduler.catalog.hardware import DeviceKind
+from hetsched.scheduler.precision import Precision
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -35,17 +37,6 @@ class DisaggregationMode(StrEnum):
     AUTO = "auto"
     ALWAYS = "always"
     NEVER = "never"
-
-
-class PrecisionName(StrEnum):
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-    FP8 = "fp8"
-    INT8 = "int8"
-    INT4 = "int4"
-    NVFP4 = "nvfp4"
-    MXFP4 = "mxfp4"
 
 
 class ConfigMapModelRef(_Spec):
@@ -97,9 +88,9 @@ class AgentSpec(_Spec):
 
 
 class PrecisionSpec(_Spec):
-    weights: PrecisionName | None = Field(default=None, description="default: the checkpoint's native format")
-    kv_cache: PrecisionName = PrecisionName.BF16
-    activations: PrecisionName = PrecisionName.BF16
+    weights: Precision | None = Field(default=None, description="default: the checkpoint's native format")
+    kv_cache: Precision = Precision.BF16
+    activations: Precision = Precision.BF16
 
 
 class DemandSpec(_Spec):
@@ -342,12 +333,6 @@ def load_workloads(path: str | Path) -> list[AgentWorkload]:
 
 
 # ---- AcceleratorProfile (cluster-scoped) ---------------------------------------------------------
-class DeviceKindName(StrEnum):
-    GPU = "gpu"
-    CPU = "cpu"
-    ACCELERATOR = "accelerator"
-
-
 _HARDWARE_FIGURES = ("memory", "bandwidth", "peak_tflops", "power")
 
 
@@ -373,7 +358,7 @@ class AcceleratorProfileSpec(_Spec):
         default=None, min_length=1, max_length=63, description="hardware name (default: the profile's name)"
     )
     description: str | None = Field(default=None, max_length=1024)
-    kind: DeviceKindName | None = None
+    kind: DeviceKind | None = None
     vendor: str | None = Field(default=None, max_length=63)
     memory: str | None = Field(default=None, min_length=1, max_length=32, description="per device, e.g. 80GB")
     bandwidth: str | None = Field(

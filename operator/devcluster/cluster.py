@@ -44,7 +44,8 @@ from typing import Any, TypeVar
 
 import yaml
 from hetsched.operator.devcluster import build, certs
-from hetsched.operator.devcluster.pools import KWOK_ANNOTATION, POOL_LABEL, PoolFile, node_list, node_names
+from hetsched.operator.devcluster.pools import KWOK_ANNOTATION, PoolFile, node_list, node_names
+from hetsched.scheduler.pools import POOL_LABEL
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service

@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hetsched.operator.nodes import DEVICES_LABEL, PRICE_LABEL
 from hetsched.scheduler.pools import (
+    DEVICES_LABEL,
+    GPU_MEMORY_LABEL,
     GPU_PRODUCT_LABEL,
     GPU_RESOURCE,
+    HARDWARE_LABEL,
     POOL_LABEL,
+    PRICE_LABEL,
     PoolEntry,
     PoolFile,
     parse_pool_file,
 )
 
 __all__ = [
-    "GPU_RESOURCE",
-    "POOL_LABEL",
     "PoolEntry",
     "PoolFile",
     "check_for_cluster",
@@ -40,7 +41,6 @@ __all__ = [
     "price_label_value",
 ]
 
-HARDWARE_LABEL = "hetsched.io/hardware"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_ANNOTATION_VALUE = "fake"
 MAX_PODS_PER_NODE = "110"  # the kubelet's default --max-pods
@@ -141,7 +141,7 @@ def node_manifest(pool: PoolEntry, index: int) -> dict[str, Any]:
             "nvidia.com/gpu.count": str(pool.devices_per_node),
         }
         if pool.gpu_memory_mib is not None:
-            labels["nvidia.com/gpu.memory"] = str(pool.gpu_memory_mib)
+            labels[GPU_MEMORY_LABEL] = str(pool.gpu_memory_mib)
         resources[GPU_RESOURCE] = str(pool.devices_per_node)
     else:
         labels[DEVICES_LABEL] = str(pool.devices_per_node)

@@ -265,14 +265,6 @@ def register(subparsers: _Subparsers) -> None:
     p.set_defaults(func=run_validate)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hetsched")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["validate", *(argv or sys.argv[1:])])
-    result: int = args.func(args)
-    return result
-
-
 __all__ = [
     "EfficiencySource",
     "efficiency_source",
@@ -283,7 +275,3 @@ __all__ = [
     "validate_rows",
     "write_plots",
 ]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,8 +4,8 @@ Public API (what the CLI and the operator call):
 
 * :func:`resolve_workload` / :func:`resolve_manifest` — an AgentWorkload spec (pydantic or dict)
   to a :class:`WorkloadRequest`;
-* :func:`build_cluster` (pool file) / :func:`cluster_from_nodes` (``kubectl get nodes -o yaml``)
-  — the :class:`~hetsched.scheduler.pools.Cluster`;
+* ``pools.build_cluster`` (pool file) / ``nodes.cluster_from_nodes`` (``kubectl get nodes -o
+  yaml``) — the :class:`~hetsched.scheduler.pools.Cluster` it places onto;
 * :func:`plan` — the :class:`Plan` (``Plan.to_dict()`` is the ``hetsched plan -o json`` shape).
 
 docs/placement.md explains the model, the formulas, the reasons and the solver.
@@ -20,12 +20,6 @@ from hetsched.scheduler.placement.candidates import (
     Reason,
     Rejection,
     WorkloadCandidates,
-)
-from hetsched.scheduler.placement.cluster import (
-    build_cluster,
-    cluster_from_nodes,
-    load_nodes,
-    resolve_hardware,
 )
 from hetsched.scheduler.placement.planner import build_problem, plan, shared_cache, suggest
 from hetsched.scheduler.placement.request import (
@@ -59,13 +53,9 @@ __all__ = [
     "WorkloadCandidates",
     "WorkloadPlacement",
     "WorkloadRequest",
-    "build_cluster",
     "build_problem",
-    "cluster_from_nodes",
-    "load_nodes",
     "load_requests",
     "plan",
-    "resolve_hardware",
     "resolve_manifest",
     "resolve_workload",
     "shared_cache",

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from hetsched.scheduler.analysis import PhaseAnalysis
+from hetsched.scheduler.analysis import PhaseAnalysis, decode_context
 from hetsched.scheduler.calibration.calibrated import with_engine
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.estimator import Phase, PhaseCost, estimate_phase
@@ -52,8 +52,8 @@ from hetsched.scheduler.serving import (
     step_terms,
 )
 from hetsched.scheduler.spec import DisaggregationMode
+from hetsched.scheduler.units import fmt_gib, fmt_seconds
 
-GIB = float(1 << 30)
 _PREFILL = Phase.PREFILL  # module constants: enum attribute access is slow on the hot path
 _DECODE = Phase.DECODE
 _EPS = 1e-9
@@ -75,6 +75,7 @@ class Reason(StrEnum):
     NO_FREE_DEVICES = "no-free-devices"  # feasible, but the free devices are taken
     POOL_EXCLUDED = "pool-excluded"  # spec.pools excludes it, or allows only others
     HARDWARE_UNKNOWN = "hardware-unknown"  # the pool's hardware is not in the catalog
+    PRICE_INVALID = "price-invalid"  # a node's hetsched.io/price-per-device-hour label is not a number
     PAIRING = "no-pairing"  # this phase fits here but no pool can run the other phase with it
     MODE = "mode"  # only the other serving mode could use it, and spec.disaggregation forbids it
     COST = "cost"  # feasible, but the chosen placement is cheaper
@@ -283,7 +284,7 @@ class EstimateCache:
         the mean context of the generation, C + P + O//2."""
         if prefill:
             return _PREFILL, req.prompt_tokens, req.cached_tokens
-        return _DECODE, 1, req.cached_tokens + req.prompt_tokens + req.output_tokens // 2
+        return _DECODE, 1, decode_context(req.cached_tokens, req.prompt_tokens, req.output_tokens)
 
     def cost(self, req: WorkloadRequest, sid: int, phase: Phase, tp: int, batch: int) -> PhaseCost:
         key = (sid, phase is _PREFILL, tp, batch)
@@ -610,18 +611,6 @@ def ceil_div(x: float, y: float) -> int:
     """⌈x / y⌉ for x ≥ 0, robust to float noise (x/y = 3.0000000001 counts as 3)."""
     q = x / y
     return math.ceil(q - 1e-9 * (q if q > 1.0 else 1.0))
-
-
-def fmt_seconds(s: float) -> str:
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s * 1e6:.0f} µs"
-
-
-def fmt_gib(b: float) -> str:
-    return f"{b / GIB:.1f} GiB"
 
 
 @dataclass(slots=True)

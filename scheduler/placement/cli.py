@@ -15,9 +15,10 @@ import sys
 from typing import Any, TextIO
 
 from hetsched.scheduler.catalog.hardware import IDEAL
-from hetsched.scheduler.placement.candidates import PlanOptions, fmt_seconds
+from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.placement.result import PhasePlacement, Plan, WorkloadPlacement
 from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
+from hetsched.scheduler.units import fmt_money, fmt_optional_seconds
 
 
 def register(subparsers: Any) -> None:
@@ -53,9 +54,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hetsched.scheduler.placement.cluster import build_cluster, cluster_from_nodes, load_nodes
+    from hetsched.scheduler.nodes import cluster_from_nodes, load_nodes
     from hetsched.scheduler.placement.planner import plan
     from hetsched.scheduler.placement.request import load_requests
+    from hetsched.scheduler.pools import build_cluster
 
     if not 0 < args.utilization <= 1:
         raise ValueError(f"--utilization must be in (0, 1], got {args.utilization}")
@@ -78,14 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---- table ---------------------------------------------------------------------------------------
-def _money(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _secs(x: float | None) -> str:
-    return "-" if x is None else fmt_seconds(x)
-
-
 def _row(ph: PhasePlacement, w: WorkloadPlacement) -> list[str]:
     if ph.pool is None:
         reason = w.reason or ""
@@ -99,9 +93,9 @@ def _row(ph: PhasePlacement, w: WorkloadPlacement) -> list[str]:
         str(ph.batch),
         str(ph.replicas),
         ph.regime or "-",
-        _secs(ph.ttft_seconds) if ph.phase == "prefill" else "-",
-        _secs(ph.tpot_seconds) if ph.phase == "decode" else "-",
-        _money(ph.cost_per_million_tokens, 3),
+        fmt_optional_seconds(ph.ttft_seconds) if ph.phase == "prefill" else "-",
+        fmt_optional_seconds(ph.tpot_seconds) if ph.phase == "decode" else "-",
+        fmt_money(ph.cost_per_million_tokens, 3),
         reason,
     ]
 
@@ -131,7 +125,7 @@ def print_table(result: Plan, out: TextIO) -> None:
             demand = f"{w.requests_per_second:.3g} req/s" if w.requests_per_second is not None else "-"
             out.write(
                 f"{w.key}  [{w.model}, {w.agent}]  {w.mode}  ${w.cost_per_hour:.2f}/h  "
-                f"${_money(w.cost_per_million_tokens, 3)}/Mtok  {demand}  max_model_len {w.max_model_len}\n"
+                f"${fmt_money(w.cost_per_million_tokens, 3)}/Mtok  {demand}  max_model_len {w.max_model_len}\n"
             )
         else:
             out.write(f"{w.key}  [{w.model}, {w.agent}]  NOT PLACED ({w.reason}): {w.detail}\n")

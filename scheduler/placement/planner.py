@@ -30,7 +30,6 @@ from hetsched.scheduler.placement.candidates import (
     Reason,
     Rejection,
     WorkloadCandidates,
-    fmt_seconds,
 )
 from hetsched.scheduler.placement.request import UNKNOWN_POOL, WorkloadRequest
 from hetsched.scheduler.placement.result import (
@@ -45,6 +44,7 @@ from hetsched.scheduler.placement.solver import Problem, solve
 from hetsched.scheduler.pools import Cluster, Pool
 from hetsched.scheduler.precision import PRECISIONS, Precision
 from hetsched.scheduler.serving import predict_colocated, predict_disaggregated
+from hetsched.scheduler.units import fmt_seconds
 
 _SHARED_CACHE = EstimateCache()
 

@@ -16,18 +16,18 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hetsched.scheduler import catalog
 from hetsched.scheduler.analysis import Scenario
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.engines import engine_of_images
 from hetsched.scheduler.estimator import Precisions
-from hetsched.scheduler.placement import catalogs
-from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.spec import (
     AgentWorkload,
     AgentWorkloadSpec,
     DisaggregationMode,
     ModelRef,
+    PrecisionSpec,
     format_validation_error,
 )
 
@@ -150,7 +150,7 @@ def _unknown(pools: list[str]) -> str:
 
 def default_model_resolver(ref: ModelRef) -> ModelConfig:
     if ref.name is not None:
-        return catalogs.get_model(ref.name)
+        return catalog.get_model(ref.name)
     assert ref.config_map is not None
     raise ValueError(
         f"model.configMap {ref.config_map.name!r}: the config.json lives in the cluster; pass the "
@@ -190,21 +190,11 @@ def resolve_workload(
             raise ValueError(f"{namespace}/{name}: spec.model: {exc}") from None
     if agent is None:
         try:
-            agent = catalogs.get_agent(spec.agent.profile)
+            agent = catalog.get_agent(spec.agent.profile)
         except (KeyError, LookupError) as exc:
             raise ValueError(f"{namespace}/{name}: spec.agent.profile: {exc}") from None
-    agent = catalogs.apply_overrides(agent, spec.agent.overrides.model_dump())
-    native = Precisions.native(model)
-    weights = (
-        Precision(spec.precision.weights.value) if spec.precision.weights is not None else native.weights
-    )
-    experts = native.experts if spec.precision.weights is None else None
-    precisions = Precisions(
-        weights=weights,
-        kv_cache=Precision(spec.precision.kv_cache.value),
-        activations=Precision(spec.precision.activations.value),
-        experts=experts,
-    )
+    agent = catalog.apply_overrides(agent, spec.agent.overrides.model_dump())
+    precisions = precisions_from_spec(model, spec.precision)
     scenario = Scenario.from_agent(agent, context=spec.max_context_tokens)
     return WorkloadRequest(
         name=name,
@@ -226,6 +216,13 @@ def resolve_workload(
         max_batch=spec.max_batch,
         max_context_tokens=spec.max_context_tokens,
         engine=_serving_engine(spec),
+    )
+
+
+def precisions_from_spec(model: ModelConfig, spec: PrecisionSpec) -> Precisions:
+    """The formats of a workload's (or an estimate request's) ``precision`` spec."""
+    return Precisions.requested(
+        model, weights=spec.weights, kv_cache=spec.kv_cache, activations=spec.activations
     )
 
 

@@ -25,7 +25,7 @@ import yaml
 from hetsched.operator.devcluster.pools import load_pools
 from hetsched.operator.devcluster.testing import LocalCluster
 from hetsched.operator.kube import KubeApi
-from hetsched.operator.nodes import project_node
+from hetsched.scheduler.nodes import project_node
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ from harness import (
 )
 from hetsched.operator.devcluster.pools import load_pools, node_names
 from hetsched.operator.devcluster.testing import LocalCluster
-from hetsched.scheduler.placement import catalogs
+from hetsched.scheduler import catalog
 
 pytestmark = pytest.mark.integration
 
@@ -376,7 +376,7 @@ def test_concurrent_edits_last_spec_wins(
         spec = obj["spec"]
         assert obj["status"]["model"] == spec["model"]["name"]
         assert obj["status"]["agent"] == spec["agent"]["profile"]
-        hf_id = catalogs.get_model(spec["model"]["name"]).hf_id or spec["model"]["name"]
+        hf_id = catalog.get_model(spec["model"]["name"]).hf_id or spec["model"]["name"]
         for c in children(rel_cluster, ns):
             if c["kind"] == "Deployment":
                 args = c["spec"]["template"]["spec"]["containers"][0].get("args") or []

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hetsched.operator.devcluster.pools import load_pools, node_manifests
-from hetsched.operator.nodes import LivePool, fingerprint, group_pools, project_node
+from hetsched.operator.nodes import fingerprint
 from hetsched.operator.planning import PoolsInput, Registration, build_pools, resolve
 from hetsched.operator.profiles import Profile
+from hetsched.scheduler.nodes import LivePool, group_pools, project_node
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POOLS = REPO / "examples" / "pools" / "demo.yaml"

@@ -36,8 +36,9 @@ from hetsched.operator.devcluster.pools import (
     parse_pools,
     price_label_value,
 )
-from hetsched.operator.nodes import DEVICES_LABEL, PRICE_LABEL, group_pools, project_node
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
+from hetsched.scheduler.nodes import group_pools, project_node
+from hetsched.scheduler.pools import DEVICES_LABEL, PRICE_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "pools" / "demo.yaml"

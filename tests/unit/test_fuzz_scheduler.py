@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from hetsched.operator import reconcile
 from hetsched.operator.planning import PoolsInput, Registration, plan_workloads, resolve
+from hetsched.scheduler import catalog
 from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
 from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.placement import catalogs
 from hetsched.scheduler.placement.candidates import PlanOptions
 from hetsched.scheduler.precision import Precision
 from hypothesis import HealthCheck, assume, given, settings
@@ -99,7 +99,7 @@ def mutated_configs(draw: st.DrawFn) -> dict[str, Any]:
 
 def _load(cfg: Any) -> Any:
     try:
-        return catalogs.load_hf_config(cfg, "fuzz")
+        return catalog.load_hf_config(cfg, "fuzz")
     except ValueError as exc:
         assert str(exc), "a ValueError without a message"
         return None
@@ -136,7 +136,7 @@ def test_config_loader_on_arbitrary_json(doc: Any) -> None:
         _load(doc)
         return
     with pytest.raises((ValueError, TypeError)):
-        catalogs.load_hf_config(doc, "fuzz")
+        catalog.load_hf_config(doc, "fuzz")
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_config_loader_regressions(config: str, key: str, value: int, match: str
     """Found by fuzzing: a zero divisor or an absurd layer count was a crash or a hang."""
     cfg = {**HF_CONFIGS[config], key: value}
     with pytest.raises(ValueError, match=match):
-        catalogs.load_hf_config(cfg, "fuzz")
+        catalog.load_hf_config(cfg, "fuzz")
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_config_loader_regressions_llama4(key: str, value: int, match: str) -> N
         cfg["text_config"].pop("no_rope_layers")
     cfg["text_config"][key] = value
     with pytest.raises(ValueError, match=match):
-        catalogs.load_hf_config(cfg, "fuzz")
+        catalog.load_hf_config(cfg, "fuzz")
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_config_loader_regressions_llama4_vision(key: str, value: int) -> None:
     cfg = copy.deepcopy(HF_CONFIGS["llama-4-scout-17b-16e"])
     cfg["vision_config"][key] = value
     with pytest.raises(ValueError, match=key):
-        catalogs.load_hf_config(cfg, "fuzz")
+        catalog.load_hf_config(cfg, "fuzz")
 
 
 # ---- the estimator --------------------------------------------------------------------------------

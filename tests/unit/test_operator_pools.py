@@ -9,6 +9,7 @@ import pytest
 from hetsched.operator import nodes as n
 from hetsched.operator.planning import build_pools
 from hetsched.operator.profiles import parse_profile, parse_profiles, resolve_pool
+from hetsched.scheduler import nodes as scheduler_nodes
 from operator_testkit import demo_nodes, live_pools, projections
 
 
@@ -41,7 +42,7 @@ def _node(
     ],
 )
 def test_parse_quantity(q: Any, value: float) -> None:
-    assert n.parse_quantity(q) == value
+    assert scheduler_nodes.parse_quantity(q) == value
 
 
 def test_projection_is_small_and_drops_system_taints() -> None:
@@ -54,7 +55,7 @@ def test_projection_is_small_and_drops_system_taints() -> None:
             {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
         ],
     )
-    p = n.project_node("a-0", node["metadata"]["labels"], node["spec"], node["status"])
+    p = scheduler_nodes.project_node("a-0", node["metadata"]["labels"], node["spec"], node["status"])
     assert p is not None
     assert p["pool"] == "a" and p["byLabel"] and p["gpus"] == 4 and p["gpuMemoryMiB"] == 23034
     assert p["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
@@ -74,7 +75,7 @@ def test_projection_is_small_and_drops_system_taints() -> None:
         "unschedulable",
         "taints",
     }
-    assert n.project_node("x", {"kubernetes.io/os": "linux"}, {}, {}) is None
+    assert scheduler_nodes.project_node("x", {"kubernetes.io/os": "linux"}, {}, {}) is None
 
 
 def test_demo_pools_grouped_by_label() -> None:

@@ -17,14 +17,7 @@ from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.placement import (
-    PlanOptions,
-    Reason,
-    WorkloadRequest,
-    build_cluster,
-    plan,
-    resolve_workload,
-)
+from hetsched.scheduler.placement import PlanOptions, Reason, WorkloadRequest, plan, resolve_workload
 from hetsched.scheduler.placement.candidates import (
     CandidateGenerator,
     EstimateCache,
@@ -33,7 +26,7 @@ from hetsched.scheduler.placement.candidates import (
     tp_degrees,
 )
 from hetsched.scheduler.placement.result import Plan
-from hetsched.scheduler.pools import Cluster, Pool
+from hetsched.scheduler.pools import Cluster, Pool, build_cluster
 from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.serving import predict_colocated, predict_disaggregated
 from hetsched.scheduler.spec import DisaggregationMode

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from hetsched.scheduler.placement import build_cluster, cluster_from_nodes, load_nodes
-from hetsched.scheduler.placement.cluster import product_pool_name
+from hetsched.scheduler.nodes import cluster_from_nodes, load_nodes, product_pool_name
+from hetsched.scheduler.pools import build_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
