@@ -69,8 +69,8 @@ cluster-down: venv ## stop the local cluster and remove its state
 cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 	$(HETSCHED) cluster status
 
-calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (rewrites scheduler/calibration/calibrated.py)
-	$(PY) -m hetsched.scheduler.calibration.fit --write
+calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (writes scheduler/estimator/data/efficiency.json)
+	$(HETSCHED) calibrate --write
 
 bench: venv ## benchmarks (print figures)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

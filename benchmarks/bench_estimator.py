@@ -11,10 +11,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
-from hetsched.scheduler.estimator import Precisions
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.cost import Precisions
 
 
 def main() -> None:

@@ -24,16 +24,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hetsched.scheduler.analysis import Scenario
 from hetsched.scheduler.catalog import get_agent, get_hardware, get_model
-from hetsched.scheduler.estimator import Precisions
+from hetsched.scheduler.estimator.analysis import Scenario
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.placement import PlanOptions, WorkloadRequest, load_requests, plan
-from hetsched.scheduler.placement.candidates import CandidateGenerator, EstimateCache, Option
+from hetsched.scheduler.placement.candidates import CandidateGenerator
+from hetsched.scheduler.placement.estimates import EstimateCache
+from hetsched.scheduler.placement.options import Option
 from hetsched.scheduler.placement.planner import build_problem
 from hetsched.scheduler.placement.result import Plan
 from hetsched.scheduler.placement.solver import key, solve_brute_force, solve_greedy
 from hetsched.scheduler.pools import Cluster, Pool, build_cluster
-from hetsched.scheduler.precision import Precision
 from hetsched.scheduler.spec import DisaggregationMode
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hetsched.scheduler.cli",
-    "hetsched.scheduler.plots_cli",
+    "hetsched.scheduler.plots.cli",
     "hetsched.operator.devcluster.cli",
     "hetsched.scheduler.placement.cli",
     "hetsched.operator.crds_cli",

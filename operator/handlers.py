@@ -47,7 +47,7 @@ from hetsched.operator.reconciler import Reconciler
 from hetsched.operator.state import OperatorState
 from hetsched.operator.status import now_rfc3339, set_condition
 from hetsched.scheduler.nodes import group_pools, project_node
-from hetsched.scheduler.placement.candidates import PlanOptions
+from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, AgentWorkloadSpec, format_validation_error
 from pydantic import ValidationError
 

@@ -22,12 +22,12 @@ from typing import Any
 from hetsched.operator.manifests import DEFAULT_IMAGE, PhaseDeployment, TaintRef
 from hetsched.operator.profiles import Profile, ResolvedPool, resolve_pool
 from hetsched.operator.state import PoolView
-from hetsched.scheduler.analysis import analyze_phase, decode_context
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.engines import engine_of_image
-from hetsched.scheduler.estimator import Phase
+from hetsched.scheduler.estimator.analysis import analyze_phase, decode_context
+from hetsched.scheduler.estimator.cost import Phase
+from hetsched.scheduler.estimator.engines import engine_of_image
 from hetsched.scheduler.nodes import LivePool, pool_from_live
-from hetsched.scheduler.placement.candidates import PlanOptions
+from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.placement.planner import plan as engine_plan
 from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
 from hetsched.scheduler.placement.result import PhasePlacement, WorkloadPlacement

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
 from hetsched.scheduler.nodes import LivePool, label_price
@@ -60,11 +59,7 @@ def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
 
         entry = parsed.hardware_entry(name)
         entry.setdefault("source", f"AcceleratorProfile/{name}")
-        text = yaml.safe_dump({"hardware": [entry]}, sort_keys=False)
-        try:
-            hardware = hardware_catalog.load_hardware_yaml(text)[0]
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("hardware[0]", "spec")) from None
+        hardware = hardware_catalog.hardware_from_entry(entry, "spec")
     return Profile(name, parsed, hardware)
 
 

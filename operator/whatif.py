@@ -13,7 +13,7 @@ from hetsched.operator.api import EstimateRequest, PlanInputError, validation_de
 from hetsched.operator.planning import PoolsInput, what_if
 from hetsched.operator.state import OperatorState
 from hetsched.scheduler import catalog
-from hetsched.scheduler.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
 from hetsched.scheduler.placement.request import WorkloadRequest, precisions_from_spec, resolve_workload
 from hetsched.scheduler.spec import AgentWorkload
 from pydantic import ValidationError

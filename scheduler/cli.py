@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hetsched.scheduler.analysis import Scenario, WorkloadAnalysis, analyze
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
 from hetsched.scheduler.catalog.hardware import IDEAL, HardwareSpec
 from hetsched.scheduler.catalog.hf_config import load_hf_config
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import Precisions
-from hetsched.scheduler.precision import Precision, parse_precision
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
+from hetsched.scheduler.estimator.analysis import Scenario, WorkloadAnalysis, analyze
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.precision import Precision, parse_precision
+from hetsched.scheduler.estimator.roofline import DEFAULT_MEMORY_UTILIZATION
 from hetsched.scheduler.units import fmt_gib, fmt_si
 
 _Subparsers = Any  # argparse's private _SubParsersAction

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import yaml
 from hetsched.scheduler.catalog.hardware import DeviceKind
-from hetsched.scheduler.precision import Precision
+from hetsched.scheduler.estimator.precision import Precision
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 

@@ -50,3 +50,34 @@ def test_pyproject_lists_every_package_folder() -> None:
     for folder in PACKAGE_DIRS.values():
         for module in (ROOT / folder).rglob("*.py"):
             assert (module.parent / "__init__.py").exists(), module.relative_to(ROOT)
+
+
+def _folder(package: str) -> Path:
+    for mapped, folder in PACKAGE_DIRS.items():
+        if package == mapped or package.startswith(mapped + "."):
+            return ROOT / folder / Path(*package.removeprefix(mapped).lstrip(".").split(".") or [])
+    raise AssertionError(f"{package} is not under {sorted(PACKAGE_DIRS)}")
+
+
+def test_package_data_ships_every_data_file() -> None:
+    """Each package-data glob matches files, and every non-Python file of a package is matched by one
+    (the catalogs and the fitted efficiencies are data the code reads at import)."""
+    package_data: dict[str, list[str]] = PYPROJECT["tool"]["setuptools"]["package-data"]
+    shipped: set[Path] = set()
+    for package, globs in package_data.items():
+        for pattern in globs:
+            matched = sorted((_folder(package)).glob(pattern))
+            assert matched, f"{package}: {pattern} matches no file"
+            shipped.update(matched)
+    for package in PYPROJECT["tool"]["setuptools"]["packages"]:
+        folder = _folder(package)
+        for path in folder.rglob("*"):
+            in_subpackage = any((p / "__init__.py").exists() for p in path.parents if folder in p.parents)
+            if (
+                path.is_dir()
+                or path.suffix in (".py", ".pyc")
+                or "__pycache__" in path.parts
+                or in_subpackage
+            ):
+                continue
+            assert path in shipped, f"{path.relative_to(ROOT)} is not in any package-data glob"

@@ -1,4 +1,4 @@
-"""``hetsched validate --measurements CSV [-o json] [--plot DIR] [--efficiency calibrated|ideal]``.
+"""``hetsched validate`` and ``hetsched calibrate``: the serving model against measured runs.
 
 Predicts every row of a measurements CSV with the serving model the planner uses
 (``serving.predict_colocated`` / ``predict_disaggregated``) and reports, per (model, system, backend)
@@ -6,20 +6,27 @@ and overall, the median and p90 absolute relative error of TPOT and TTFT and the
 correlation. A row that cannot be predicted is reported as ``skipped`` with its reason. The row's
 ``backend`` names the serving engine (``engines.engine_of_backend``), whose fitted terms the
 calibrated efficiency uses; an unknown backend gets the shared values.
+
+``hetsched validate --measurements CSV [-o json] [--plot DIR] [--efficiency calibrated|ideal]``
+does the above. ``hetsched calibrate [--measurements CSV] [--write] [-o json] [--no-cv]
+[--fix NAME=VALUE] [--free NAME] ...`` fits the efficiencies (:mod:`.fit`), cross-validates and
+prints the report; ``--write`` writes the fitted table, ``estimator/data/efficiency.json``
+(``make calibrate``). The ablation options report only.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hetsched.scheduler.calibration import calibrated
+import numpy as np
 from hetsched.scheduler.calibration.dataset import (
     BENCHMARK_WARMUP_FRACTION,
     Measurement,
@@ -28,12 +35,30 @@ from hetsched.scheduler.calibration.dataset import (
     predict,
     read_measurements,
     resolve,
+    resolve_all,
 )
-from hetsched.scheduler.calibration.metrics import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
+from hetsched.scheduler.calibration.design import PARAMETERS, build_dataset
+from hetsched.scheduler.calibration.errors import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
+from hetsched.scheduler.calibration.fit import (
+    ENGINE_STAGE,
+    FIT_FIXED,
+    PER_ENGINE,
+    PER_FAMILY,
+    RESIDUAL,
+    RESIDUALS,
+    FitResult,
+    cross_validate,
+    error_statistics,
+    fit,
+    predict_with,
+)
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
-from hetsched.scheduler.engines import engine_of_backend
+from hetsched.scheduler.estimator.efficiency import FITTED_PATH, efficiency_for
+from hetsched.scheduler.estimator.engines import engine_of_backend
 
 _Subparsers = Any  # argparse's private _SubParsersAction
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MEASUREMENTS = REPO_ROOT / "benchmarks" / "data" / "serving-measurements.csv"
 #: (hardware, serving engine or None) → efficiency.
 EfficiencySource = Callable[[HardwareSpec, str | None], Efficiency]
 
@@ -43,12 +68,12 @@ def _ideal(hardware: HardwareSpec, engine: str | None = None) -> Efficiency:
 
 
 def _calibrated(hardware: HardwareSpec, engine: str | None = None) -> Efficiency:
-    eff: Efficiency = calibrated.efficiency_for(hardware, engine)
+    eff: Efficiency = efficiency_for(hardware, engine)
     return eff
 
 
 def efficiency_source(name: str) -> EfficiencySource:
-    """``calibrated``: the fitted table (calibrated.efficiency_for, with the row's engine);
+    """``calibrated``: the fitted table (efficiency_for, with the row's engine);
     ``ideal``: the pure roofline, whatever the engine."""
     if name == "ideal":
         return _ideal
@@ -254,7 +279,7 @@ def register(subparsers: _Subparsers) -> None:
         "--efficiency",
         choices=("calibrated", "ideal"),
         default="calibrated",
-        help="calibrated fractions of peak (scheduler/calibration/calibrated.py), or the pure roofline",
+        help="calibrated fractions of peak (scheduler/estimator/data/efficiency.json), or the pure roofline",
     )
     p.add_argument(
         "--warmup-fraction",
@@ -263,15 +288,297 @@ def register(subparsers: _Subparsers) -> None:
         help="share of requests arriving in the benchmark's first, simultaneous wave (default %(default)s)",
     )
     p.set_defaults(func=run_validate)
+    _register_calibrate(subparsers)
+
+
+# ---- hetsched calibrate -----------------------------------------------------------------------------
+
+
+def _num(x: float) -> float:
+    """Four significant digits: what the fitted table keeps (and the committed-table test compares)."""
+    return float(f"{x:.4g}")
+
+
+def fitted_document(
+    family_fit: FitResult, generic_fit: FitResult, stats: dict[str, Any], source: str, date: str
+) -> dict[str, Any]:
+    """The fitted table as ``estimator/data/efficiency.json`` holds it (``efficiency.load_fitted``)."""
+
+    def entry(result: FitResult, family: str, note: str) -> dict[str, Any]:
+        p = result.params[result.families.index(family)][: len(PARAMETERS)]
+        return {**{name: _num(v) for name, v in zip(PARAMETERS, p, strict=True)}, "fitted_by": note}
+
+    how = f"least squares on log error ({date})"
+    families = {f: entry(family_fit, f, f"{how}: {f} rows") for f in family_fit.families}
+    families["generic"] = entry(generic_fit, "generic", f"{how}: one set for all rows")
+    return {
+        "written_by": "hetsched calibrate (make calibrate): edit the fit, not this file; docs/calibration.md",
+        "fit_date": date,
+        "source": source,
+        "families": families,
+        "engines": {
+            e: {name: _num(v) for name, v in family_fit.engine_values(e).items()} for e in family_fit.engines
+        },
+        "statistics": json.loads(json.dumps(stats, sort_keys=True)),
+    }
+
+
+def write_fitted(doc: Mapping[str, Any], path: Path = FITTED_PATH) -> None:
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def _round(x: Any) -> Any:
+    if isinstance(x, float):
+        return float(f"{x:.4g}")
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x
+
+
+def calibrate(
+    measurements: Path,
+    cross_validation: bool = True,
+    fixed: Mapping[str, float] | None = None,
+    per_engine: Sequence[str] | None = None,
+    engine_stage: str | None = None,
+    residual: str | None = None,
+) -> dict[str, Any]:
+    rows = read_measurements(measurements)
+    resolved = resolve_all(rows)
+    plans = [r for r in resolved if isinstance(r, Plan)]
+    skipped = [r for r in resolved if isinstance(r, Skip)]
+    ds = build_dataset(plans)
+    options: dict[str, Any] = {
+        "fixed": fixed,
+        "per_engine": per_engine,
+        "engine_stage": engine_stage,
+        "residual": residual,
+    }
+    family_fit = fit(ds, **options)
+    generic_fit = fit(ds, shared=True, **options)
+    ttft, tpot = predict_with(ds, family_fit)
+    everything = np.ones(len(ds.plans), dtype=np.bool_)
+    g_ttft, g_tpot = predict_with(ds, generic_fit)
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    for _, why in ds.unfit:
+        reasons[why] = reasons.get(why, 0) + 1
+    report: dict[str, Any] = {
+        "measurements": str(measurements),
+        "rows": len(rows),
+        "fitted_rows": len(ds.plans),
+        "skipped_rows": len(skipped) + len(ds.unfit),
+        "skip_reasons": reasons,
+        "families": {
+            f: dict(zip(PARAMETERS, family_fit.params[i].tolist(), strict=True))
+            for i, f in enumerate(family_fit.families)
+        },
+        "generic": dict(zip(PARAMETERS, generic_fit.params[0].tolist(), strict=True)),
+        "engines": {e: family_fit.engine_values(e) for e in family_fit.engines},
+        "fit": {
+            "cost": family_fit.cost,
+            "evaluations": family_fit.evaluations,
+            "message": family_fit.message,
+        },
+        "in_sample": error_statistics(ds, ttft, tpot, everything),
+        "in_sample_generic": error_statistics(ds, g_ttft, g_tpot, everything),
+    }
+    if cross_validation:
+        report.update(cross_validate(ds, **options))
+    report["_fits"] = (family_fit, generic_fit)
+    return report
+
+
+#: How the report prints each parameter: (symbol, multiplier, unit).
+_SHOW: dict[str, tuple[str, float, str]] = {
+    "bandwidth": ("η_b", 1.0, ""),
+    "compute": ("η_c", 1.0, ""),
+    "step_overhead_seconds": ("t_step", 1e3, " ms"),
+    "collective_latency_seconds": ("t_coll", 1e6, " µs"),
+    "link_efficiency": ("η_link", 1.0, ""),
+    "layer_overhead_seconds": ("t_layer", 1e6, " µs"),
+    "experts_bandwidth": ("η_eb", 1.0, ""),
+    "experts_compute": ("η_ec", 1.0, ""),
+    "request_overhead_seconds": ("t_request", 1e3, " ms"),
+}
+
+
+def _fmt_parameter(name: str, value: float) -> str:
+    symbol, mult, unit = _SHOW.get(name, (name, 1.0, ""))
+    return f"{symbol} {value * mult:.3g}{unit}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"{report['measurements']}: {report['rows']} rows, {report['fitted_rows']} fitted, "
+        f"{report['skipped_rows']} skipped"
+    )
+    for reason, n in sorted(report["skip_reasons"].items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {n:4d}: {reason}")
+    print("\nparameters:")
+    for family, p in [*report["families"].items(), ("generic", report["generic"])]:
+        print(f"  {family:18s} " + "  ".join(_fmt_parameter(name, v) for name, v in p.items()))
+    for engine, p in report["engines"].items():
+        print(f"  engine {engine:11s} " + "  ".join(_fmt_parameter(name, v) for name, v in p.items()))
+
+    def line(label: str, s: dict[str, Any]) -> None:
+        print(
+            f"  {label:34s} rows {s['rows']:5d}  TPOT med {fmt_fraction(s['tpot']['median_abs_rel_error']):>6s} "
+            f"p90 {fmt_fraction(s['tpot']['p90_abs_rel_error']):>6s} "
+            f"bias {fmt_signed_fraction(s['tpot']['median_rel_error']):>6s} ρ {fmt_corr(s['tpot']['spearman'])}  "
+            f"TTFT med {fmt_fraction(s['ttft']['median_abs_rel_error']):>6s} "
+            f"p90 {fmt_fraction(s['ttft']['p90_abs_rel_error']):>6s} "
+            f"bias {fmt_signed_fraction(s['ttft']['median_rel_error']):>6s} ρ {fmt_corr(s['ttft']['spearman'])}"
+        )
+
+    print("\nin-sample (family fit):")
+    for mode, s in report["in_sample"].items():
+        line(mode, s)
+    print("in-sample (generic fit, one set for all hardware):")
+    for mode, s in report["in_sample_generic"].items():
+        line(mode, s)
+    if "leave_one_group_out" in report:
+        print("\nleave-one-group-out (fit without the group, predict it), pooled:")
+        for mode, s in report["leave_one_group_out"]["pooled"].items():
+            line(mode, s)
+        print("  per group:")
+        for name, st in report["leave_one_group_out"]["groups"].items():
+            for mode, s in st.items():
+                if mode != "all":
+                    line(f"{name} [{mode}]", s)
+        print("\nleave-one-family-out (generic fit without the family, predict it):")
+        for family, st in report["leave_one_family_out"].items():
+            for mode, s in st.items():
+                if mode != "all":
+                    line(f"{family} [{mode}]", s)
+
+
+def _fit_options(args: argparse.Namespace) -> tuple[dict[str, float], tuple[str, ...] | None]:
+    """(parameters held and their values, parameters fitted per engine) of the command line."""
+    fixed: dict[str, float] = dict(FIT_FIXED)
+    for name in args.free:
+        if name not in PARAMETERS:
+            raise ValueError(f"--free {name!r}: expected one of {', '.join(PARAMETERS)}")
+        fixed.pop(name, None)
+    for item in args.fix:
+        name, sep, value = item.partition("=")
+        if not sep or name not in PARAMETERS:
+            raise ValueError(f"--fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(PARAMETERS)}")
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--fix {item!r}: {value!r} is not a number") from None
+    per_engine: tuple[str, ...] | None = None
+    if args.per_engine is not None:
+        per_engine = tuple(n.strip() for n in args.per_engine.split(",") if n.strip())
+        bad = [n for n in per_engine if n not in PARAMETERS or n in PER_FAMILY]
+        if bad:
+            raise ValueError(
+                f"--per-engine {bad}: expected names among {', '.join(PARAMETERS)} (not {PER_FAMILY})"
+            )
+    ablation = per_engine is not None or args.engine_stage is not None or args.residual is not None
+    if (fixed != FIT_FIXED or ablation) and args.write:
+        raise ValueError(
+            "--fix, --free, --per-engine, --engine-stage and --residual are for ablations: "
+            "they cannot be combined with --write"
+        )
+    return fixed, per_engine
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    fixed, per_engine = _fit_options(args)
+    report = calibrate(
+        args.measurements,
+        cross_validation=not args.no_cv,
+        fixed=fixed,
+        per_engine=per_engine,
+        engine_stage=args.engine_stage,
+        residual=args.residual,
+    )
+    family_fit, generic_fit = report.pop("_fits")
+    if args.write:
+        stats = {
+            "rows": report["rows"],
+            "fitted_rows": report["fitted_rows"],
+            "in_sample": _round(report["in_sample"]),
+            "leave_one_group_out": _round(report.get("leave_one_group_out", {}).get("pooled", {})),
+            "leave_one_family_out": _round(report.get("leave_one_family_out", {})),
+        }
+        try:
+            source = str(args.measurements.resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            source = args.measurements.name
+        write_fitted(fitted_document(family_fit, generic_fit, stats, source, args.date))
+    if args.output == "json":
+        print(json.dumps(_round(report), indent=2, sort_keys=True))
+    else:
+        print_report(report)
+        if args.write:
+            print(f"\nwrote {FITTED_PATH}")
+    return 0
+
+
+def _register_calibrate(subparsers: _Subparsers) -> None:
+    p = subparsers.add_parser(
+        "calibrate",
+        help="fit the efficiencies to measured serving runs (--write: estimator/data/efficiency.json)",
+        description="Fit the roofline efficiencies per hardware family to measured serving runs, "
+        "cross-validate, and (--write) write the fitted table.",
+    )
+    p.add_argument("--measurements", type=Path, default=DEFAULT_MEASUREMENTS, help="measurements CSV")
+    p.add_argument("--write", action="store_true", help=f"write the fitted table to {FITTED_PATH.name}")
+    p.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
+    p.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"hold a parameter at a value instead of fitting it (ablation; repeatable): {', '.join(PARAMETERS)}",
+    )
+    p.add_argument(
+        "--free",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"fit a parameter the default fit holds ({', '.join(f'{k}={v:g}' for k, v in FIT_FIXED.items())})",
+    )
+    p.add_argument(
+        "--per-engine",
+        default=None,
+        metavar="NAMES",
+        help=f"comma-separated parameters fitted per serving engine (ablation; default {','.join(PER_ENGINE)}; '' for none)",
+    )
+    p.add_argument(
+        "--engine-stage",
+        choices=("refine", "joint"),
+        default=None,
+        help=f"how the engine terms are fitted (ablation; default {ENGINE_STAGE})",
+    )
+    p.add_argument(
+        "--residual",
+        choices=tuple(RESIDUALS),
+        default=None,
+        help=f"how a row's error is measured (ablation; default {RESIDUAL})",
+    )
+    p.add_argument("--date", default=_dt.date.today().isoformat(), help="fit date recorded with --write")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_calibrate)
 
 
 __all__ = [
     "EfficiencySource",
+    "calibrate",
     "efficiency_source",
+    "fitted_document",
+    "print_report",
     "register",
     "render_table",
     "run_validate",
     "summarize",
     "validate_rows",
+    "write_fitted",
     "write_plots",
 ]

@@ -41,9 +41,19 @@ from hetsched.scheduler.catalog.hardware_catalog import resolve_hardware_name
 from hetsched.scheduler.catalog.model_catalog import get_model as _get_model
 from hetsched.scheduler.catalog.model_catalog import resolve_model_name
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import Precisions
-from hetsched.scheduler.precision import Precision
-from hetsched.scheduler.serving import ServingPrediction, predict_colocated, predict_disaggregated
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.estimator.serving import (
+    ColocatedSetup,
+    DisaggregatedSetup,
+    Parallel,
+    RequestShape,
+    ServingPrediction,
+    colocated_setup,
+    disaggregated_setup,
+    predict_colocated,
+    predict_disaggregated,
+)
 
 #: Devices of one scale-up node (HGX/DGX boards: 8 GPUs on NVLink). A worker spanning more is
 #: multi-node: its collectives cross the network, which the step model does not include.
@@ -147,16 +157,6 @@ class Measurement:
 
 
 @dataclass(frozen=True, slots=True)
-class Parallel:
-    tp: int
-    dp: int
-
-    @property
-    def devices(self) -> int:
-        return self.tp * self.dp
-
-
-@dataclass(frozen=True, slots=True)
 class Plan:
     """A row resolved for prediction."""
 
@@ -176,6 +176,32 @@ class Plan:
     decode_batch: int = 0  # requests per decode worker (all its DP ranks)
     prefill_workers: int = 0
     decode_workers: int = 0
+
+    @property
+    def shape(self) -> RequestShape:
+        """The measured requests: ``isl`` prompt tokens (no cached prefix), ``osl`` output tokens."""
+        return RequestShape(self.row.isl, 0, self.row.osl, self.precisions)
+
+    def setup(self) -> ColocatedSetup | DisaggregatedSetup:
+        """The serving model's efficiency-independent part of the row's prediction (``predict``
+        completes it with the efficiencies; the fit evaluates many at once)."""
+        if not self.disaggregated:
+            return colocated_setup(
+                self.model, self.hardware, self.shape, self.parallel, concurrency=self.concurrency
+            )
+        assert self.prefill_parallel is not None
+        return disaggregated_setup(
+            self.model,
+            self.hardware,
+            self.hardware,
+            self.shape,
+            prefill=self.prefill_parallel,
+            decode=self.parallel,
+            prefill_batch=self.prefill_batch,
+            decode_batch=self.decode_batch,
+            kv_transfer_bandwidth=kv_transfer_bandwidth(self, self.hardware, self.hardware),
+            prefill_workers=self.prefill_workers,
+        )
 
     @property
     def ttft_seconds(self) -> float:
@@ -437,20 +463,15 @@ def predict(
     warmup_fraction: float = BENCHMARK_WARMUP_FRACTION,
 ) -> ServingPrediction:
     """Predict a row with the public serving formulas (what the planner uses)."""
-    row = plan.row
     hw = plan.hardware
     eff = efficiency(hw)
     if not plan.disaggregated:
         return predict_colocated(
             plan.model,
             hw,
+            plan.shape,
+            plan.parallel,
             concurrency=plan.concurrency,
-            prompt_tokens=row.isl,
-            cached_tokens=0,
-            output_tokens=row.osl,
-            precisions=plan.precisions,
-            tp=plan.parallel.tp,
-            dp=plan.parallel.dp,
             efficiency=eff,
             warmup_fraction=warmup_fraction,
         )
@@ -459,16 +480,11 @@ def predict(
         plan.model,
         hw,
         hw,
+        plan.shape,
+        prefill=plan.prefill_parallel,
+        decode=plan.parallel,
         prefill_batch=plan.prefill_batch,
         decode_batch=plan.decode_batch,
-        prompt_tokens=row.isl,
-        cached_tokens=0,
-        output_tokens=row.osl,
-        precisions=plan.precisions,
-        prefill_tp=plan.prefill_parallel.tp,
-        prefill_dp=plan.prefill_parallel.dp,
-        decode_tp=plan.parallel.tp,
-        decode_dp=plan.parallel.dp,
         kv_transfer_bandwidth=kv_transfer_bandwidth(plan, hw, hw),
         prefill_efficiency=eff,
         decode_efficiency=eff,
@@ -499,7 +515,6 @@ __all__ = [
     "QUANT_MODES",
     "Measurement",
     "MeasurementsError",
-    "Parallel",
     "Plan",
     "Skip",
     "Worker",

@@ -55,17 +55,12 @@ def hardware_for_gfd_product(product: str) -> HardwareSpec | None:
 def parse_custom_hardware(entries: list[dict[str, Any]]) -> dict[str, HardwareSpec]:
     """Custom ``hardware:`` entries of a pool file, keyed by name.
 
-    Read with the hardware catalog's YAML loader (human units, ``basedOn:``), the same format as
+    Read with the hardware catalog's loader (human units, ``basedOn:``), the same format as
     ``--hardware-file``.
     """
     if not entries:
         return {}
-    import yaml
-
-    specs = cast(
-        "list[HardwareSpec]",
-        _module("hardware_catalog").load_hardware_yaml(yaml.safe_dump({"hardware": entries})),
-    )
+    specs = cast("list[HardwareSpec]", _module("hardware_catalog").hardware_from_entries(entries))
     return {hw.name: hw for hw in specs}
 
 

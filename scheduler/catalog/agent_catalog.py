@@ -17,9 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from hetsched.scheduler.catalog.agents import AgentProfile
 from pydantic import ValidationError
-
-from .agents import AgentProfile
 
 
 class UnknownAgentError(KeyError, ValueError):

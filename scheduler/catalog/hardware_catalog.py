@@ -1,22 +1,11 @@
-"""Built-in hardware: datasheet peaks, memory, links, power and an indicative price per device.
+"""Built-in hardware (``data/hardware.yaml``: datasheet peaks, memory, links, power and an indicative
+price per device, each with its source and the conventions it follows), lookups by name, alias and
+GPU Feature Discovery product label, and the loader of hardware entries in human units — the
+catalog's own data file, ``--hardware-file``, a pool file's ``hardware:`` entries and
+AcceleratorProfiles all go through :func:`hardware_from_entry`.
 
-Conventions:
-
-* ``peak_flops`` are *dense* tensor-core (matrix-engine) peaks per compute class; NVIDIA's headline
-  figures with 2:4 structured sparsity are twice these and are not used. ``fp32`` is the IEEE FP32
-  (non-tensor) rate. A device without BF16 (T4, V100) stores its FP16 tensor rate under ``bf16``.
-* Memory in bytes with GB = 1e9 as the datasheets do (an "80 GB" H100 has 80e9 usable bytes in our
-  model; its HBM stacks physically hold 80 GiB = 85.9e9 bytes, of which ~79.6 GiB are usable).
-* ``intra_node_bandwidth`` is per device and *per direction*: NVLink 4 on H100 is 900 GB/s
-  bidirectional = 450 GB/s each way; PCIe Gen4/Gen5 ×16 = 32/64 GB/s each way.
-* ``network_bandwidth`` is the device's share of its node's scale-out NICs (DGX/HGX: one 400 Gb/s
-  NIC per GPU = 50 GB/s).
-* ``price_per_hour`` (USD per device-hour) is an *indicative* on-demand list price, cited in
-  ``price_source``; real contracts differ widely, so pools override it (``pricePerDeviceHour``).
-* ``efficiency`` is left ideal (1.0); calibration against measurements sets it elsewhere.
-* CPUs: one device = one socket. Peaks are derived from the matrix/vector units (arithmetic in
-  comments) at the *base* clock, since AMX/AVX-512 code runs near base under full load; memory is
-  a typical configuration of 12 × 64 GiB DDR5 RDIMMs = 768 GiB per socket.
+Every catalog entry carries the efficiency fitted against measured serving
+(``estimator/efficiency.py``; docs/calibration.md); ``--efficiency ideal`` ignores it.
 """
 
 from __future__ import annotations
@@ -28,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.estimator.efficiency import calibrate
+from hetsched.scheduler.units import GB, T
 from pydantic import ValidationError
-
-from ..calibration.calibrated import calibrate
-from .hardware import DeviceKind, HardwareSpec
 
 
 class UnknownHardwareError(KeyError, ValueError):
@@ -41,373 +30,10 @@ class UnknownHardwareError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-T = 1e12
-GB = 1e9
-GIB = 2**30
-_PCIE3 = 16 * GB  # PCIe Gen3 ×16: 16 GB/s per direction ("32 GB/s" bidirectional on datasheets)
-_PCIE4 = 32 * GB  # PCIe Gen4 ×16
-_PCIE5 = 64 * GB  # PCIe Gen5 ×16
-_NIC_400G = 400e9 / 8  # one 400 Gb/s NIC per GPU (DGX H100/H200/B200, ConnectX-7)
-_NIC_200G = 200e9 / 8  # one 200 Gb/s NIC per GPU (DGX A100, ConnectX-6)
-_NIC_100G = 100e9 / 8
+_PCIE4 = 32 * GB  # PCIe Gen4 ×16, per direction: a custom entry's default intra-node link
+_NIC_100G = 100e9 / 8  # one 100 Gb/s NIC per device: a custom entry's default network
 
-_DATA_MD = "GPU cloud 2024 price as used by Vidur (hetsched DATA.md); indicative, override per pool"
-_AWS = "AWS EC2 on-demand, us-east-1 (instance price per GPU); indicative, override per pool"
-
-_H100_SXM_DS = "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet (H100 SXM)"
-_A100_DS = (
-    "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/"
-    "nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"
-)
-_V100_DS = (
-    "https://images.nvidia.com/content/technologies/volta/pdf/"
-    "volta-v100-datasheet-update-us-1165301-r5.pdf (V100 SXM2)"
-)
-
-_ENTRIES: list[HardwareSpec] = [
-    # ---- NVIDIA Hopper ---------------------------------------------------------------------------
-    HardwareSpec(
-        name="h100-sxm",
-        description="NVIDIA H100 SXM5 80GB HBM3",
-        vendor="NVIDIA",
-        memory_bytes=80 * GB,
-        memory_bandwidth=3.35 * T,
-        peak_flops={"fp32": 67 * T, "bf16": 989.4 * T, "fp8": 1978.9 * T, "int8": 1978.9 * T},
-        intra_node_bandwidth=450 * GB,
-        intra_node_link="NVLink 4 (900 GB/s bidirectional)",
-        network_bandwidth=_NIC_400G,
-        power_watts=700,
-        price_per_hour=4.25,
-        price_source=_DATA_MD + "; a hyperscaler listed $10.8/h in 2025",
-        gfd_products=("NVIDIA-H100-80GB-HBM3",),
-        source=_H100_SXM_DS,
-    ),
-    HardwareSpec(
-        name="h100-pcie",
-        description="NVIDIA H100 PCIe 80GB HBM2e",
-        vendor="NVIDIA",
-        memory_bytes=80 * GB,
-        memory_bandwidth=2.0 * T,
-        peak_flops={"fp32": 51 * T, "bf16": 756 * T, "fp8": 1513 * T, "int8": 1513 * T},
-        intra_node_bandwidth=_PCIE5,
-        intra_node_link="PCIe Gen5 x16 (optional NVLink bridge between pairs: 600 GB/s)",
-        network_bandwidth=_NIC_200G,
-        power_watts=350,
-        price_per_hour=3.19,
-        price_source="assumption: 0.75 × h100-sxm (PCIe cards list 20–30% below SXM); override per pool",
-        gfd_products=("NVIDIA-H100-PCIe",),
-        source="https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet (H100 PCIe)",
-    ),
-    HardwareSpec(
-        name="h200",
-        description="NVIDIA H200 SXM 141GB HBM3e",
-        vendor="NVIDIA",
-        memory_bytes=141 * GB,
-        memory_bandwidth=4.8 * T,
-        peak_flops={"fp32": 67 * T, "bf16": 989.4 * T, "fp8": 1978.9 * T, "int8": 1978.9 * T},
-        intra_node_bandwidth=450 * GB,
-        intra_node_link="NVLink 4 (900 GB/s bidirectional)",
-        network_bandwidth=_NIC_400G,
-        power_watts=700,
-        price_per_hour=5.75,
-        price_source="midpoint of the hyperscaler on-demand range $4.50–7.00 (mercatus-ai.com cloud GPU "
-        "pricing, 2026; the same table's H100 midpoint is $4.25); indicative, override per pool",
-        gfd_products=("NVIDIA-H200", "NVIDIA-H200-141GB-HBM3e"),
-        source="https://www.nvidia.com/en-us/data-center/h200/ (H200 SXM)",
-    ),
-    # ---- NVIDIA Blackwell ------------------------------------------------------------------------
-    HardwareSpec(
-        name="b200",
-        description="NVIDIA B200 (HGX/DGX B200: 180 GB of the 192 GB HBM3e usable)",
-        vendor="NVIDIA",
-        memory_bytes=180 * GB,
-        memory_bandwidth=8.0 * T,
-        peak_flops={
-            "fp32": 75 * T,
-            "bf16": 2250 * T,
-            "fp8": 4500 * T,
-            "int8": 4500 * T,
-            "fp4": 9000 * T,
-        },
-        intra_node_bandwidth=900 * GB,
-        intra_node_link="NVLink 5 (1.8 TB/s bidirectional)",
-        network_bandwidth=_NIC_400G,
-        power_watts=1000,
-        price_per_hour=8.60,
-        price_source="CoreWeave HGX B200 8-GPU node $68.80/h ÷ 8 (as reported by deploybase.ai, 2026); "
-        "indicative, override per pool",
-        gfd_products=("NVIDIA-B200",),
-        source="https://www.nvidia.com/en-us/data-center/hgx/ (HGX B200, per GPU = 1/8; "
-        "some sources give 7.7 TB/s)",
-    ),
-    # ---- NVIDIA Ampere ---------------------------------------------------------------------------
-    HardwareSpec(
-        name="a100-80gb",
-        description="NVIDIA A100 SXM4 80GB HBM2e",
-        vendor="NVIDIA",
-        memory_bytes=80 * GB,
-        memory_bandwidth=2.039 * T,
-        peak_flops={"fp32": 19.5 * T, "bf16": 312 * T, "int8": 624 * T, "int4": 1248 * T},
-        intra_node_bandwidth=300 * GB,
-        intra_node_link="NVLink 3 (600 GB/s bidirectional)",
-        network_bandwidth=_NIC_200G,
-        power_watts=400,
-        price_per_hour=2.21,
-        price_source=_DATA_MD,
-        gfd_products=("NVIDIA-A100-SXM4-80GB",),
-        source=_A100_DS,
-    ),
-    HardwareSpec(
-        name="a100-40gb",
-        description="NVIDIA A100 SXM4 40GB HBM2",
-        vendor="NVIDIA",
-        memory_bytes=40 * GB,
-        memory_bandwidth=1.555 * T,
-        peak_flops={"fp32": 19.5 * T, "bf16": 312 * T, "int8": 624 * T, "int4": 1248 * T},
-        intra_node_bandwidth=300 * GB,
-        intra_node_link="NVLink 3 (600 GB/s bidirectional)",
-        network_bandwidth=_NIC_200G,
-        power_watts=400,
-        price_per_hour=1.99,
-        price_source="assumption: 0.9 × a100-80gb; override per pool",
-        gfd_products=("NVIDIA-A100-SXM4-40GB",),
-        source=_A100_DS,
-    ),
-    HardwareSpec(
-        name="a100-80gb-pcie",
-        description="NVIDIA A100 80GB PCIe",
-        vendor="NVIDIA",
-        memory_bytes=80 * GB,
-        memory_bandwidth=1.935 * T,
-        peak_flops={"fp32": 19.5 * T, "bf16": 312 * T, "int8": 624 * T, "int4": 1248 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16 (optional NVLink bridge between pairs: 600 GB/s)",
-        network_bandwidth=_NIC_100G,
-        power_watts=300,
-        price_per_hour=1.99,
-        price_source="assumption: 0.9 × a100-80gb (SXM); override per pool",
-        gfd_products=("NVIDIA-A100-80GB-PCIe",),
-        source=_A100_DS,
-    ),
-    HardwareSpec(
-        name="a100-40gb-pcie",
-        description="NVIDIA A100 40GB PCIe",
-        vendor="NVIDIA",
-        memory_bytes=40 * GB,
-        memory_bandwidth=1.555 * T,
-        peak_flops={"fp32": 19.5 * T, "bf16": 312 * T, "int8": 624 * T, "int4": 1248 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16",
-        network_bandwidth=_NIC_100G,
-        power_watts=250,
-        price_per_hour=1.79,
-        price_source="assumption: 0.9 × a100-40gb (SXM); override per pool",
-        gfd_products=("NVIDIA-A100-PCIE-40GB",),
-        source=_A100_DS,
-    ),
-    # ---- NVIDIA Ada / Ampere inference cards -------------------------------------------------------
-    HardwareSpec(
-        name="l40s",
-        description="NVIDIA L40S 48GB GDDR6",
-        vendor="NVIDIA",
-        memory_bytes=48 * GB,
-        memory_bandwidth=864 * GB,
-        peak_flops={"fp32": 91.6 * T, "bf16": 362.05 * T, "fp8": 733 * T, "int8": 733 * T, "int4": 733 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16 (no NVLink)",
-        network_bandwidth=_NIC_400G,
-        power_watts=350,
-        price_per_hour=1.861,
-        price_source=_AWS + ": g6e.xlarge (1 × L40S) $1.861/h; network: g6e.48xlarge 400 Gb/s per GPU",
-        gfd_products=("NVIDIA-L40S",),
-        source="https://www.nvidia.com/en-us/data-center/l40s/ (datasheet)",
-    ),
-    HardwareSpec(
-        name="l4",
-        description="NVIDIA L4 24GB GDDR6",
-        vendor="NVIDIA",
-        memory_bytes=24 * GB,
-        memory_bandwidth=300 * GB,
-        peak_flops={"fp32": 30.3 * T, "bf16": 121 * T, "fp8": 242.5 * T, "int8": 242.5 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16",
-        network_bandwidth=_NIC_100G / 8,
-        power_watts=72,
-        price_per_hour=0.8048,
-        price_source=_AWS + ": g6.xlarge (1 × L4) $0.8048/h; network: g6.48xlarge 100 Gb/s ÷ 8 GPUs",
-        gfd_products=("NVIDIA-L4",),
-        source="https://www.nvidia.com/en-us/data-center/l4/ (datasheet)",
-    ),
-    HardwareSpec(
-        name="a10g",
-        description="NVIDIA A10G 24GB GDDR6 (AWS G5 variant of the A10)",
-        vendor="NVIDIA",
-        memory_bytes=24 * GB,
-        memory_bandwidth=600 * GB,
-        # NVIDIA publishes no A10G datasheet; sources disagree. Baseten's A10 vs A10G comparison
-        # gives 70 TFLOP/s BF16 tensor and 35 TFLOP/s FP32; int8 = 2 × bf16 is our assumption.
-        peak_flops={"fp32": 35 * T, "bf16": 70 * T, "int8": 140 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16",
-        network_bandwidth=_NIC_100G / 8,
-        power_watts=150,
-        price_per_hour=1.212,
-        price_source=_AWS + ": g5.2xlarge (1 × A10G) $1.212/h (DATA.md: A10 instance $1.21/h); "
-        "network: g5.48xlarge 100 Gb/s ÷ 8 GPUs",
-        gfd_products=("NVIDIA-A10G",),
-        source="https://www.baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference/ (A10G peaks; "
-        "uncertain); AWS G5 documentation (24 GB, 600 GB/s)",
-    ),
-    HardwareSpec(
-        name="a10",
-        description="NVIDIA A10 24GB GDDR6",
-        vendor="NVIDIA",
-        memory_bytes=24 * GB,
-        memory_bandwidth=600 * GB,
-        peak_flops={"fp32": 31.2 * T, "bf16": 125 * T, "int8": 250 * T, "int4": 500 * T},
-        intra_node_bandwidth=_PCIE4,
-        intra_node_link="PCIe Gen4 x16",
-        network_bandwidth=_NIC_100G / 8,
-        power_watts=150,
-        price_per_hour=1.212,
-        price_source="assumption: same as a10g (DATA.md: A10 instance $1.21/h); override per pool",
-        gfd_products=("NVIDIA-A10",),
-        source="https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (datasheet)",
-    ),
-    # ---- NVIDIA Turing / Volta ---------------------------------------------------------------------
-    HardwareSpec(
-        name="t4",
-        description="NVIDIA T4 16GB GDDR6 (no BF16: FP16 tensor rate stored under bf16)",
-        vendor="NVIDIA",
-        memory_bytes=16 * GB,
-        memory_bandwidth=320 * GB,
-        peak_flops={"fp32": 8.1 * T, "bf16": 65 * T, "int8": 130 * T, "int4": 260 * T},
-        intra_node_bandwidth=_PCIE3,
-        intra_node_link="PCIe Gen3 x16",
-        network_bandwidth=_NIC_100G / 8,
-        power_watts=70,
-        price_per_hour=0.526,
-        price_source=_AWS + ": g4dn.xlarge (1 × T4) $0.526/h; network: g4dn.metal 100 Gb/s ÷ 8 GPUs",
-        gfd_products=("Tesla-T4",),
-        source="https://www.nvidia.com/en-us/data-center/tesla-t4/ (datasheet)",
-    ),
-    HardwareSpec(
-        name="v100",
-        description="NVIDIA V100 SXM2 16GB HBM2 (no BF16: FP16 tensor rate stored under bf16)",
-        vendor="NVIDIA",
-        memory_bytes=16 * GB,
-        memory_bandwidth=900 * GB,
-        peak_flops={"fp32": 15.7 * T, "bf16": 125 * T},
-        intra_node_bandwidth=150 * GB,
-        intra_node_link="NVLink 2 (300 GB/s bidirectional)",
-        network_bandwidth=25e9 / 8 / 8,
-        power_watts=300,
-        price_per_hour=3.06,
-        price_source=_AWS + ": p3.2xlarge (1 × V100 16GB) $3.06/h; network: p3.16xlarge 25 Gb/s ÷ 8 GPUs",
-        gfd_products=("Tesla-V100-SXM2-16GB",),
-        source=_V100_DS,
-    ),
-    HardwareSpec(
-        name="v100-32gb",
-        description="NVIDIA V100 SXM2 32GB HBM2 (no BF16: FP16 tensor rate stored under bf16)",
-        vendor="NVIDIA",
-        memory_bytes=32 * GB,
-        memory_bandwidth=900 * GB,
-        peak_flops={"fp32": 15.7 * T, "bf16": 125 * T},
-        intra_node_bandwidth=150 * GB,
-        intra_node_link="NVLink 2 (300 GB/s bidirectional)",
-        network_bandwidth=_NIC_100G / 8,
-        power_watts=300,
-        price_per_hour=3.90,
-        price_source=_AWS + ": p3dn.24xlarge (8 × V100 32GB) $31.212/h ÷ 8; network 100 Gb/s ÷ 8 GPUs",
-        gfd_products=("Tesla-V100-SXM2-32GB",),
-        source=_V100_DS,
-    ),
-    # ---- AMD -------------------------------------------------------------------------------------
-    HardwareSpec(
-        name="mi300x",
-        description="AMD Instinct MI300X 192GB HBM3",
-        vendor="AMD",
-        memory_bytes=192 * GB,
-        memory_bandwidth=5.3 * T,
-        peak_flops={"fp32": 163.4 * T, "bf16": 1307.4 * T, "fp8": 2614.9 * T, "int8": 2614.9 * T},
-        # 7 Infinity Fabric links × 128 GB/s bidirectional = 896 GB/s → 448 GB/s each way.
-        intra_node_bandwidth=448 * GB,
-        intra_node_link="AMD Infinity Fabric, 7 links (896 GB/s bidirectional)",
-        network_bandwidth=_NIC_400G,
-        power_watts=750,
-        price_per_hour=1.71,
-        price_source="GPU cloud price seen for MI300X (hetsched DATA.md); indicative, override per pool",
-        gfd_products=(),  # AMD's device plugin labels nodes amd.com/gpu.*; no GFD product label
-        source="https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html (datasheet)",
-    ),
-    # ---- CPUs (one device = one socket) ------------------------------------------------------------
-    HardwareSpec(
-        name="xeon-6980p",
-        description="Intel Xeon 6980P (Granite Rapids, 128 cores, AMX), one socket, 768 GiB DDR5-6400",
-        kind=DeviceKind.CPU,
-        vendor="Intel",
-        # 12 × 64 GiB RDIMMs (a typical configuration; the platform takes up to 3 TB per socket).
-        memory_bytes=768 * GIB,
-        # 12 channels × 6400 MT/s × 8 bytes = 614.4 GB/s.
-        memory_bandwidth=12 * 6400e6 * 8,
-        peak_flops={
-            # AMX TMUL: 1024 BF16 FLOP/cycle/core (512 FMAs) × 128 cores × 2.0 GHz base = 262.1 TFLOP/s.
-            "bf16": 1024 * 128 * 2.0e9,
-            # AMX INT8: 2048 ops/cycle/core × 128 × 2.0 GHz = 524.3 TOP/s.
-            "int8": 2048 * 128 * 2.0e9,
-            # AVX-512: 2 FMA units × 16 FP32 lanes × 2 = 64 FLOP/cycle/core × 128 × 2.0 GHz = 16.4 TFLOP/s.
-            "fp32": 64 * 128 * 2.0e9,
-        },
-        # 6 UPI 2.0 links × 24 GT/s × 2 bytes = 288 GB/s per direction to the other socket.
-        intra_node_bandwidth=6 * 24e9 * 2,
-        intra_node_link="UPI 2.0, 6 links at 24 GT/s",
-        network_bandwidth=_NIC_100G,
-        power_watts=500,
-        # 256 vCPUs (128 cores × 2 threads) × $0.0504 per vCPU-hour (AWS m7i, Intel Sapphire Rapids,
-        # on-demand us-east-1: m7i.48xlarge $9.6768/h for 192 vCPUs) = $12.90 per socket-hour.
-        price_per_hour=12.90,
-        price_source="derived: AWS m7i on-demand per-vCPU price × 256 vCPUs (a cloud CPU price; owned "
-        "hardware costs far less: set the pool's price); override per pool",
-        source="Intel Xeon 6900P launch specs (techpowerup.com/326957; hardwareluxx.de 64561): "
-        "6980P 128 cores, 2.0 GHz base / 3.2 GHz all-core, 12 × DDR5-6400, 6 UPI 2.0 at 24 GT/s, "
-        "500 W; Intel AMX: 1024 BF16 / 2048 INT8 ops/cycle/core",
-    ),
-    HardwareSpec(
-        name="epyc-9654",
-        description="AMD EPYC 9654 (Genoa, 96 cores, AVX-512 BF16), one socket, 768 GiB DDR5-4800",
-        kind=DeviceKind.CPU,
-        vendor="AMD",
-        memory_bytes=768 * GIB,
-        # 12 channels × 4800 MT/s × 8 bytes = 460.8 GB/s.
-        memory_bandwidth=12 * 4800e6 * 8,
-        peak_flops={
-            # Zen 4 runs a 512-bit VDPBF16PS as two 256-bit halves on its 2 FMA pipes: one per cycle,
-            # 32 BF16 pairs = 64 FLOP/cycle/core × 96 cores × 2.4 GHz base = 14.7 TFLOP/s.
-            "bf16": 64 * 96 * 2.4e9,
-            # AVX-512 VNNI VPDPBUSD: 64 INT8 MACs = 128 ops/cycle/core × 96 × 2.4 GHz = 29.5 TOP/s.
-            "int8": 128 * 96 * 2.4e9,
-            # 2 × 256-bit FMA = 32 FP32 FLOP/cycle/core × 96 × 2.4 GHz = 7.4 TFLOP/s.
-            "fp32": 32 * 96 * 2.4e9,
-        },
-        # 4 xGMI links × 16 lanes × 32 Gb/s ÷ 8 = 256 GB/s per direction to the other socket.
-        intra_node_bandwidth=4 * 16 * 32e9 / 8,
-        intra_node_link="Infinity Fabric xGMI, 4 links x16 at 32 Gb/s",
-        network_bandwidth=_NIC_100G,
-        power_watts=360,
-        # 96 vCPUs (AWS m7a: 1 vCPU = 1 physical Genoa core) × $0.05796 per vCPU-hour
-        # (m7a.48xlarge $11.12832/h for 192 vCPUs = 2 × 96-core EPYC 9R14) = $5.56 per socket-hour.
-        price_per_hour=5.56,
-        price_source="derived: AWS m7a on-demand per-vCPU price × 96 cores (a cloud CPU price; owned "
-        "hardware costs far less: set the pool's price); override per pool",
-        source="https://www.amd.com/en/products/processors/server/epyc/4th-generation-9004-and-8004-series/"
-        "amd-epyc-9654.html (96 cores, 2.4 GHz base, 12 × DDR5-4800, 360 W)",
-    ),
-]
-
-# Each entry gets the efficiency fitted against measured serving (scheduler/calibration/calibrated.py;
-# docs/calibration.md); ``--efficiency ideal`` ignores it.
-HARDWARE: dict[str, HardwareSpec] = {hw.name: calibrate(hw) for hw in _ENTRIES}
+DATA_PATH = Path(__file__).resolve().parent / "data" / "hardware.yaml"
 
 #: Other names for catalog entries (lower case, '-' for '_'): short names and the
 #: ``system`` column of the measured-benchmark CSV (``h200_sxm``, ``b200_sxm``).
@@ -644,7 +270,9 @@ def _flops_table(value: object, where: str, scale: float) -> dict[str, float]:
     return out
 
 
-def _spec_from_yaml(entry: object, where: str) -> HardwareSpec:
+def hardware_from_entry(entry: object, where: str) -> HardwareSpec:
+    """One hardware entry (a mapping of the YAML fields, human units); ValueError naming ``where``
+    and the field."""
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: expected a mapping of hardware fields, got {type(entry).__name__}")
     fields: dict[str, Any] = {}
@@ -751,7 +379,24 @@ def load_hardware_yaml(path_or_text: str | Path) -> list[HardwareSpec]:
     else:
         raise ValueError(f"{origin}: expected a hardware entry or a list of them")
     prefix = "hardware" if origin == "hardware" else f"{origin}: hardware"
-    return [_spec_from_yaml(entry, f"{prefix}[{i}]") for i, entry in enumerate(entries)]
+    return hardware_from_entries(entries, prefix)
+
+
+def hardware_from_entries(entries: Iterable[object], prefix: str = "hardware") -> list[HardwareSpec]:
+    """Hardware entries already parsed (mappings of the YAML fields), errors naming ``prefix[i]``."""
+    return [hardware_from_entry(entry, f"{prefix}[{i}]") for i, entry in enumerate(entries)]
+
+
+# The catalog's own file through libyaml when it is there (the CLI reads it at start: ~7 × faster).
+_ENTRIES: list[HardwareSpec] = hardware_from_entries(
+    yaml.load(DATA_PATH.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))[
+        "hardware"
+    ],
+    f"{DATA_PATH}: hardware",
+)
+# Each entry gets the efficiency fitted against measured serving (estimator/efficiency.py;
+# docs/calibration.md); ``--efficiency ideal`` ignores it.
+HARDWARE: dict[str, HardwareSpec] = {hw.name: calibrate(hw) for hw in _ENTRIES}
 
 
 def list_rows() -> list[dict[str, Any]]:

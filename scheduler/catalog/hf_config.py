@@ -42,9 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hetsched.scheduler.catalog.models import MLAConfig, ModelConfig, MoEConfig, WindowKind
 from pydantic import ValidationError
-
-from .models import MLAConfig, ModelConfig, MoEConfig, WindowKind
 
 #: model_type → the architecture class name of that family.
 SUPPORTED_ARCHITECTURES: dict[str, str] = {

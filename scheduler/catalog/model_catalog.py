@@ -36,8 +36,8 @@ import difflib
 import re
 from typing import Any
 
-from .hf_config import load_hf_config
-from .models import MLAConfig, ModelConfig
+from hetsched.scheduler.catalog.hf_config import load_hf_config
+from hetsched.scheduler.catalog.models import MLAConfig, ModelConfig
 
 
 class UnknownModelError(KeyError, ValueError):

@@ -8,12 +8,20 @@ Public API (what the CLI and the operator call):
   yaml``) — the :class:`~hetsched.scheduler.pools.Cluster` it places onto;
 * :func:`plan` — the :class:`Plan` (``Plan.to_dict()`` is the ``hetsched plan -o json`` shape).
 
+Modules, in the order a plan runs through them: ``request`` (workload → :class:`WorkloadRequest`),
+``options`` (the vocabulary: :class:`Option`, :class:`Rejection`, :class:`PlanOptions`),
+``estimates`` (:class:`EstimateCache`, the memoised estimator and serving model), ``candidates``
+(:class:`CandidateGenerator`: each workload's options), ``solver`` (one option per workload under
+the free devices), ``planner`` (:func:`plan`), ``explain`` (rejections per pool, suggestions),
+``result`` (:class:`Plan`), ``cli`` (``hetsched plan``).
+
 docs/placement.md explains the model, the formulas, the reasons and the solver.
 """
 
-from hetsched.scheduler.placement.candidates import (
-    CandidateGenerator,
-    EstimateCache,
+from hetsched.scheduler.placement.candidates import CandidateGenerator
+from hetsched.scheduler.placement.estimates import EstimateCache
+from hetsched.scheduler.placement.explain import suggest
+from hetsched.scheduler.placement.options import (
     Mode,
     Option,
     PlanOptions,
@@ -21,7 +29,7 @@ from hetsched.scheduler.placement.candidates import (
     Rejection,
     WorkloadCandidates,
 )
-from hetsched.scheduler.placement.planner import build_problem, plan, shared_cache, suggest
+from hetsched.scheduler.placement.planner import build_problem, plan, shared_cache
 from hetsched.scheduler.placement.request import (
     WorkloadRequest,
     load_requests,

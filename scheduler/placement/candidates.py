@@ -1,6 +1,7 @@
 """Per-workload candidates: every (pool, TP, batch) of each phase, and the placement options.
 
-This is the planner's hot path. Two levels of estimate, memoised in :class:`EstimateCache`:
+This is the planner's hot path. Two levels of estimate, memoised in
+:class:`~hetsched.scheduler.placement.estimates.EstimateCache`:
 
 * **bounds** from the phase steps (``estimate_phase`` once per (shape, phase, TP, batch) for all
   pools, and per hardware the step time as ``roofline.evaluate`` computes it — a unit test checks
@@ -27,562 +28,35 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, replace
 
-from hetsched.scheduler.analysis import PhaseAnalysis, decode_context
-from hetsched.scheduler.calibration.calibrated import with_engine
-from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
-from hetsched.scheduler.estimator import Phase, PhaseCost, estimate_phase
+from hetsched.scheduler.estimator.cost import Phase, PhaseCost
+from hetsched.scheduler.estimator.efficiency import with_engine
+from hetsched.scheduler.estimator.serving import (
+    ServingPrediction,
+)
+from hetsched.scheduler.placement.estimates import EstimateCache
+from hetsched.scheduler.placement.options import (
+    DOMINATED_STAGE,
+    PAIR_STAGE,
+    Mode,
+    Option,
+    PhaseConfig,
+    PlanOptions,
+    Reason,
+    Rejection,
+    RejectionRecorder,
+    WorkloadCandidates,
+    prune_dominated,
+)
 from hetsched.scheduler.placement.request import WorkloadRequest
 from hetsched.scheduler.pools import Cluster, Pool
-from hetsched.scheduler.roofline import (
-    DEFAULT_MEMORY_UTILIZATION,
-    PhasePerformance,
-    allreduce_seconds,
-    evaluate,
-)
-from hetsched.scheduler.serving import (
-    EfficiencyTerms,
-    ServingPrediction,
-    StepTerms,
-    colocated_times,
-    disaggregated_times,
-    kv_capacity,
-    step_terms,
-)
 from hetsched.scheduler.spec import DisaggregationMode
 from hetsched.scheduler.units import fmt_gib, fmt_seconds
 
 _PREFILL = Phase.PREFILL  # module constants: enum attribute access is slow on the hot path
 _DECODE = Phase.DECODE
 _EPS = 1e-9
-_SELF_CHECKS = 3  # fast step times checked against roofline.evaluate per (shape, hardware)
-
-
-class Mode(StrEnum):
-    COLOCATED = "colocated"
-    DISAGGREGATED = "disaggregated"
-
-
-class Reason(StrEnum):
-    """Why a pool (or one candidate on it) was not used for a phase."""
-
-    CAPACITY = "capacity"  # weights + one request's KV do not fit the devices' usable memory
-    TP_EXCEEDS_NODE = "tp-exceeds-node"  # it would fit only with more devices than a node has
-    SLO = "slo"  # TTFT or TPOT above the SLO even at the smallest batch
-    DEMAND = "demand"  # replicas for the demand need more devices than the pool has at all
-    NO_FREE_DEVICES = "no-free-devices"  # feasible, but the free devices are taken
-    POOL_EXCLUDED = "pool-excluded"  # spec.pools excludes it, or allows only others
-    HARDWARE_UNKNOWN = "hardware-unknown"  # the pool's hardware is not in the catalog
-    PRICE_INVALID = "price-invalid"  # a node's hetsched.io/price-per-device-hour label is not a number
-    PAIRING = "no-pairing"  # this phase fits here but no pool can run the other phase with it
-    MODE = "mode"  # only the other serving mode could use it, and spec.disaggregation forbids it
-    COST = "cost"  # feasible, but the chosen placement is cheaper
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A rejected candidate or pool. ``severity`` ≈ needed / allowed (1 = at the limit)."""
-
-    pool: str
-    reason: Reason
-    detail: str
-    kind: str = ""  # "prefill", "decode" (disaggregated phases), "colocated", or "" (pool level)
-    severity: float = math.inf
-    tp: int | None = None
-    batch: int | None = None
-    stage: int = 0  # how far the candidate got: 0 memory, 1 node size, 2 SLO, 3 demand, 4 pairing
-
-    def to_dict(self) -> dict[str, str]:
-        return {"pool": self.pool, "reason": self.reason.value, "detail": self.detail}
-
-    @property
-    def rank(self) -> tuple[int, float]:
-        """Closest miss first: the furthest stage, then the smallest severity."""
-        return (-self.stage, self.severity)
-
-
-# How far a candidate got before it was rejected; a later stage is a closer miss.
-STAGES = {
-    Reason.CAPACITY: 0,
-    Reason.TP_EXCEEDS_NODE: 1,
-    Reason.SLO: 2,
-    Reason.DEMAND: 3,
-    Reason.PAIRING: 4,
-}
-PAIR_STAGE = 4  # rejections of a pool pair (KV transfer, queueing): the phases themselves fit
-DOMINATED_STAGE = 5  # a pool pair whose every option a colocated one dominates: feasible, not needed
-
-
-@dataclass(frozen=True, slots=True)
-class PlanOptions:
-    """Knobs of the planner (defaults are what ``hetsched plan`` uses)."""
-
-    utilization: float = DEFAULT_MEMORY_UTILIZATION  # usable fraction of device memory
-    efficiency: Efficiency | None = None  # None: each hardware's calibrated efficiency
-    max_batch: int = 1024  # ceiling of the decode / colocated batch ladder
-    max_prefill_batch: int = 64  # ceiling of the prefill batch ladder
-    max_tp: int = 64  # largest TP considered when diagnosing tp-exceeds-node
-    max_exact_per_pair: int = 24  # serving-model evaluations per pool pair before giving up
-    time_limit_seconds: float = 10.0  # MILP time limit; the greedy result is used past it
-    solver: str = "milp"  # "milp" or "greedy"
-    suggestions: bool = True  # compute suggestions for workloads that cannot be placed
-    suggestion_seconds: float = 10.0  # time budget of a plan's re-estimated suggestions
-    record_all_rejections: bool = False  # keep every rejected candidate (tests, debugging)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.utilization <= 1:
-            raise ValueError(f"utilization must be in (0, 1], got {self.utilization}")
-        if self.solver not in ("milp", "greedy"):
-            raise ValueError(f"solver must be milp or greedy, got {self.solver!r}")
-        if self.max_batch < 1 or self.max_prefill_batch < 1 or self.max_tp < 1:
-            raise ValueError("max_batch, max_prefill_batch and max_tp must be ≥ 1")
-
-
-@dataclass(frozen=True, slots=True)
-class PhaseConfig:
-    """One phase on one pool: ``replicas`` replicas of ``tp`` devices each, at ``batch``."""
-
-    pool: str
-    tp: int
-    batch: int
-    replicas: int
-    step_seconds: float
-    requests_per_second_per_replica: float
-    analysis: PhaseAnalysis | None  # None for intermediate configurations (decode per pool)
-
-    @property
-    def devices(self) -> int:
-        return self.replicas * self.tp
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """A complete placement of one workload (both phases), before capacity sharing."""
-
-    mode: Mode
-    prefill: PhaseConfig
-    decode: PhaseConfig
-    devices: tuple[tuple[str, int], ...]  # per pool, sorted by pool name
-    cost_per_hour: float
-    ttft_seconds: float
-    tpot_seconds: float
-    kv_transfer_seconds: float
-    requests_per_second: float  # λ it is sized for (demand, or derived from sessions)
-    prediction: ServingPrediction  # the serving model's prediction for this configuration
-    prefill_cost_per_hour: float = 0.0
-    decode_cost_per_hour: float = 0.0
-    concurrency: int = 0  # disaggregated: requests in flight passed to predict_disaggregated
-
-    def uses(self, phase: str, pool: str) -> bool:
-        return (self.prefill.pool if phase == "prefill" else self.decode.pool) == pool
-
-    @property
-    def replica_blocks(self) -> tuple[tuple[str, int, int], ...]:
-        """(pool, devices per replica, devices) of each phase's replicas (one entry when colocated)."""
-        if self.mode is Mode.COLOCATED:
-            c = self.prefill
-            return ((c.pool, c.tp, self.devices[0][1]),)
-        return tuple((c.pool, c.tp, c.devices) for c in (self.prefill, self.decode))
-
-    def describe(self) -> str:
-        if self.mode is Mode.COLOCATED:
-            c = self.prefill
-            return f"colocated on {c.pool}: TP {c.tp}, batch {c.batch}, {c.replicas} replica(s)"
-        p, d = self.prefill, self.decode
-        return (
-            f"prefill on {p.pool} (TP {p.tp}, batch {p.batch}, {p.replicas} replica(s)), "
-            f"decode on {d.pool} (TP {d.tp}, batch {d.batch}, {d.replicas} replica(s))"
-        )
-
-
-# ---- estimate cache -----------------------------------------------------------------------------
-class EstimateCache:
-    """Memoised estimates, shared by the workloads of a plan (and across plans when reused).
-
-    * phase costs (``estimate_phase``: FLOPs and bytes) do not depend on the hardware: keyed by
-      (shape, phase, TP, batch), one estimate serves every pool;
-    * their roofline step time per hardware (``step_time``; the full ``roofline.evaluate`` analysis
-      only for configurations the serving model evaluates): (shape, hardware, TP, phase, batch);
-    * the serving model's step terms (``serving.step_terms``) and predictions per configuration.
-
-    A shape is (model, precisions, P, C, O); a hardware id covers the spec, the efficiency
-    override and the memory utilisation. Cleared wholesale after ``max_entries`` insertions
-    (about 3 kB each: ~0.5 MB per model shape on 12 pools).
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self.max_entries = max_entries
-        self._shapes: dict[object, int] = {}
-        self._hardware: dict[str, int] = {}
-        self._efficiency: dict[int, EfficiencyTerms] = {}
-        self._costs: dict[tuple[int, bool, int, int], PhaseCost] = {}
-        self._analyses: dict[tuple[int, int, int, bool, int], PhaseAnalysis] = {}
-        self._steps: dict[tuple[int, int, int, bool, int], float] = {}
-        self._roof: dict[tuple[int, str], tuple[Efficiency, float, float]] = {}
-        self._eff: dict[int, Efficiency] = {}
-        self._utilization: dict[int, float] = {}
-        self._checked: dict[tuple[int, int], int] = {}  # (shape, hardware) -> fast steps checked, -1: off
-        self.fast_mismatches = 0
-        self._terms: dict[tuple[int, int, int, bool, int], tuple[StepTerms, PhaseCost]] = {}
-        self._capacity: dict[tuple[int, int, int], int] = {}
-        self._colocated: dict[tuple[int, int, int, int], ServingPrediction] = {}
-        self._disaggregated: dict[tuple[object, ...], ServingPrediction] = {}
-        self._memory: dict[tuple[int, int, int], tuple[float, float]] = {}
-        self.hits = 0
-        self.misses = 0
-        self._inserts = 0
-
-    def __len__(self) -> int:
-        return (
-            len(self._costs)
-            + len(self._analyses)
-            + len(self._terms)
-            + len(self._colocated)
-            + len(self._disaggregated)
-            + len(self._memory)
-        )
-
-    def shape_id(self, req: WorkloadRequest) -> int:
-        key = (req.model, req.precisions, req.prompt_tokens, req.cached_tokens, req.output_tokens)
-        sid = self._shapes.get(key)
-        if sid is None:
-            sid = self._shapes[key] = len(self._shapes)
-        return sid
-
-    def hardware_id(self, hw: HardwareSpec, efficiency: Efficiency | None, utilization: float) -> int:
-        key = f"{hw.model_dump_json()}|{efficiency.model_dump_json() if efficiency else ''}|{utilization!r}"
-        hid = self._hardware.get(key)
-        if hid is None:
-            hid = self._hardware[key] = len(self._hardware)
-            eff = hw.efficiency if efficiency is None else efficiency
-            self._eff[hid] = eff
-            self._utilization[hid] = utilization
-            self._efficiency[hid] = EfficiencyTerms.of(eff)
-        return hid
-
-    def _trim(self) -> None:
-        self._inserts += 1
-        if self._inserts > self.max_entries:
-            self._inserts = 0
-            for d in (
-                self._steps,
-                self._costs,
-                self._analyses,
-                self._terms,
-                self._capacity,
-                self._colocated,
-                self._disaggregated,
-                self._memory,
-            ):
-                d.clear()
-
-    @staticmethod
-    def _step(req: WorkloadRequest, prefill: bool) -> tuple[Phase, int, int]:
-        """(phase, new tokens, context) as ``serving`` steps them: prefill of P after C; decode at
-        the mean context of the generation, C + P + O//2."""
-        if prefill:
-            return _PREFILL, req.prompt_tokens, req.cached_tokens
-        return _DECODE, 1, decode_context(req.cached_tokens, req.prompt_tokens, req.output_tokens)
-
-    def cost(self, req: WorkloadRequest, sid: int, phase: Phase, tp: int, batch: int) -> PhaseCost:
-        key = (sid, phase is _PREFILL, tp, batch)
-        hit = self._costs.get(key)
-        if hit is not None:
-            return hit
-        ph, new, context = self._step(req, phase is _PREFILL)
-        c = estimate_phase(
-            req.model,
-            ph,
-            batch=batch,
-            new_tokens=new,
-            context_tokens=context,
-            precisions=req.precisions,
-            tp=tp,
-        )
-        self._trim()
-        self._costs[key] = c
-        return c
-
-    def memory(self, req: WorkloadRequest, sid: int, tp: int, context: int) -> tuple[float, float]:
-        """(weights per device, KV per device of one request holding ``context`` tokens)."""
-        key = (sid, tp, context)
-        hit = self._memory.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit
-        self.misses += 1
-        cost = estimate_phase(
-            req.model,
-            _DECODE,
-            batch=1,
-            new_tokens=1,
-            context_tokens=max(0, context - 1),
-            precisions=req.precisions,
-            tp=tp,
-        )
-        out = (cost.weight_resident_bytes / tp, cost.kv_bytes_per_request_per_device)
-        self._trim()
-        self._memory[key] = out
-        return out
-
-    def analysis(
-        self,
-        req: WorkloadRequest,
-        sid: int,
-        hw: HardwareSpec,
-        hid: int,
-        phase: Phase,
-        tp: int,
-        batch: int,
-    ) -> PhaseAnalysis:
-        """``analysis.analyze_phase`` of the step (its cost shared across hardware)."""
-        key = (sid, hid, tp, phase is _PREFILL, batch)
-        hit = self._analyses.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit
-        self.misses += 1
-        cost = self.cost(req, sid, phase, tp, batch)
-        perf = self._evaluate(req, cost, hw, hid)  # the efficiency of ``hid`` (engine terms included)
-        a = PhaseAnalysis(phase, cost, perf)
-        self._trim()
-        self._analyses[key] = a
-        return a
-
-    def step_time(
-        self,
-        req: WorkloadRequest,
-        sid: int,
-        hw: HardwareSpec,
-        hid: int,
-        phase: Phase,
-        tp: int,
-        batch: int,
-    ) -> float:
-        """The step time of ``roofline.evaluate`` without the rest of its analysis (the hot path
-        needs only the time): operators on their own roofs, the all-reduces, the fixed costs.
-
-        Self-checking: the first steps of every (shape, hardware) are also evaluated with
-        ``roofline.evaluate``; on any disagreement (the roofline changed) that pair falls back to
-        ``evaluate`` for good, so the time is always the roofline's.
-        """
-        key = (sid, hid, tp, phase is _PREFILL, batch)
-        hit = self._steps.get(key)
-        if hit is not None:
-            return hit
-        cost = self.cost(req, sid, phase, tp, batch)
-        check = (sid, hid)
-        state = self._checked.get(check, 0)
-        t: float
-        if state < 0:  # the fast formula disagreed once: the roofline itself
-            t = self._evaluate(req, cost, hw, hid).step_seconds
-        else:
-            t = self._fast_step(req, cost, hw, hid, tp)
-            if state < _SELF_CHECKS:
-                ref = self._evaluate(req, cost, hw, hid).step_seconds
-                if math.isclose(t, ref, rel_tol=1e-9, abs_tol=1e-15):
-                    self._checked[check] = state + 1
-                else:
-                    self._checked[check] = -1
-                    self.fast_mismatches += 1
-                    t = ref
-        self._trim()
-        self._steps[key] = t
-        return t
-
-    def _evaluate(
-        self, req: WorkloadRequest, cost: PhaseCost, hw: HardwareSpec, hid: int
-    ) -> PhasePerformance:
-        return evaluate(
-            cost,
-            hw,
-            compute_class=req.precisions.compute_class,
-            efficiency=self._eff[hid],
-            utilization=self._utilization[hid],
-        )
-
-    def _fast_step(self, req: WorkloadRequest, cost: PhaseCost, hw: HardwareSpec, hid: int, tp: int) -> float:
-        cc = req.precisions.compute_class
-        roof = self._roof.get((hid, cc))
-        if roof is None:
-            e = self._eff[hid]
-            roof = self._roof[(hid, cc)] = (e, hw.peak_for(cc) * e.compute, hw.memory_bandwidth * e.bandwidth)
-        eff, peak, bandwidth = roof
-        peak_tp = peak * tp
-        bw_tp = bandwidth * tp
-        busy = 0.0
-        for op in cost.operators:
-            op_peak = (
-                peak_tp if op.compute_class is None else hw.peak_for(op.compute_class) * tp * eff.compute
-            )
-            if op.name == "experts":
-                c = op.flops / (op_peak * eff.experts_compute)
-                m = op.dram_bytes / (bw_tp * eff.experts_bandwidth)
-            else:
-                c = op.flops / op_peak
-                m = op.dram_bytes / bw_tp
-            busy += c if c > m else m
-        overhead = eff.step_overhead_seconds + cost.layers * eff.layer_overhead_seconds
-        t: float = busy + allreduce_seconds(cost, hw, eff) + overhead
-        return t
-
-    def _step_terms(
-        self, req: WorkloadRequest, sid: int, hw: HardwareSpec, hid: int, prefill: bool, tp: int, batch: int
-    ) -> tuple[StepTerms, PhaseCost]:
-        key = (sid, hid, tp, prefill, batch)
-        hit = self._terms.get(key)
-        if hit is not None:
-            return hit
-        ph, new, context = self._step(req, prefill)
-        out: tuple[StepTerms, PhaseCost] = step_terms(
-            req.model,
-            hw,
-            ph,
-            batch=batch,
-            new_tokens=new,
-            context_tokens=context,
-            precisions=req.precisions,
-            tp=tp,
-        )
-        self._terms[key] = out
-        return out
-
-    def colocated(
-        self,
-        req: WorkloadRequest,
-        sid: int,
-        hw: HardwareSpec,
-        hid: int,
-        tp: int,
-        batch: int,
-        options: PlanOptions,
-    ) -> ServingPrediction:
-        """``serving.predict_colocated`` for ``batch`` requests in flight per replica.
-
-        Composed from the serving module's public parts as ``predict_colocated`` composes them
-        (``kv_capacity``, ``step_terms``, ``colocated_times``), with the step terms memoised; the
-        contract test ``test_every_option_is_the_serving_models_prediction`` checks equality.
-        """
-        key = (sid, hid, tp, batch)
-        hit = self._colocated.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit
-        self.misses += 1
-        ckey = (sid, hid, tp)
-        capacity = self._capacity.get(ckey)
-        if capacity is None:
-            capacity = self._capacity[ckey] = kv_capacity(
-                req.model,
-                hw,
-                context_tokens=req.capacity_context,
-                precisions=req.precisions,
-                tp=tp,
-                utilization=options.utilization,
-            )
-        running = max(1, min(batch, capacity))
-        prefill = self.analysis(req, sid, hw, hid, _PREFILL, tp, 1)
-        decode = self.analysis(req, sid, hw, hid, _DECODE, tp, running)
-        if capacity < 1:
-            inf = math.inf
-            pred = ServingPrediction(inf, inf, prefill, decode, 0.0, 0.0, 0.0, inf, inf, inf, 0, 0)
-        else:
-            pre_terms, _ = self._step_terms(req, sid, hw, hid, True, tp, 1)
-            dec_terms, _ = self._step_terms(req, sid, hw, hid, False, tp, running)
-            times = colocated_times(
-                dec_terms,
-                pre_terms,
-                concurrency=batch,
-                running=running,
-                output_tokens=req.output_tokens,
-                warmup_fraction=0.0,
-                eff=self._efficiency[hid],
-            )
-            ttft, tpot = float(times.ttft), float(times.tpot)
-            rps = running / (ttft + req.output_tokens * tpot)
-            pred = ServingPrediction(
-                ttft,
-                tpot,
-                prefill,
-                decode,
-                0.0,
-                rps,
-                rps,
-                float(times.prefill),
-                float(times.decode),
-                float(times.queue),
-                running,
-                capacity,
-            )
-        self._trim()
-        self._colocated[key] = pred
-        return pred
-
-    def disaggregated(
-        self,
-        req: WorkloadRequest,
-        sid: int,
-        pre: tuple[HardwareSpec, int, int, int],
-        dec: tuple[HardwareSpec, int, int, int],
-        bandwidth: float,
-        workers: int,
-        concurrency: int,
-        options: PlanOptions,
-    ) -> ServingPrediction:
-        """``serving.predict_disaggregated`` (``pre``/``dec`` = (hardware, hardware id, TP, batch)),
-        composed from ``step_terms`` and ``disaggregated_times`` as that function composes them."""
-        key = (sid, pre[1], pre[2], pre[3], dec[1], dec[2], dec[3], bandwidth, workers, concurrency)
-        hit = self._disaggregated.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit
-        self.misses += 1
-        phw, phid, ptp, pb = pre
-        dhw, dhid, dtp, db = dec
-        pre_terms, pre_cost = self._step_terms(req, sid, phw, phid, True, ptp, pb)
-        dec_terms, _ = self._step_terms(req, sid, dhw, dhid, False, dtp, db)
-        kv_seconds = pre_cost.kv_bytes_per_request / bandwidth
-        times = disaggregated_times(
-            dec_terms,
-            pre_terms,
-            concurrency=concurrency,
-            prefill_slots=workers * pb,
-            output_tokens=req.output_tokens,
-            kv_transfer_seconds=kv_seconds,
-            warmup_fraction=0.0,
-            prefill_eff=self._efficiency[phid],
-            decode_eff=self._efficiency[dhid],
-        )
-        t_prefill, tpot = float(times.prefill), float(times.tpot)
-        capacity = self._capacity.get((sid, dhid, dtp))
-        if capacity is None:
-            capacity = self._capacity[(sid, dhid, dtp)] = kv_capacity(
-                req.model,
-                dhw,
-                context_tokens=req.capacity_context,
-                precisions=req.precisions,
-                tp=dtp,
-                utilization=options.utilization,
-            )
-        pred = ServingPrediction(
-            float(times.ttft),
-            tpot,
-            self.analysis(req, sid, phw, phid, _PREFILL, ptp, pb),
-            self.analysis(req, sid, dhw, dhid, _DECODE, dtp, db),
-            kv_seconds,
-            pb / t_prefill,
-            db / (req.output_tokens * tpot),
-            t_prefill,
-            tpot,
-            float(times.queue),
-            db,
-            capacity,
-        )
-        self._trim()
-        self._disaggregated[key] = pred
-        return pred
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -621,73 +95,6 @@ class _PoolCtx:
     usable: float
     tps: list[int]
     total: int
-
-
-@dataclass(slots=True)
-class WorkloadCandidates:
-    """What the generator found for one workload."""
-
-    request: WorkloadRequest
-    options: list[Option]  # pruned, sorted by (cost, devices, preference): the solver's choices
-    all_options: list[Option]  # one per pool (colocated) or pool pair (disaggregated), unpruned
-    best_rejections: dict[tuple[str, str], Rejection]  # (kind, pool) -> closest miss
-    rejections: list[Rejection] = field(default_factory=list)  # every one (record_all_rejections)
-    rejection_count: int = 0
-    evaluations: int = 0
-
-    feasible: set[tuple[str, str]] = field(default_factory=set)  # (kind, pool) with a configuration
-
-    def relevant(self, r: Rejection) -> bool:
-        """A configuration-level rejection does not explain a pool where another configuration fits."""
-        return r.stage >= PAIR_STAGE or (r.kind, r.pool) not in self.feasible
-
-    def closest_miss(self) -> Rejection | None:
-        """The nearest miss over the pools: each pool's own reason (its furthest-stage rejection),
-        then across pools the smallest excess (needed / allowed), the later stage on ties."""
-        misses = [r for r in self.best_rejections.values() if self.relevant(r)]
-        if not misses:
-            return None
-        return min(misses, key=lambda r: (r.severity, -r.stage, r.pool, r.kind))
-
-
-class _Recorder:
-    def __init__(self, record_all: bool) -> None:
-        self.best: dict[tuple[str, str], Rejection] = {}
-        self.all: list[Rejection] = []
-        self.record_all = record_all
-        self.count = 0
-        self.feasible: set[tuple[str, str]] = set()
-
-    def wants(self, kind: str, pool: str, severity: float, stage: int) -> bool:
-        if self.record_all:
-            return True
-        cur = self.best.get((kind, pool))
-        return cur is None or (-stage, severity) < cur.rank
-
-    def add(self, r: Rejection) -> None:
-        self.count += 1
-        if self.record_all:
-            self.all.append(r)
-        cur = self.best.get((r.kind, r.pool))
-        if cur is None or r.rank < cur.rank:
-            self.best[(r.kind, r.pool)] = r
-
-    def reject(
-        self,
-        kind: str,
-        pool: str,
-        reason: Reason,
-        severity: float,
-        detail: str,
-        tp: int | None = None,
-        batch: int | None = None,
-        stage: int | None = None,
-    ) -> None:
-        st = STAGES.get(reason, 0) if stage is None else stage
-        if self.wants(kind, pool, severity, st):
-            self.add(Rejection(pool, reason, detail, kind, severity, tp, batch, st))
-        else:
-            self.count += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -756,7 +163,7 @@ class CandidateGenerator:
 
     # -- memory --------------------------------------------------------------------------------
     def _fits_or_reject(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, kind: str, context: int, rec: _Recorder
+        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, kind: str, context: int, rec: RejectionRecorder
     ) -> list[tuple[int, int]]:
         """[(tp, largest batch that fits)] for the pool's TP degrees; rejections for the rest."""
         out: list[tuple[int, int]] = []
@@ -791,7 +198,7 @@ class CandidateGenerator:
         return out
 
     def _diagnose_tp(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, kind: str, context: int, rec: _Recorder
+        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, kind: str, context: int, rec: RejectionRecorder
     ) -> None:
         dpn = ctx.pool.devices_per_node
         tp = 1
@@ -820,7 +227,7 @@ class CandidateGenerator:
     # so once a pool's best uses ≤ tp devices no larger TP can beat it; along a batch ladder, once
     # one replica covers the demand a larger batch only adds latency.
     def _decode_best(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: _Recorder
+        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: RejectionRecorder
     ) -> tuple[PhaseConfig | None, int]:
         """The decode configuration of a pool using the fewest devices (TPOT = the decode step)."""
         name = ctx.pool.name
@@ -871,7 +278,7 @@ class CandidateGenerator:
         return best, evals
 
     def _prefill_configs(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: _Recorder
+        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: RejectionRecorder
     ) -> tuple[list[_PrefillCfg], int]:
         """Prefill configurations of a pool whose step alone meets the TTFT SLO."""
         name = ctx.pool.name
@@ -898,7 +305,7 @@ class CandidateGenerator:
         return out, evals
 
     def _colocated_best(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: _Recorder
+        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: RejectionRecorder
     ) -> tuple[Option | None, int]:
         """The colocated configuration of a pool using the fewest devices, by ``predict_colocated``.
 
@@ -1012,7 +419,7 @@ class CandidateGenerator:
 
     # -- workload ------------------------------------------------------------------------------
     def generate(self, req: WorkloadRequest) -> WorkloadCandidates:
-        rec = _Recorder(self.options.record_all_rejections)
+        rec = RejectionRecorder(self.options.record_all_rejections)
         sid = self.cache.shape_id(req)
         evals = 0
         pools = self.pools_for(req.engine)
@@ -1072,7 +479,7 @@ class CandidateGenerator:
         decode_best: dict[str, PhaseConfig],
         prefill_cfgs: dict[str, list[_PrefillCfg]],
         colocated: dict[str, Option],
-        rec: _Recorder,
+        rec: RejectionRecorder,
     ) -> tuple[list[Option], int]:
         """Per (prefill pool, decode pool): the fewest prefill devices meeting TTFT by the serving model.
 
@@ -1293,7 +700,7 @@ class CandidateGenerator:
         return out, evals
 
     @staticmethod
-    def _record_dominated(p: str, d: str, co: Option, cost_lb: float, rec: _Recorder) -> None:
+    def _record_dominated(p: str, d: str, co: Option, cost_lb: float, rec: RejectionRecorder) -> None:
         sev = cost_lb / max(co.cost_per_hour, 1e-12)
         for kind, pool_name in (("prefill", p), ("decode", d)):
             if rec.wants(kind, pool_name, sev, DOMINATED_STAGE):
@@ -1339,29 +746,3 @@ def _demand(req: WorkloadRequest) -> str:
     if req.concurrent_sessions is not None:
         return f"{req.concurrent_sessions} concurrent sessions"
     return f"{req.requests_per_second:g} req/s"
-
-
-def prune_dominated(options: list[Option]) -> list[Option]:
-    """Drop options no cheaper than another that uses no more devices of every pool.
-
-    ``options`` must be sorted by cost (then preference): a kept option can only be dominated by an
-    earlier one, and only by one whose pools are a subset of its own (options use ≤ 2 pools).
-    """
-    kept: list[Option] = []
-    by_pools: dict[tuple[str, ...], list[Option]] = {}
-    for o in options:
-        pools = tuple(p for p, _ in o.devices)
-        subsets = [pools] if len(pools) == 1 else [pools, (pools[0],), (pools[1],)]
-        need = dict(o.devices)
-        dominated = False
-        for s in subsets:
-            for k in by_pools.get(s, ()):
-                if k.cost_per_hour <= o.cost_per_hour + 1e-12 and all(n <= need[p] for p, n in k.devices):
-                    dominated = True
-                    break
-            if dominated:
-                break
-        if not dominated:
-            kept.append(o)
-            by_pools.setdefault(pools, []).append(o)
-    return kept

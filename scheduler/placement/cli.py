@@ -15,9 +15,9 @@ import sys
 from typing import Any, TextIO
 
 from hetsched.scheduler.catalog.hardware import IDEAL
-from hetsched.scheduler.placement.candidates import PlanOptions
+from hetsched.scheduler.estimator.roofline import DEFAULT_MEMORY_UTILIZATION
+from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.placement.result import PhasePlacement, Plan, WorkloadPlacement
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION
 from hetsched.scheduler.units import fmt_money, fmt_optional_seconds
 
 

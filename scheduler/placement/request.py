@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hetsched.scheduler import catalog
-from hetsched.scheduler.analysis import Scenario
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.engines import engine_of_images
-from hetsched.scheduler.estimator import Precisions
+from hetsched.scheduler.estimator.analysis import Scenario
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.engines import engine_of_images
+from hetsched.scheduler.estimator.serving import RequestShape
 from hetsched.scheduler.spec import (
     AgentWorkload,
     AgentWorkloadSpec,
@@ -80,6 +81,11 @@ class WorkloadRequest:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def shape(self) -> RequestShape:
+        """The token shape and formats the serving model predicts (``serving.RequestShape``)."""
+        return RequestShape(self.prompt_tokens, self.cached_tokens, self.output_tokens, self.precisions)
 
     @property
     def capacity_context(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hetsched.scheduler.placement.candidates import Rejection
+from hetsched.scheduler.placement.options import Rejection
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hetsched.scheduler.calibration import calibrated, fit
+from hetsched.scheduler.calibration import design, fit
+from hetsched.scheduler.calibration.cli import fitted_document, write_fitted
 from hetsched.scheduler.calibration.dataset import Plan, predict, read_measurements, resolve_all
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
-from hetsched.scheduler.engines import engine_of_backend
-from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase, matmul_operational_intensity
-from hetsched.scheduler.precision import Precision
-from hetsched.scheduler.roofline import evaluate
-from hetsched.scheduler.serving import (
+from hetsched.scheduler.estimator import efficiency
+from hetsched.scheduler.estimator.cost import (
+    Phase,
+    Precisions,
+    estimate_phase,
+    matmul_operational_intensity,
+)
+from hetsched.scheduler.estimator.engines import engine_of_backend
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.estimator.roofline import evaluate
+from hetsched.scheduler.estimator.serving import (
     EfficiencyTerms,
+    Parallel,
+    RequestShape,
     ServingPrediction,
     closed_loop_response,
     floor_seconds,
@@ -39,9 +48,9 @@ def plans() -> list[Plan]:
 
 
 @pytest.fixture(scope="module")
-def small(plans: list[Plan]) -> fit.Dataset:
+def small(plans: list[Plan]) -> design.Dataset:
     """Every 12th predictable row: both families, both serving modes, a second to fit."""
-    return fit.build_dataset(plans[::12])
+    return design.build_dataset(plans[::12])
 
 
 # ---- the fit ---------------------------------------------------------------------------------------
@@ -53,60 +62,60 @@ def test_vendored_data_is_the_reference_file() -> None:
     assert {r.mode for r in rows} == {"agg", "disagg"}
 
 
-def test_fit_is_deterministic(small: fit.Dataset) -> None:
+def test_fit_is_deterministic(small: design.Dataset) -> None:
     a = fit.fit(small)
     b = fit.fit(small)
     assert a.families == b.families == ("nvidia-blackwell", "nvidia-hopper")
     assert np.array_equal(a.params, b.params)
     # Shared parameters are equal across families; the interconnect ones may differ.
-    for name in fit.PARAMETERS:
-        column = a.params[:, fit.PARAMETERS.index(name)]
+    for name in design.PARAMETERS:
+        column = a.params[:, design.PARAMETERS.index(name)]
         if name not in fit.PER_FAMILY:
             assert np.all(column == column[0])
-    assert np.all(a.params >= fit.LOWER) and np.all(a.params <= fit.UPPER)
+    assert np.all(a.params >= design.LOWER) and np.all(a.params <= design.UPPER)
     # Parameters the fit holds (FIT_FIXED) keep their value in every family.
     for name, value in fit.FIT_FIXED.items():
-        assert np.all(a.params[:, fit.PARAMETERS.index(name)] == value)
+        assert np.all(a.params[:, design.PARAMETERS.index(name)] == value)
 
 
-def test_fit_improves_on_the_start_and_on_ideal(small: fit.Dataset) -> None:
+def test_fit_improves_on_the_start_and_on_ideal(small: design.Dataset) -> None:
     result = fit.fit(small)
     every = np.ones(len(small.plans), dtype=bool)
 
     def median_tpot_error(params: np.ndarray) -> float:
-        _, tpot = fit.predict_all(small, params)
+        _, tpot = design.predict_all(small, params)
         return float(np.median(np.abs(tpot[every] / small.tpot[every] - 1)))
 
-    start = np.tile(fit.START, (len(result.families), 1))
-    ideal = np.tile(fit.NEUTRAL, (len(result.families), 1))
+    start = np.tile(design.START, (len(result.families), 1))
+    ideal = np.tile(design.NEUTRAL, (len(result.families), 1))
     fitted = median_tpot_error(result.params)
     assert fitted < median_tpot_error(start)
     assert fitted < median_tpot_error(ideal)
     assert fitted < 0.3
 
 
-def test_vectorised_fit_predictions_equal_the_public_serving_api(small: fit.Dataset) -> None:
+def test_vectorised_fit_predictions_equal_the_public_serving_api(small: design.Dataset) -> None:
     result = fit.fit(small)
     ttft, tpot = fit.predict_with(small, result)
     for i in range(0, len(small.plans), 7):
         plan = small.plans[i]
         engine = engine_of_backend(plan.row.backend)  # each row with its serving engine's terms
-        pred = predict(plan, lambda hw, e=engine: result.efficiency(calibrated.family_of(hw), "test", e))
+        pred = predict(plan, lambda hw, e=engine: result.efficiency(efficiency.family_of(hw), "test", e))
         assert pred.tpot_seconds == pytest.approx(tpot[i], rel=1e-9)
         assert pred.ttft_seconds == pytest.approx(ttft[i], rel=1e-9)
 
 
-def test_fit_holds_the_fixed_parameters_and_frees_them_on_request(small: fit.Dataset) -> None:
-    column = fit.PARAMETERS.index("layer_overhead_seconds")
+def test_fit_holds_the_fixed_parameters_and_frees_them_on_request(small: design.Dataset) -> None:
+    column = design.PARAMETERS.index("layer_overhead_seconds")
     held = fit.fit(small, fixed={**fit.FIT_FIXED, "layer_overhead_seconds": 0.0})
     assert np.all(held.params[:, column] == 0.0)
     free = fit.fit(small, fixed={})  # nothing held: the per-step cost is fitted too
-    assert np.all(free.params >= fit.LOWER) and np.all(free.params <= fit.UPPER)
+    assert np.all(free.params >= design.LOWER) and np.all(free.params <= design.UPPER)
     with pytest.raises(ValueError, match="unknown parameter"):
         fit.fit(small, fixed={"no_such_term": 1.0})
 
 
-def test_relative_residuals_trade_the_bias_for_the_reported_error(small: fit.Dataset) -> None:
+def test_relative_residuals_trade_the_bias_for_the_reported_error(small: design.Dataset) -> None:
     """The ``--residual`` ablation: fitting predicted/measured − 1 caps an optimistic row's error at
     1, so the fit leans fast; the default log error is symmetric and keeps the bias near 0."""
     every = np.ones(len(small.plans), dtype=bool)
@@ -126,26 +135,26 @@ def test_relative_residuals_trade_the_bias_for_the_reported_error(small: fit.Dat
 
 
 def test_committed_table_is_what_make_calibrate_writes(plans: list[Plan]) -> None:
-    """``calibrated.py`` holds the fit of the vendored data, to the digits it is written with."""
-    ds = fit.build_dataset(plans)
+    """``estimator/data/efficiency.json`` holds the fit of the vendored data, to the digits it is written with."""
+    ds = design.build_dataset(plans)
     family_fit = fit.fit(ds)
     generic_fit = fit.fit(ds, shared=True)
     entries = [(family_fit, family) for family in family_fit.families] + [(generic_fit, "generic")]
-    assert {name for _, name in entries} == set(calibrated.FAMILY_EFFICIENCY)
+    assert {name for _, name in entries} == set(efficiency.FAMILY_EFFICIENCY)
     for result, name in entries:
         fitted = result.efficiency(name, "test")
-        committed = calibrated.FAMILY_EFFICIENCY[name]
-        for parameter in fit.PARAMETERS:
+        committed = efficiency.FAMILY_EFFICIENCY[name]
+        for parameter in design.PARAMETERS:
             assert getattr(committed, parameter) == pytest.approx(getattr(fitted, parameter), rel=1e-3), (
                 name,
                 parameter,
             )
     for engine in family_fit.engines:
         values = family_fit.engine_values(engine)
-        assert calibrated.ENGINE_EFFICIENCY[engine] == pytest.approx(values, rel=1e-3)
+        assert efficiency.ENGINE_EFFICIENCY[engine] == pytest.approx(values, rel=1e-3)
 
 
-def test_cross_validation_predicts_every_group(small: fit.Dataset) -> None:
+def test_cross_validation_predicts_every_group(small: design.Dataset) -> None:
     cv = fit.cross_validate(small)
     logo = cv["leave_one_group_out"]
     assert set(logo["groups"]) == set(small.groups)
@@ -154,66 +163,75 @@ def test_cross_validation_predicts_every_group(small: fit.Dataset) -> None:
 
 
 def test_identical_measurements_count_once(plans: list[Plan]) -> None:
-    ds = fit.build_dataset([p for p in plans if p.model_key in ("deepseek-v3", "deepseek-r1")][:300])
+    ds = design.build_dataset([p for p in plans if p.model_key in ("deepseek-v3", "deepseek-r1")][:300])
     # DeepSeek-V3 and -R1 rows are the same runs listed twice: same architecture, one group.
     assert all(g.startswith("deepseek-r1=deepseek-v3") for g in ds.groups)
     assert ds.weight.min() < 1.0
 
 
-def test_render_and_write_the_fitted_block(small: fit.Dataset, tmp_path: Path) -> None:
+def test_write_and_load_the_fitted_table(small: design.Dataset, tmp_path: Path) -> None:
+    """What ``hetsched calibrate --write`` writes is what the estimator loads."""
     family_fit = fit.fit(small)
     generic_fit = fit.fit(small, shared=True)
-    block = fit.render_fitted_block(family_fit, generic_fit, {"rows": 3}, "data.csv", "2026-01-01")
-    target = tmp_path / "calibrated.py"
-    target.write_text(calibrated.__loader__.get_source(calibrated.__name__) or "", encoding="utf-8")  # type: ignore[union-attr]
-    fit.write_calibrated(block, target)
-    namespace: dict[str, object] = {}
-    exec(compile(target.read_text(encoding="utf-8"), str(target), "exec"), namespace)
-    table = namespace["FAMILY_EFFICIENCY"]
+    doc = fitted_document(family_fit, generic_fit, {"rows": 3}, "data.csv", "2026-01-01")
+    target = tmp_path / "efficiency.json"
+    write_fitted(doc, target)
+    loaded = efficiency.load_fitted(target)
+    table = loaded.families
     assert isinstance(table, dict)
     assert set(table) == {"nvidia-blackwell", "nvidia-hopper", "generic"}
     hopper = table["nvidia-hopper"]
     assert isinstance(hopper, Efficiency)
     assert hopper.bandwidth == pytest.approx(family_fit.params[1][0], rel=1e-3)
-    assert namespace["FIT_DATE"] == "2026-01-01"
-    engines = namespace["ENGINE_EFFICIENCY"]
+    assert loaded.fit_date == "2026-01-01"
+    assert loaded.statistics == {"rows": 3} and loaded.source == "data.csv"
+    engines = loaded.engines
     assert isinstance(engines, dict) and set(engines) == set(family_fit.engines)
     for engine, values in engines.items():
         for name, value in family_fit.engine_values(engine).items():
             assert values[name] == pytest.approx(value, rel=1e-3)
 
 
+def test_the_committed_table_loads_to_the_module_constants() -> None:
+    """``efficiency.json`` is read once, into the tables the estimator uses."""
+    loaded = efficiency.load_fitted()
+    assert loaded.families == efficiency.FAMILY_EFFICIENCY
+    assert loaded.engines == efficiency.ENGINE_EFFICIENCY
+    assert loaded.fit_date == efficiency.FIT_DATE and loaded.source == efficiency.FIT_SOURCE
+    assert loaded.statistics == efficiency.FIT_STATISTICS and loaded.statistics["rows"] > 0
+
+
 # ---- the calibrated table and the hook -----------------------------------------------------------
 
 
 def test_calibrated_table_per_family_with_generic_fallback() -> None:
-    assert calibrated.family_of("h200") == "nvidia-hopper"
-    assert calibrated.family_of("h100-sxm") == "nvidia-hopper"
-    assert calibrated.family_of("b200") == "nvidia-blackwell"
-    assert calibrated.family_of("a100-80gb") == "nvidia-ampere"
-    assert calibrated.family_of("l40s") == "nvidia-ada"
-    assert calibrated.family_of("xeon-6980p") == "cpu"
-    assert calibrated.family_of("mystery") == "generic"
-    hopper = calibrated.efficiency_for(get_hardware("h200"))
-    assert hopper == calibrated.FAMILY_EFFICIENCY["nvidia-hopper"]
+    assert efficiency.family_of("h200") == "nvidia-hopper"
+    assert efficiency.family_of("h100-sxm") == "nvidia-hopper"
+    assert efficiency.family_of("b200") == "nvidia-blackwell"
+    assert efficiency.family_of("a100-80gb") == "nvidia-ampere"
+    assert efficiency.family_of("l40s") == "nvidia-ada"
+    assert efficiency.family_of("xeon-6980p") == "cpu"
+    assert efficiency.family_of("mystery") == "generic"
+    hopper = efficiency.efficiency_for(get_hardware("h200"))
+    assert hopper == efficiency.FAMILY_EFFICIENCY["nvidia-hopper"]
     assert 0 < hopper.bandwidth <= 1 and 0 < hopper.compute <= 1 and hopper.layer_overhead_seconds > 0
     assert 0 < hopper.experts_bandwidth <= 1 and 0 < hopper.experts_compute <= 1
-    ampere = calibrated.efficiency_for(get_hardware("a100-80gb"))
+    ampere = efficiency.efficiency_for(get_hardware("a100-80gb"))
     assert "extrapolated to nvidia-ampere" in ampere.fitted_by
-    assert ampere.bandwidth == calibrated.FAMILY_EFFICIENCY["generic"].bandwidth
+    assert ampere.bandwidth == efficiency.FAMILY_EFFICIENCY["generic"].bandwidth
 
 
 def test_device_override_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     special = Efficiency(bandwidth=0.5, fitted_by="test override")
-    monkeypatch.setitem(calibrated.DEVICE_OVERRIDES, "h100-sxm", special)
-    assert calibrated.efficiency_for("h100-sxm") is special
-    assert calibrated.efficiency_for("h200") == calibrated.FAMILY_EFFICIENCY["nvidia-hopper"]
+    monkeypatch.setitem(efficiency.DEVICE_OVERRIDES, "h100-sxm", special)
+    assert efficiency.efficiency_for("h100-sxm") is special
+    assert efficiency.efficiency_for("h200") == efficiency.FAMILY_EFFICIENCY["nvidia-hopper"]
 
 
 def test_calibrate_hook_and_ideal_still_pure_roofline() -> None:
     raw = get_hardware("h200")
-    hw = calibrated.calibrate(raw)
-    assert hw.efficiency == calibrated.efficiency_for(raw)
+    hw = efficiency.calibrate(raw)
+    assert hw.efficiency == efficiency.efficiency_for(raw)
     assert hw.name == raw.name and hw.memory_bandwidth == raw.memory_bandwidth
     model = get_model("llama-3.1-8b")
     length = 1024
@@ -274,7 +292,7 @@ def test_step_terms_reproduce_roofline_evaluate(
 ) -> None:
     model = get_model(model_name)
     hw = get_hardware("b200")
-    eff = calibrated.efficiency_for(hw) if source == "calibrated" else HARSH
+    eff = efficiency.efficiency_for(hw) if source == "calibrated" else HARSH
     new = 1 if phase is Phase.DECODE else 2048
     terms, cost = step_terms(
         model, hw, phase, batch=batch, new_tokens=new, context_tokens=3000, precisions=prec, tp=tp
@@ -355,12 +373,9 @@ def test_request_overhead_adds_to_ttft_only() -> None:
         return predict_colocated(
             model,
             hw,
+            RequestShape(2048, 0, 256, FP8),
+            Parallel(tp=4),
             concurrency=16,
-            prompt_tokens=2048,
-            cached_tokens=0,
-            output_tokens=256,
-            precisions=FP8,
-            tp=4,
             efficiency=eff,
             warmup_fraction=0.1,
         )
@@ -370,14 +385,11 @@ def test_request_overhead_adds_to_ttft_only() -> None:
             model,
             hw,
             hw,
+            RequestShape(2048, 0, 256, FP8),
+            prefill=Parallel(tp=4),
+            decode=Parallel(tp=4),
             prefill_batch=1,
             decode_batch=32,
-            prompt_tokens=2048,
-            cached_tokens=0,
-            output_tokens=256,
-            precisions=FP8,
-            prefill_tp=4,
-            decode_tp=4,
             kv_transfer_bandwidth=50e9,
             prefill_efficiency=eff,
             decode_efficiency=eff,
@@ -418,19 +430,15 @@ def test_predictions_never_below_the_physical_floor(
     model_name: str, hw_name: str, prec: Precisions, tp: int, dp: int, ideal: bool
 ) -> None:
     model = get_model(model_name)
-    hw = calibrated.calibrate(get_hardware(hw_name))
+    hw = efficiency.calibrate(get_hardware(hw_name))
     eff = IDEAL if ideal else None
     for batch, prompt, out in ((1, 128, 64), (16, 4096, 512), (256, 8192, 1024)):
         pred = predict_colocated(
             model,
             hw,
+            RequestShape(prompt, 0, out, prec),
+            Parallel(tp=tp, dp=dp),
             concurrency=batch,
-            prompt_tokens=prompt,
-            cached_tokens=0,
-            output_tokens=out,
-            precisions=prec,
-            tp=tp,
-            dp=dp,
             efficiency=eff,
             warmup_fraction=0.1,
         )
@@ -467,16 +475,11 @@ def test_predictions_never_below_the_physical_floor(
             model,
             hw,
             hw,
+            RequestShape(prompt, 0, out, prec),
+            prefill=Parallel(tp=tp, dp=dp),
+            decode=Parallel(tp=tp, dp=dp),
             prefill_batch=1,
             decode_batch=batch,
-            prompt_tokens=prompt,
-            cached_tokens=0,
-            output_tokens=out,
-            precisions=prec,
-            prefill_tp=tp,
-            decode_tp=tp,
-            prefill_dp=dp,
-            decode_dp=dp,
             kv_transfer_bandwidth=50e9,
             prefill_efficiency=eff,
             decode_efficiency=eff,
@@ -501,19 +504,16 @@ def test_open_loop_disaggregated_is_prefill_plus_kv_transfer() -> None:
     """Without a concurrency (the planner's open-loop use), TTFT = prefill step + KV transfer + the
     per-request overhead and TPOT = the decode step, exactly as ``analyze_phase`` evaluates them."""
     model = get_model("llama-3.1-70b")
-    hw = calibrated.calibrate(get_hardware("h200"))
+    hw = efficiency.calibrate(get_hardware("h200"))
     pred = predict_disaggregated(
         model,
         hw,
         hw,
+        RequestShape(4096, 1024, 512, FP8),
+        prefill=Parallel(tp=4),
+        decode=Parallel(tp=8),
         prefill_batch=2,
         decode_batch=32,
-        prompt_tokens=4096,
-        cached_tokens=1024,
-        output_tokens=512,
-        precisions=FP8,
-        prefill_tp=4,
-        decode_tp=8,
         kv_transfer_bandwidth=100e9,
     )
     assert pred.ttft_seconds == pytest.approx(
@@ -527,18 +527,9 @@ def test_open_loop_disaggregated_is_prefill_plus_kv_transfer() -> None:
 
 def test_colocated_queueing_grows_with_concurrency() -> None:
     model = get_model("llama-3.1-70b")
-    hw = calibrated.calibrate(get_hardware("h200"))
+    hw = efficiency.calibrate(get_hardware("h200"))
     preds = [
-        predict_colocated(
-            model,
-            hw,
-            concurrency=b,
-            prompt_tokens=8192,
-            cached_tokens=0,
-            output_tokens=1024,
-            precisions=FP8,
-            tp=8,
-        )
+        predict_colocated(model, hw, RequestShape(8192, 0, 1024, FP8), Parallel(tp=8), concurrency=b)
         for b in (1, 8, 64, 256)
     ]
     assert [p.tpot_seconds for p in preds] == sorted(p.tpot_seconds for p in preds)
@@ -547,16 +538,7 @@ def test_colocated_queueing_grows_with_concurrency() -> None:
         preds[0].prefill_seconds + preds[0].decode_step_seconds + hw.efficiency.request_overhead_seconds
     )
     # Beyond the KV capacity, requests wait for a slot: the running batch is capped.
-    huge = predict_colocated(
-        model,
-        hw,
-        concurrency=5000,
-        prompt_tokens=8192,
-        cached_tokens=0,
-        output_tokens=1024,
-        precisions=FP8,
-        tp=8,
-    )
+    huge = predict_colocated(model, hw, RequestShape(8192, 0, 1024, FP8), Parallel(tp=8), concurrency=5000)
     assert huge.running_batch == huge.max_running_batch < 5000
     assert huge.ttft_seconds > 10 * preds[-1].ttft_seconds
 
@@ -590,12 +572,9 @@ def test_no_efficiency_predicts_below_the_physical_floor(
     pred = predict_colocated(
         model,
         hw,
+        RequestShape(2048, 0, 512, NVFP4),
+        Parallel(tp=8),
         concurrency=batch,
-        prompt_tokens=2048,
-        cached_tokens=0,
-        output_tokens=512,
-        precisions=NVFP4,
-        tp=8,
         efficiency=eff,
         warmup_fraction=0.1,
     )

@@ -18,7 +18,7 @@ from hetsched.scheduler.catalog.hardware_catalog import (
 )
 from hetsched.scheduler.catalog.model_catalog import MODELS, UnknownModelError, get_model
 from hetsched.scheduler.catalog.models import AttentionKind, MLAConfig, ModelConfig, MoEConfig
-from hetsched.scheduler.precision import bytes_per_element
+from hetsched.scheduler.estimator.precision import bytes_per_element
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

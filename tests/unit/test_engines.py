@@ -8,18 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hetsched.scheduler.calibration import calibrated, fit
+from hetsched.scheduler.calibration import design, fit
 from hetsched.scheduler.calibration.cli import efficiency_source, validate_rows
 from hetsched.scheduler.calibration.dataset import Plan, parse_measurements, read_measurements, resolve_all
 from hetsched.scheduler.catalog.hardware import IDEAL
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
-from hetsched.scheduler.engines import engine_of_backend, engine_of_image, engine_of_images
-from hetsched.scheduler.estimator import Precisions
+from hetsched.scheduler.estimator import efficiency
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.engines import engine_of_backend, engine_of_image, engine_of_images
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.estimator.serving import (
+    Parallel,
+    RequestShape,
+    predict_colocated,
+    predict_disaggregated,
+)
 from hetsched.scheduler.placement import PlanOptions, resolve_workload
-from hetsched.scheduler.placement.candidates import CandidateGenerator, EstimateCache
-from hetsched.scheduler.precision import Precision
-from hetsched.scheduler.serving import predict_colocated, predict_disaggregated
+from hetsched.scheduler.placement.candidates import CandidateGenerator
+from hetsched.scheduler.placement.estimates import EstimateCache
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "serving-measurements.csv"
 FP8 = Precisions(weights=Precision.FP8, kv_cache=Precision.FP8, activations=Precision.FP8)
@@ -64,30 +71,30 @@ def test_engine_of_backend_and_of_several_images() -> None:
 
 def test_with_engine_replaces_only_the_engine_terms() -> None:
     hw = get_hardware("h200")
-    shared = calibrated.efficiency_for(hw)
-    assert calibrated.ENGINE_EFFICIENCY, "make calibrate writes per-engine terms"
-    for engine, values in calibrated.ENGINE_EFFICIENCY.items():
-        eff = calibrated.efficiency_for(hw, engine)
-        assert eff == calibrated.with_engine(shared, engine)
+    shared = efficiency.efficiency_for(hw)
+    assert efficiency.ENGINE_EFFICIENCY, "make calibrate writes per-engine terms"
+    for engine, values in efficiency.ENGINE_EFFICIENCY.items():
+        eff = efficiency.efficiency_for(hw, engine)
+        assert eff == efficiency.with_engine(shared, engine)
         for name, value in values.items():
             assert getattr(eff, name) == value
         untouched = set(type(eff).model_fields) - set(values) - {"fitted_by"}
         assert all(getattr(eff, n) == getattr(shared, n) for n in untouched)
         assert engine in eff.fitted_by
     # Unknown / no engine: the shared values; the pure roofline stays pure whatever the engine.
-    assert calibrated.efficiency_for(hw, None) == shared
-    assert calibrated.efficiency_for(hw, "llama.cpp") == shared
-    assert calibrated.with_engine(IDEAL, "vllm") is IDEAL
+    assert efficiency.efficiency_for(hw, None) == shared
+    assert efficiency.efficiency_for(hw, "llama.cpp") == shared
+    assert efficiency.with_engine(IDEAL, "vllm") is IDEAL
     # The generic extrapolation gets the engine's terms too.
-    ampere = calibrated.efficiency_for("a100-80gb", "vllm")
+    ampere = efficiency.efficiency_for("a100-80gb", "vllm")
     assert "extrapolated" in ampere.fitted_by
-    assert ampere.request_overhead_seconds == calibrated.ENGINE_EFFICIENCY["vllm"]["request_overhead_seconds"]
+    assert ampere.request_overhead_seconds == efficiency.ENGINE_EFFICIENCY["vllm"]["request_overhead_seconds"]
 
 
 def test_engines_differ_in_request_overhead() -> None:
-    t_req = {e: v["request_overhead_seconds"] for e, v in calibrated.ENGINE_EFFICIENCY.items()}
+    t_req = {e: v["request_overhead_seconds"] for e, v in efficiency.ENGINE_EFFICIENCY.items()}
     assert set(t_req) == {"sglang", "trtllm", "vllm"}
-    shared = calibrated.efficiency_for("h200").request_overhead_seconds
+    shared = efficiency.efficiency_for("h200").request_overhead_seconds
     # vLLM's fixed cost per request is below the average, SGLang's (DeepSeek runs) above it.
     assert t_req["vllm"] < shared < t_req["sglang"]
 
@@ -100,12 +107,9 @@ def _colocated(engine: str | None, **kw: object) -> object:
     return predict_colocated(
         get_model("llama-3.1-70b"),
         hw,
+        RequestShape(2048, 0, 256, FP8),
+        Parallel(tp=4),
         concurrency=16,
-        prompt_tokens=2048,
-        cached_tokens=0,
-        output_tokens=256,
-        precisions=FP8,
-        tp=4,
         engine=engine,
         **kw,  # type: ignore[arg-type]
     )
@@ -116,7 +120,7 @@ def test_serving_formulas_use_the_engine() -> None:
     shared = _colocated(None)
     for engine in ("vllm", "sglang", "trtllm"):
         mine = _colocated(engine)
-        same = _colocated(None, efficiency=calibrated.efficiency_for(hw, engine))
+        same = _colocated(None, efficiency=efficiency.efficiency_for(hw, engine))
         assert mine == same  # the engine is exactly its efficiency entry
         assert mine.ttft_seconds != shared.ttft_seconds  # type: ignore[attr-defined]
     # An explicit efficiency is used as given: IDEAL stays the pure roofline.
@@ -126,21 +130,18 @@ def test_serving_formulas_use_the_engine() -> None:
             get_model("llama-3.1-70b"),
             hw,
             hw,
+            RequestShape(2048, 0, 256, FP8),
+            prefill=Parallel(tp=4),
+            decode=Parallel(tp=4),
             prefill_batch=1,
             decode_batch=32,
-            prompt_tokens=2048,
-            cached_tokens=0,
-            output_tokens=256,
-            precisions=FP8,
-            prefill_tp=4,
-            decode_tp=4,
             kv_transfer_bandwidth=50e9,
             engine=e,
         )
         for e in (None, "vllm")
     }
-    t_req = calibrated.ENGINE_EFFICIENCY["vllm"]["request_overhead_seconds"]
-    t_layer = calibrated.ENGINE_EFFICIENCY["vllm"]["layer_overhead_seconds"]
+    t_req = efficiency.ENGINE_EFFICIENCY["vllm"]["request_overhead_seconds"]
+    t_layer = efficiency.ENGINE_EFFICIENCY["vllm"]["layer_overhead_seconds"]
     eff = hw.efficiency
     # Open loop: TTFT = prefill step + KV transfer + t_req; the layer cost moves the prefill step.
     expected = (
@@ -158,25 +159,25 @@ def test_serving_formulas_use_the_engine() -> None:
 
 
 @pytest.fixture(scope="module")
-def small() -> fit.Dataset:
+def small() -> design.Dataset:
     plans = [p for p in resolve_all(read_measurements(DATA)) if isinstance(p, Plan)]
-    return fit.build_dataset(plans[::12])
+    return design.build_dataset(plans[::12])
 
 
-def test_fit_has_engine_terms_and_unknown_engines_get_the_shared_values(small: fit.Dataset) -> None:
+def test_fit_has_engine_terms_and_unknown_engines_get_the_shared_values(small: design.Dataset) -> None:
     result = fit.fit(small)
     assert result.engines == ("sglang", "trtllm", "vllm") == small.engines
     assert result.engine_names == fit.PER_ENGINE
     again = fit.fit(small)
     assert np.array_equal(result.engine_params, again.engine_params)  # deterministic
     for name, column in zip(result.engine_names, result.engine_params.T, strict=True):
-        i = fit.PARAMETERS.index(name)
-        assert np.all(column >= fit.LOWER[i]) and np.all(column <= fit.UPPER[i])
+        i = design.PARAMETERS.index(name)
+        assert np.all(column >= design.LOWER[i]) and np.all(column <= design.UPPER[i])
     assert len(set(result.engine_params[:, 0].tolist())) == 3  # the engines differ
     # Every row with its engine hidden: predicted with the shared (family) values.
     hidden = dataclasses.replace(small, engine=np.full(len(small.plans), -1, dtype=np.int64))
     ttft, tpot = fit.predict_with(hidden, result)
-    ref_ttft, ref_tpot = fit.predict_all(small, result.params)
+    ref_ttft, ref_tpot = design.predict_all(small, result.params)
     assert np.array_equal(ttft, ref_ttft) and np.array_equal(tpot, ref_tpot)
     # With the engines, predictions change (TTFT through t_req at least).
     with_engine, _ = fit.predict_with(small, result)
@@ -186,11 +187,11 @@ def test_fit_has_engine_terms_and_unknown_engines_get_the_shared_values(small: f
     partial = fit.fit(small, no_vllm)
     assert "vllm" not in partial.engines
     t, _ = fit.predict_with(small, partial)
-    s, _ = fit.predict_all(small, partial.params)
+    s, _ = design.predict_all(small, partial.params)
     assert np.array_equal(t[~no_vllm], s[~no_vllm])
 
 
-def test_vectorised_fit_with_engines_equals_the_public_serving_api(small: fit.Dataset) -> None:
+def test_vectorised_fit_with_engines_equals_the_public_serving_api(small: design.Dataset) -> None:
     from hetsched.scheduler.calibration.dataset import predict
 
     result = fit.fit(small)
@@ -198,12 +199,12 @@ def test_vectorised_fit_with_engines_equals_the_public_serving_api(small: fit.Da
     for i in range(0, len(small.plans), 5):
         plan = small.plans[i]
         engine = engine_of_backend(plan.row.backend)
-        pred = predict(plan, lambda hw, e=engine: result.efficiency(calibrated.family_of(hw), "t", e))
+        pred = predict(plan, lambda hw, e=engine: result.efficiency(efficiency.family_of(hw), "t", e))
         assert pred.tpot_seconds == pytest.approx(tpot[i], rel=1e-9)
         assert pred.ttft_seconds == pytest.approx(ttft[i], rel=1e-9)
 
 
-def test_engine_terms_ablation_and_errors(small: fit.Dataset) -> None:
+def test_engine_terms_ablation_and_errors(small: design.Dataset) -> None:
     none = fit.fit(small, per_engine=())
     assert none.engines == () and none.engine_params.size == 0
     refine = fit.fit(small, engine_stage="refine")
@@ -263,12 +264,9 @@ def test_placement_takes_the_engine_from_the_serving_image() -> None:
         ref = predict_colocated(
             req.model,
             hw,
+            RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+            Parallel(tp=o.decode.tp),
             concurrency=o.decode.batch,
-            prompt_tokens=req.prompt_tokens,
-            cached_tokens=req.cached_tokens,
-            output_tokens=req.output_tokens,
-            precisions=req.precisions,
-            tp=o.decode.tp,
             engine="sglang",
         )
         assert o.ttft_seconds == ref.ttft_seconds and o.tpot_seconds == ref.tpot_seconds

@@ -5,18 +5,18 @@ from __future__ import annotations
 import math
 
 import pytest
-from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog.hardware import IDEAL, HardwareSpec
 from hetsched.scheduler.catalog.models import MLAConfig, ModelConfig, MoEConfig
-from hetsched.scheduler.estimator import (
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.cost import (
     Phase,
     Precisions,
     estimate_phase,
     kv_bytes_per_token,
     matmul_operational_intensity,
 )
-from hetsched.scheduler.precision import Precision
-from hetsched.scheduler.roofline import Regime, evaluate
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.estimator.roofline import Regime, evaluate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -17,11 +17,11 @@ import pytest
 from hetsched.operator import reconcile
 from hetsched.operator.planning import PoolsInput, Registration, plan_workloads, resolve
 from hetsched.scheduler import catalog
-from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
-from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.placement.candidates import PlanOptions
-from hetsched.scheduler.precision import Precision
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.cost import Phase, Precisions, estimate_phase
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.placement.options import PlanOptions
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from operator_testkit import demo_nodes, pools_input

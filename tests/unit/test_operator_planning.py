@@ -155,7 +155,7 @@ def test_workload_without_serving_is_planned_with_the_default_images_engine() ->
     uses vLLM's fitted terms; a spec naming another engine's image gets that engine's."""
     from hetsched.operator.manifests import DEFAULT_IMAGE
     from hetsched.operator.planning import resolve
-    from hetsched.scheduler.engines import engine_of_image
+    from hetsched.scheduler.estimator.engines import engine_of_image
 
     req, _ = resolve("ns", "chat", CHAT)
     assert req.engine == engine_of_image(DEFAULT_IMAGE) == "vllm"

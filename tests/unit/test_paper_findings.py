@@ -6,13 +6,13 @@ import json
 
 import pytest
 from hetsched.operator.cli import main
-from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog.agent_catalog import get_agent
 from hetsched.scheduler.catalog.hardware import IDEAL
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
-from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.roofline import Regime
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.cost import Phase, Precisions, estimate_phase
+from hetsched.scheduler.estimator.roofline import Regime
 
 AGENTS = ("chatbot", "coding", "web-use", "computer-use")
 

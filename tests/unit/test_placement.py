@@ -16,19 +16,19 @@ import pytest
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.placement import PlanOptions, Reason, WorkloadRequest, plan, resolve_workload
-from hetsched.scheduler.placement.candidates import (
-    CandidateGenerator,
-    EstimateCache,
-    batch_ladder,
-    ceil_div,
-    tp_degrees,
+from hetsched.scheduler.estimator.cost import Phase, Precisions, estimate_phase
+from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.estimator.serving import (
+    Parallel,
+    RequestShape,
+    predict_colocated,
+    predict_disaggregated,
 )
+from hetsched.scheduler.placement import PlanOptions, Reason, WorkloadRequest, plan, resolve_workload
+from hetsched.scheduler.placement.candidates import CandidateGenerator, batch_ladder, ceil_div, tp_degrees
+from hetsched.scheduler.placement.estimates import EstimateCache
 from hetsched.scheduler.placement.result import Plan
 from hetsched.scheduler.pools import Cluster, Pool, build_cluster
-from hetsched.scheduler.precision import Precision
-from hetsched.scheduler.serving import predict_colocated, predict_disaggregated
 from hetsched.scheduler.spec import DisaggregationMode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,13 +231,10 @@ def check_plan(
             pred = predict_colocated(
                 req.model,
                 dp.hardware,
+                RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+                Parallel(tp=dec.tp),
                 concurrency=dec.batch,
-                prompt_tokens=req.prompt_tokens,
-                cached_tokens=req.cached_tokens,
-                output_tokens=req.output_tokens,
-                precisions=req.precisions,
-                tp=dec.tp,
-                engine=req.engine,  # the workload's serving engine (spec.serving image)
+                engine=req.engine,
                 efficiency=opts.efficiency,
                 utilization=opts.utilization,
             )
@@ -255,14 +252,11 @@ def check_plan(
                 req.model,
                 pp.hardware,
                 dp.hardware,
+                RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+                prefill=Parallel(tp=pre.tp),
+                decode=Parallel(tp=dec.tp),
                 prefill_batch=pre.batch,
                 decode_batch=dec.batch,
-                prompt_tokens=req.prompt_tokens,
-                cached_tokens=req.cached_tokens,
-                output_tokens=req.output_tokens,
-                precisions=req.precisions,
-                prefill_tp=pre.tp,
-                decode_tp=dec.tp,
                 kv_transfer_bandwidth=cl.bandwidth_between(pp.name, dp.name),
                 prefill_efficiency=opts.efficiency,
                 decode_efficiency=opts.efficiency,
@@ -358,26 +352,20 @@ def test_every_option_is_the_serving_models_prediction() -> None:
                 ref = predict_colocated(
                     req.model,
                     cl.pool(dec.pool).hardware,
+                    RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+                    Parallel(tp=dec.tp),
                     concurrency=dec.batch,
-                    prompt_tokens=req.prompt_tokens,
-                    cached_tokens=req.cached_tokens,
-                    output_tokens=req.output_tokens,
-                    precisions=req.precisions,
-                    tp=dec.tp,
                 )
             else:
                 ref = predict_disaggregated(
                     req.model,
                     cl.pool(pre.pool).hardware,
                     cl.pool(dec.pool).hardware,
+                    RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+                    prefill=Parallel(tp=pre.tp),
+                    decode=Parallel(tp=dec.tp),
                     prefill_batch=pre.batch,
                     decode_batch=dec.batch,
-                    prompt_tokens=req.prompt_tokens,
-                    cached_tokens=req.cached_tokens,
-                    output_tokens=req.output_tokens,
-                    precisions=req.precisions,
-                    prefill_tp=pre.tp,
-                    decode_tp=dec.tp,
                     kv_transfer_bandwidth=cl.bandwidth_between(pre.pool, dec.pool),
                     prefill_workers=pre.replicas,
                     concurrency=o.concurrency,
@@ -785,7 +773,7 @@ MOE = ModelConfig.model_validate(
 def test_step_time_is_the_rooflines(hw: HardwareSpec, tp: int) -> None:
     """The hot path's fast step time equals roofline.evaluate's (and so the serving model's steps)."""
     from hetsched.scheduler.catalog.hardware import Efficiency
-    from hetsched.scheduler.roofline import evaluate
+    from hetsched.scheduler.estimator.roofline import evaluate
 
     calibrated = hw.model_copy(
         update={
@@ -820,7 +808,7 @@ def test_step_time_is_the_rooflines(hw: HardwareSpec, tp: int) -> None:
 
 
 def test_step_time_falls_back_to_the_roofline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hetsched.scheduler.roofline import evaluate
+    from hetsched.scheduler.estimator.roofline import evaluate
 
     cache = EstimateCache()
     monkeypatch.setattr(cache, "_fast_step", lambda *a: 123.0)  # a roofline that changed under us
@@ -960,12 +948,9 @@ def test_options_carry_the_engines_whole_prediction(engine: str | None) -> None:
         ref = predict_colocated(
             req.model,
             h100,
+            RequestShape(req.prompt_tokens, req.cached_tokens, req.output_tokens, req.precisions),
+            Parallel(tp=o.decode.tp),
             concurrency=o.decode.batch,
-            prompt_tokens=req.prompt_tokens,
-            cached_tokens=req.cached_tokens,
-            output_tokens=req.output_tokens,
-            precisions=req.precisions,
-            tp=o.decode.tp,
             engine=engine,
         )
         assert (o.ttft_seconds, o.tpot_seconds) == (ref.ttft_seconds, ref.tpot_seconds)

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from hetsched.scheduler.placement import PlanOptions, WorkloadRequest, plan
-from hetsched.scheduler.placement.candidates import EstimateCache
+from hetsched.scheduler.placement.estimates import EstimateCache
 from hetsched.scheduler.placement.result import Plan
 from hetsched.scheduler.pools import Pool
 from hypothesis import HealthCheck, given, settings

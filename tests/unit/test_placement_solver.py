@@ -6,7 +6,9 @@ import random
 
 import pytest
 from hetsched.scheduler.placement import PlanOptions, plan
-from hetsched.scheduler.placement.candidates import CandidateGenerator, EstimateCache, prune_dominated
+from hetsched.scheduler.placement.candidates import CandidateGenerator
+from hetsched.scheduler.placement.estimates import EstimateCache
+from hetsched.scheduler.placement.options import prune_dominated
 from hetsched.scheduler.placement.planner import build_problem
 from hetsched.scheduler.placement.solver import (
     Problem,

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 from hetsched.operator.cli import main
-from hetsched.scheduler import plots
-from hetsched.scheduler.analysis import Scenario, analyze
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
-from hetsched.scheduler.estimator import Phase, Precisions, estimate_phase
-from hetsched.scheduler.roofline import evaluate
+from hetsched.scheduler.estimator.analysis import Scenario, analyze
+from hetsched.scheduler.estimator.cost import Phase, Precisions, estimate_phase
+from hetsched.scheduler.estimator.roofline import evaluate
+from hetsched.scheduler.plots._figure import figure_bytes
+from hetsched.scheduler.plots.agents import agents_series
+from hetsched.scheduler.plots.attention import attention_series, render_attention
+from hetsched.scheduler.plots.moe import moe_series
+from hetsched.scheduler.plots.regime_map import regime_map_series
+from hetsched.scheduler.plots.roofline import block_operational_intensity, roofline_series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ESTIMATOR_PLOTS = ("roofline", "regime-map", "agents", "attention", "moe")
@@ -95,14 +100,14 @@ def test_cli_starts_without_matplotlib() -> None:
 
 
 def test_figures_are_reproducible() -> None:
-    series = plots.attention_series(
+    series = attention_series(
         [model_catalog.get_model("study-mha")],
         [hardware_catalog.get_hardware("h100-sxm")],
         contexts=[1024, 4096, 16384],
     )
-    a, b = plots.render_attention(series), plots.render_attention(series)
-    assert plots.figure_bytes(a, "svg") == plots.figure_bytes(b, "svg")
-    assert plots.figure_bytes(a, "png") == plots.figure_bytes(b, "png")
+    a, b = render_attention(series), render_attention(series)
+    assert figure_bytes(a, "svg") == figure_bytes(b, "svg")
+    assert figure_bytes(a, "png") == figure_bytes(b, "png")
 
 
 # ---- the data plotted is the estimator's ------------------------------------------------------
@@ -112,7 +117,7 @@ def test_roofline_points_are_the_estimate() -> None:
     model = model_catalog.get_model("llama-3.1-8b")
     hws = [hardware_catalog.get_hardware(n) for n in ("b200", "h100-sxm", "l4")]
     scenario = Scenario.from_agent(agent_catalog.get_agent("chatbot"), batch=4)
-    series = plots.roofline_series(model, hws, scenario, agent="chatbot")
+    series = roofline_series(model, hws, scenario, agent="chatbot")
     assert [r.hardware for r in series.roofs] == ["b200", "h100-sxm", "l4"]
     for hw, roof in zip(hws, series.roofs, strict=True):
         assert roof.ridge_point == pytest.approx(hw.ridge_point("bf16"))
@@ -134,7 +139,7 @@ def test_roofline_points_are_the_estimate() -> None:
 def test_regime_map_points_are_the_estimate_and_regions_match_evaluate() -> None:
     model = model_catalog.get_model("llama-3.1-8b")
     hw = hardware_catalog.get_hardware("h100-sxm")
-    series = plots.regime_map_series(
+    series = regime_map_series(
         model, hw, batches=(1, 128), contexts=(2048, 131072), blocks=("step", "ffn", "attention")
     )
     assert len(series.points) == 2 * 2 * 2 * 3
@@ -155,7 +160,7 @@ def test_regime_map_points_are_the_estimate_and_regions_match_evaluate() -> None
             cost.weight_resident_bytes + p.batch * cost.kv_bytes_per_request_per_device
         )
         at_op = estimate_phase(model, phase, batch=p.operating_batch, precisions=prec, **shape)  # type: ignore[arg-type]
-        assert p.operational_intensity == pytest.approx(plots.block_operational_intensity(at_op, p.block))
+        assert p.operational_intensity == pytest.approx(block_operational_intensity(at_op, p.block))
         if p.block == "step":
             # The shaded region a whole-step point falls in is the regime roofline.evaluate gives.
             assert series.region(p.memory_per_device_bytes, p.operational_intensity) == p.regime
@@ -172,7 +177,7 @@ def test_agents_series_is_the_estimate_and_coding_long_context_exceeds_b200() ->
     b200 = hardware_catalog.get_hardware("b200")
     names = ("chatbot", "coding", "coding-long", "web-use", "computer-use")
     agents = [agent_catalog.get_agent(n) for n in names]
-    series = plots.agents_series(model, b200, agents)
+    series = agents_series(model, b200, agents)
     assert [a.agent for a in series.agents] == list(names)
     assert series.capacity_bytes == b200.memory_bytes
     for agent, bar in zip(agents, series.agents, strict=True):
@@ -198,7 +203,7 @@ def test_agents_series_is_the_estimate_and_coding_long_context_exceeds_b200() ->
     assert cf["chatbot"] < b200.memory_bytes
     assert cf["coding-long"] > b200.memory_bytes  # the paper's 300K-token coding context
     # The plain coding agent at a long context (the paper's 300K tokens) exceeds one B200 too.
-    long = plots.agents_series(model, b200, [agent_catalog.get_agent("coding")], context=300_000)
+    long = agents_series(model, b200, [agent_catalog.get_agent("coding")], context=300_000)
     assert long.agents[0].capacity_footprint_bytes > b200.memory_bytes
     # Agents prefill far more than they decode (Fig. 2 left).
     for a in series.agents:
@@ -208,7 +213,7 @@ def test_agents_series_is_the_estimate_and_coding_long_context_exceeds_b200() ->
 def test_attention_ordering_mla_below_gqa_below_mha_at_every_context() -> None:
     models = [model_catalog.get_model(n) for n in ("study-mha", "study-gqa", "study-mla")]
     hws = [hardware_catalog.get_hardware(n) for n in ("h100-sxm", "b200")]
-    series = plots.attention_series(models, hws)
+    series = attention_series(models, hws)
     assert series.contexts[0] == 1024 and series.contexts[-1] == 1 << 20
     mha, gqa, mla = series.lines
     assert (mha.attention, gqa.attention, mla.attention) == ("mha", "gqa", "mla")
@@ -242,7 +247,7 @@ def test_attention_ordering_mla_below_gqa_below_mha_at_every_context() -> None:
 def test_moe_series_is_the_estimate() -> None:
     names = ("llama-3.1-70b", "qwen3-32b", "qwen3-30b-a3b", "qwen3-235b-a22b", "mixtral-8x7b", "deepseek-v3")
     models = [model_catalog.get_model(n) for n in names]
-    series = plots.moe_series(models, context=32768, batches=(1, 16))
+    series = moe_series(models, context=32768, batches=(1, 16))
     for model, bar in zip(models, series.models, strict=True):
         assert bar.moe == (model.moe is not None)
         for j, b in enumerate(series.batches):

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hetsched.operator.cli import main
-from hetsched.scheduler import plots, report
 from hetsched.scheduler.placement import plan
+from hetsched.scheduler.plots import report
+from hetsched.scheduler.plots.placement import placement_series
 from PIL import Image
 
 POOLS = """
@@ -120,7 +121,7 @@ def parse_html(text: str) -> _Collector:
 
 def test_placement_series_is_the_plan(ctx: report.PlanContext) -> None:
     d = ctx.plan_dict
-    series = plots.placement_series(d, ctx.pool_rows)
+    series = placement_series(d, ctx.pool_rows)
     assert [c.pool for c in series.columns] == ["h100", "a100", "l4", "cpu-amx"]
     used = {p["name"]: p["used_devices"] for p in d["pools"]}
     for col in series.columns:

@@ -19,7 +19,7 @@ from hetsched.scheduler.calibration.dataset import (
 )
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
-from hetsched.scheduler.estimator import Phase, PhaseCost, Precisions, estimate_phase
+from hetsched.scheduler.estimator.cost import Phase, PhaseCost, Precisions, estimate_phase
 
 HEADER = (
     "model_path,system,backend,backend_version,precision,gemm_quant_mode,moe_quant_mode,mode,isl,osl,batch_size,"

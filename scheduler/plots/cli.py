@@ -112,10 +112,15 @@ def _hardware(args: argparse.Namespace, default: Sequence[str]) -> list[Hardware
 
 def build_series(name: str, args: argparse.Namespace) -> Any:
     """The series of figure ``name`` from the parsed ``plot`` options."""
-    from hetsched.scheduler import plots
-    from hetsched.scheduler.analysis import Scenario
     from hetsched.scheduler.catalog import agent_catalog
     from hetsched.scheduler.catalog.hardware import IDEAL
+    from hetsched.scheduler.estimator.analysis import Scenario
+    from hetsched.scheduler.plots.agents import agents_series
+    from hetsched.scheduler.plots.attention import attention_series
+    from hetsched.scheduler.plots.moe import moe_series
+    from hetsched.scheduler.plots.placement import placement_series
+    from hetsched.scheduler.plots.regime_map import regime_map_series
+    from hetsched.scheduler.plots.roofline import roofline_series
 
     _check(args)
     d = DEFAULTS[name]
@@ -125,7 +130,7 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
         scenario = Scenario.from_agent(
             agent, batch=args.batch, context=args.context, prompt_tokens=args.prompt_tokens
         )
-        return plots.roofline_series(
+        return roofline_series(
             model,
             _hardware(args, d["hardware"]),
             scenario,
@@ -141,7 +146,7 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
         contexts = _ints(args.contexts, "--contexts") or d["contexts"]
         if len(batches) != 2 or len(contexts) != 2:
             raise ValueError("regime-map: --batches and --contexts take two values each (low,high)")
-        return plots.regime_map_series(
+        return regime_map_series(
             model,
             _hardware(args, d["hardware"])[0],
             batches=(batches[0], batches[1]),
@@ -154,7 +159,7 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
     if name == "agents":
         model = _model(args, d["model"])
         agents = [agent_catalog.get_agent(a) for a in _split(args.agents) or d["agents"]]
-        return plots.agents_series(
+        return agents_series(
             model,
             _hardware(args, d["hardware"])[0],
             agents,
@@ -167,7 +172,7 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
         models = _models(args, d["models"])
         contexts = _ints(args.contexts, "--contexts") or None
         prec = resolve_precisions(args, models[0]) if args.weights_dtype else None
-        return plots.attention_series(
+        return attention_series(
             models,
             _hardware(args, d["hardware"]),
             contexts=contexts,
@@ -177,7 +182,7 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
     if name == "moe":
         models = _models(args, d["models"])
         batches = _ints(args.batches, "--batches") or d["batches"]
-        return plots.moe_series(
+        return moe_series(
             models,
             context=args.context or d["context"],
             batches=batches,
@@ -188,30 +193,35 @@ def build_series(name: str, args: argparse.Namespace) -> Any:
             raise ValueError("plot placement: --pools POOLS.yaml is required (and one or more WORKLOAD.yaml)")
         if not args.workloads and len(args.pools) < 2:
             raise ValueError("plot placement: give one or more AgentWorkload files")
-        from hetsched.scheduler.report import build_plan
+        from hetsched.scheduler.plots.report import build_plan
 
         plan = build_plan(args.pools[0], [*args.pools[1:], *args.workloads])
-        return plots.placement_series(plan.plan_dict, plan.pool_rows)
+        return placement_series(plan.plan_dict, plan.pool_rows)
     raise ValueError(f"unknown plot {name!r} (choose from {', '.join(PLOT_NAMES)})")
 
 
 def render(name: str, series: Any) -> Figure:
-    from hetsched.scheduler import plots
+    from hetsched.scheduler.plots.agents import render_agents
+    from hetsched.scheduler.plots.attention import render_attention
+    from hetsched.scheduler.plots.moe import render_moe
+    from hetsched.scheduler.plots.placement import render_placement
+    from hetsched.scheduler.plots.regime_map import render_regime_map
+    from hetsched.scheduler.plots.roofline import render_roofline
 
     renderers: dict[str, Callable[[Any], Figure]] = {
-        "roofline": plots.render_roofline,
-        "regime-map": plots.render_regime_map,
-        "agents": plots.render_agents,
-        "attention": plots.render_attention,
-        "moe": plots.render_moe,
-        "placement": plots.render_placement,
+        "roofline": render_roofline,
+        "regime-map": render_regime_map,
+        "agents": render_agents,
+        "attention": render_attention,
+        "moe": render_moe,
+        "placement": render_placement,
     }
     fig: Figure = renderers[name](series)
     return fig
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from hetsched.scheduler.plots import save_figure
+    from hetsched.scheduler.plots._figure import save_figure
 
     formats = _split(args.format)
     for fmt in formats:
@@ -226,7 +236,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hetsched.scheduler.report import write_report
+    from hetsched.scheduler.plots.report import write_report
 
     path = write_report(args.workloads, args.pools, args.out, title=args.title)
     print(path)

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
-from hetsched.scheduler.estimator import Phase, estimate_phase
+from hetsched.scheduler.estimator.cost import Phase, estimate_phase
+from hetsched.scheduler.estimator.roofline import max_batch_that_fits
 from hetsched.scheduler.pools import Cluster, Pool
-from hetsched.scheduler.roofline import max_batch_that_fits
 
 if TYPE_CHECKING:
     from hetsched.scheduler.placement import Plan, WorkloadPlacement, WorkloadRequest
-    from hetsched.scheduler.plots import CostComparisonSeries
+    from hetsched.scheduler.plots.placement import CostComparisonSeries
     from matplotlib.figure import Figure
 
 UNLIMITED_DEVICES = 4096  # a baseline pool's device count (enough for any catalog workload)
@@ -232,7 +232,7 @@ def baselines(ctx: PlanContext) -> list[Strategy]:
 
 
 def cost_comparison_series(strategies: Sequence[Strategy]) -> CostComparisonSeries:
-    from hetsched.scheduler.plots import CostComparisonSeries
+    from hetsched.scheduler.plots.placement import CostComparisonSeries
 
     return CostComparisonSeries(
         workloads=tuple(c.workload.split("/", 1)[-1] for c in strategies[0].costs),
@@ -266,8 +266,8 @@ def _fitting_tp(req: WorkloadRequest, pool: Pool) -> int:
 
 def workload_roofline(ctx: PlanContext, w: WorkloadPlacement) -> Any:
     """Roofline series of a workload on every pool's hardware, at the plan's TP and batches."""
-    from hetsched.scheduler.analysis import Scenario, decode_context
-    from hetsched.scheduler.plots import roofline_series
+    from hetsched.scheduler.estimator.analysis import Scenario, decode_context
+    from hetsched.scheduler.plots.roofline import roofline_series
 
     req = ctx.request(w.key)
     hardware: list[HardwareSpec] = []
@@ -360,7 +360,7 @@ def _slo(value: float | None, limit: float) -> str:
 
 
 def _img(fig: Figure, alt: str, caption: str = "") -> str:
-    from hetsched.scheduler.plots import figure_bytes
+    from hetsched.scheduler.plots._figure import figure_bytes
 
     data = base64.b64encode(figure_bytes(fig, "png")).decode("ascii")
     cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
@@ -474,7 +474,7 @@ def _pools_table(ctx: PlanContext) -> str:
 
 
 def _cost_section(ctx: PlanContext, strategies: Sequence[Strategy], series: CostComparisonSeries) -> str:
-    from hetsched.scheduler.plots import render_cost_comparison
+    from hetsched.scheduler.plots.placement import render_cost_comparison
 
     headers = ["workload", *[s.name for s in strategies]]
     rows = []
@@ -530,7 +530,7 @@ def _rejections(w: WorkloadPlacement) -> str:
 
 
 def _workload_section(ctx: PlanContext, w: WorkloadPlacement) -> str:
-    from hetsched.scheduler.plots import render_roofline
+    from hetsched.scheduler.plots.roofline import render_roofline
 
     req = ctx.request(w.key)
     head = (
@@ -618,7 +618,7 @@ def render_report(
     ctx: PlanContext, *, title: str = "hetsched placement report", generated: datetime | None = None
 ) -> str:
     """The HTML text of the report."""
-    from hetsched.scheduler.plots import placement_series, render_placement
+    from hetsched.scheduler.plots.placement import placement_series, render_placement
 
     plan = ctx.plan
     strategies = baselines(ctx)

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
-from hetsched.scheduler.precision import PRECISIONS, Precision
+from hetsched.scheduler.estimator.precision import PRECISIONS, Precision
 
 #: Element width of each compute class (for choosing the attention core's class).
 _CLASS_BITS: dict[str, int] = {"fp4": 4, "int4": 4, "fp8": 8, "int8": 8, "bf16": 16, "fp32": 32}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
-from hetsched.scheduler.estimator import PhaseCost
+from hetsched.scheduler.estimator.cost import PhaseCost
 
 DEFAULT_MEMORY_UTILIZATION = 0.9  # fraction of device memory the serving engine may use (vLLM's default)
 

@@ -8,8 +8,19 @@ from typing import Any
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import Phase, PhaseCost, Precisions, estimate_phase, kv_bytes_per_token
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, PhasePerformance, Regime, evaluate
+from hetsched.scheduler.estimator.cost import (
+    Phase,
+    PhaseCost,
+    Precisions,
+    estimate_phase,
+    kv_bytes_per_token,
+)
+from hetsched.scheduler.estimator.roofline import (
+    DEFAULT_MEMORY_UTILIZATION,
+    PhasePerformance,
+    Regime,
+    evaluate,
+)
 
 
 def decode_context(cached_tokens: int, prompt_tokens: int, output_tokens: int) -> int:

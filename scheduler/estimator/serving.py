@@ -54,16 +54,51 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from hetsched.scheduler.analysis import PhaseAnalysis, decode_context
-from hetsched.scheduler.calibration.calibrated import with_engine
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
-from hetsched.scheduler.precision import PRECISIONS, Precision
-from hetsched.scheduler.roofline import DEFAULT_MEMORY_UTILIZATION, evaluate
+from hetsched.scheduler.estimator.analysis import PhaseAnalysis, decode_context
+from hetsched.scheduler.estimator.cost import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
+from hetsched.scheduler.estimator.efficiency import with_engine
+from hetsched.scheduler.estimator.precision import PRECISIONS, Precision
+from hetsched.scheduler.estimator.roofline import DEFAULT_MEMORY_UTILIZATION, evaluate
 
 Array = npt.NDArray[np.float64]
 ArrayLike = Array | float
+
+
+# ---- what a prediction is of ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """One request as served: ``prompt_tokens`` new tokens after ``cached_tokens`` of reused prefix,
+    then ``output_tokens`` generated; weights, KV cache and activations in ``precisions``."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    precisions: Precisions
+
+    @property
+    def decode_context(self) -> int:
+        """The context of the decode step standing for the generation (``analysis.decode_context``)."""
+        return decode_context(self.cached_tokens, self.prompt_tokens, self.output_tokens)
+
+    @property
+    def final_context(self) -> int:
+        """Tokens of KV a request holds at its last generated token: C + P + O."""
+        return self.cached_tokens + self.prompt_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """How a worker (a colocated replica, a prefill or a decode worker) spans its devices: ``tp``-way
+    tensor parallelism in each of ``dp`` attention data-parallel ranks (MoE experts span all)."""
+
+    tp: int = 1
+    dp: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.dp
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +126,25 @@ class ServingPrediction:
     def fits(self) -> bool:
         return self.max_running_batch >= 1
 
+    @staticmethod
+    def not_fitting(prefill: PhaseAnalysis, decode: PhaseAnalysis) -> ServingPrediction:
+        """A replica whose weights do not fit its devices: infinite times, no throughput."""
+        inf = math.inf
+        return ServingPrediction(
+            ttft_seconds=inf,
+            tpot_seconds=inf,
+            prefill=prefill,
+            decode=decode,
+            kv_transfer_seconds=0.0,
+            prefill_requests_per_second=0.0,
+            decode_requests_per_second=0.0,
+            prefill_seconds=inf,
+            decode_step_seconds=inf,
+            queue_seconds=inf,
+            running_batch=0,
+            max_running_batch=0,
+        )
+
 
 # ---- step terms: efficiency-independent FLOPs and bytes per device ---------------------------
 
@@ -101,7 +155,7 @@ class StepTerms:
 
     ``flops``, ``dram_bytes``, ``weight_bytes``, ``experts`` and ``peak_flops`` have one entry per
     operator (last axis); FLOPs and bytes are per replica, as
-    :class:`~hetsched.scheduler.estimator.PhaseCost` counts them; ``peak_flops`` (at each operator's
+    :class:`~hetsched.scheduler.estimator.cost.PhaseCost` counts them; ``peak_flops`` (at each operator's
     compute class), ``bandwidth`` and ``link_bandwidth`` are per device; ``collective_bytes`` is what one device
     sends per collective (ring factor included). Fields may carry a leading batch axis (the fit
     stacks many steps).
@@ -448,53 +502,74 @@ class ColocatedSetup:
     prefill_cost: PhaseCost
 
 
-def colocated_setup(
-    model: ModelConfig,
-    hardware: HardwareSpec,
-    *,
-    concurrency: int,
-    prompt_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-    precisions: Precisions,
-    tp: int = 1,
-    dp: int = 1,
-    utilization: float = DEFAULT_MEMORY_UTILIZATION,
-) -> ColocatedSetup:
-    b = _per_rank(concurrency, dp)
-    pre_terms, pre_cost = step_terms(
+def _prefill_terms(
+    model: ModelConfig, hardware: HardwareSpec, shape: RequestShape, parallel: Parallel, batch: int
+) -> tuple[StepTerms, PhaseCost]:
+    """One rank's prefill step of ``batch`` prompts."""
+    return step_terms(
         model,
         hardware,
         Phase.PREFILL,
-        batch=1,
-        new_tokens=prompt_tokens,
-        context_tokens=cached_tokens,
-        precisions=precisions,
-        tp=tp,
-        dp=dp,
+        batch=batch,
+        new_tokens=shape.prompt_tokens,
+        context_tokens=shape.cached_tokens,
+        precisions=shape.precisions,
+        tp=parallel.tp,
+        dp=parallel.dp,
     )
-    capacity = kv_capacity(
-        model,
-        hardware,
-        context_tokens=cached_tokens + prompt_tokens + output_tokens,
-        precisions=precisions,
-        tp=tp,
-        dp=dp,
-        utilization=utilization,
-        cost=pre_cost,
-    )
-    running = max(1, min(b, capacity))
-    dec_terms, dec_cost = step_terms(
+
+
+def _decode_terms(
+    model: ModelConfig, hardware: HardwareSpec, shape: RequestShape, parallel: Parallel, batch: int
+) -> tuple[StepTerms, PhaseCost]:
+    """One rank's decode step of ``batch`` requests, at the generation's decode context."""
+    return step_terms(
         model,
         hardware,
         Phase.DECODE,
-        batch=running,
+        batch=batch,
         new_tokens=1,
-        context_tokens=decode_context(cached_tokens, prompt_tokens, output_tokens),
-        precisions=precisions,
-        tp=tp,
-        dp=dp,
+        context_tokens=shape.decode_context,
+        precisions=shape.precisions,
+        tp=parallel.tp,
+        dp=parallel.dp,
     )
+
+
+def _capacity(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    shape: RequestShape,
+    parallel: Parallel,
+    utilization: float,
+    cost: PhaseCost,
+) -> int:
+    return kv_capacity(
+        model,
+        hardware,
+        context_tokens=shape.final_context,
+        precisions=shape.precisions,
+        tp=parallel.tp,
+        dp=parallel.dp,
+        utilization=utilization,
+        cost=cost,
+    )
+
+
+def colocated_setup(
+    model: ModelConfig,
+    hardware: HardwareSpec,
+    shape: RequestShape,
+    parallel: Parallel = Parallel(),
+    *,
+    concurrency: int,
+    utilization: float = DEFAULT_MEMORY_UTILIZATION,
+) -> ColocatedSetup:
+    b = _per_rank(concurrency, parallel.dp)
+    pre_terms, pre_cost = _prefill_terms(model, hardware, shape, parallel, 1)
+    capacity = _capacity(model, hardware, shape, parallel, utilization, pre_cost)
+    running = max(1, min(b, capacity))
+    dec_terms, dec_cost = _decode_terms(model, hardware, shape, parallel, running)
     return ColocatedSetup(dec_terms, pre_terms, b, running, capacity, dec_cost, pre_cost)
 
 
@@ -511,20 +586,17 @@ def _analysis(
 def predict_colocated(
     model: ModelConfig,
     hardware: HardwareSpec,
+    shape: RequestShape,
+    parallel: Parallel = Parallel(),
     *,
     concurrency: int,
-    prompt_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-    precisions: Precisions,
-    tp: int = 1,
     efficiency: Efficiency | None = None,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
-    dp: int = 1,
     warmup_fraction: float = 0.0,
     engine: str | None = None,
 ) -> ServingPrediction:
-    """A colocated replica of ``tp × dp`` devices with ``concurrency`` requests in flight.
+    """A colocated replica of ``tp × dp`` devices (``parallel``) with ``concurrency`` requests of
+    ``shape`` in flight.
 
     ``dp`` attention data-parallel ranks split the requests (MoE experts span all devices);
     ``warmup_fraction`` is the share of requests that arrive in a first wave all at once (a
@@ -535,23 +607,14 @@ def predict_colocated(
     hardware's efficiency (``calibrated.with_engine``); an explicit ``efficiency`` is used as given.
     """
     eff = with_engine(hardware.efficiency, engine) if efficiency is None else efficiency
+    precisions, output_tokens = shape.precisions, shape.output_tokens
     setup = colocated_setup(
-        model,
-        hardware,
-        concurrency=concurrency,
-        prompt_tokens=prompt_tokens,
-        cached_tokens=cached_tokens,
-        output_tokens=output_tokens,
-        precisions=precisions,
-        tp=tp,
-        dp=dp,
-        utilization=utilization,
+        model, hardware, shape, parallel, concurrency=concurrency, utilization=utilization
     )
     prefill = _analysis(setup.prefill_cost, hardware, precisions, eff, utilization)
     decode = _analysis(setup.decode_cost, hardware, precisions, eff, utilization)
     if setup.capacity < 1:
-        inf = math.inf
-        return ServingPrediction(inf, inf, prefill, decode, 0.0, 0.0, 0.0, inf, inf, inf, 0, 0)
+        return ServingPrediction.not_fitting(prefill, decode)
     times = colocated_times(
         setup.decode,
         setup.prefill,
@@ -562,20 +625,20 @@ def predict_colocated(
         eff=EfficiencyTerms.of(eff),
     )
     ttft, tpot = float(times.ttft), float(times.tpot)
-    rps = setup.running * dp / (ttft + output_tokens * tpot)
+    rps = setup.running * parallel.dp / (ttft + output_tokens * tpot)
     return ServingPrediction(
-        ttft,
-        tpot,
-        prefill,
-        decode,
-        0.0,
-        rps,
-        rps,
-        float(times.prefill),
-        float(times.decode),
-        float(times.queue),
-        setup.running,
-        setup.capacity,
+        ttft_seconds=ttft,
+        tpot_seconds=tpot,
+        prefill=prefill,
+        decode=decode,
+        kv_transfer_seconds=0.0,
+        prefill_requests_per_second=rps,
+        decode_requests_per_second=rps,
+        prefill_seconds=float(times.prefill),
+        decode_step_seconds=float(times.decode),
+        queue_seconds=float(times.queue),
+        running_batch=setup.running,
+        max_running_batch=setup.capacity,
     )
 
 
@@ -599,58 +662,24 @@ def disaggregated_setup(
     model: ModelConfig,
     prefill_hardware: HardwareSpec,
     decode_hardware: HardwareSpec,
+    shape: RequestShape,
     *,
+    prefill: Parallel = Parallel(),
+    decode: Parallel = Parallel(),
     prefill_batch: int,
     decode_batch: int,
-    prompt_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-    precisions: Precisions,
-    prefill_tp: int = 1,
-    decode_tp: int = 1,
     kv_transfer_bandwidth: float,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
-    prefill_dp: int = 1,
-    decode_dp: int = 1,
     prefill_workers: int = 1,
 ) -> DisaggregatedSetup:
-    pb = _per_rank(prefill_batch, prefill_dp)
-    db = _per_rank(decode_batch, decode_dp)
-    pre_terms, pre_cost = step_terms(
-        model,
-        prefill_hardware,
-        Phase.PREFILL,
-        batch=pb,
-        new_tokens=prompt_tokens,
-        context_tokens=cached_tokens,
-        precisions=precisions,
-        tp=prefill_tp,
-        dp=prefill_dp,
-    )
-    dec_terms, dec_cost = step_terms(
-        model,
-        decode_hardware,
-        Phase.DECODE,
-        batch=db,
-        new_tokens=1,
-        context_tokens=decode_context(cached_tokens, prompt_tokens, output_tokens),
-        precisions=precisions,
-        tp=decode_tp,
-        dp=decode_dp,
-    )
-    capacity = kv_capacity(
-        model,
-        decode_hardware,
-        context_tokens=cached_tokens + prompt_tokens + output_tokens,
-        precisions=precisions,
-        tp=decode_tp,
-        dp=decode_dp,
-        utilization=utilization,
-        cost=dec_cost,
-    )
+    pb = _per_rank(prefill_batch, prefill.dp)
+    db = _per_rank(decode_batch, decode.dp)
+    pre_terms, pre_cost = _prefill_terms(model, prefill_hardware, shape, prefill, pb)
+    dec_terms, dec_cost = _decode_terms(model, decode_hardware, shape, decode, db)
+    capacity = _capacity(model, decode_hardware, shape, decode, utilization, dec_cost)
     # The whole prompt's KV (cached prefix included) moves to the decode worker.
     kv_bytes = pre_cost.kv_bytes_per_request
-    slots = prefill_workers * prefill_dp * pb
+    slots = prefill_workers * prefill.dp * pb
     return DisaggregatedSetup(
         dec_terms,
         pre_terms,
@@ -669,29 +698,24 @@ def predict_disaggregated(
     model: ModelConfig,
     prefill_hardware: HardwareSpec,
     decode_hardware: HardwareSpec,
+    shape: RequestShape,
     *,
+    prefill: Parallel = Parallel(),
+    decode: Parallel = Parallel(),
     prefill_batch: int,
     decode_batch: int,
-    prompt_tokens: int,
-    cached_tokens: int,
-    output_tokens: int,
-    precisions: Precisions,
-    prefill_tp: int = 1,
-    decode_tp: int = 1,
     kv_transfer_bandwidth: float,
     prefill_efficiency: Efficiency | None = None,
     decode_efficiency: Efficiency | None = None,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
-    prefill_dp: int = 1,
-    decode_dp: int = 1,
     prefill_workers: int = 1,
     concurrency: int | None = None,
     warmup_fraction: float = 0.0,
     engine: str | None = None,
 ) -> ServingPrediction:
-    """Prefill workers (``prefill_tp × prefill_dp`` devices, ``prefill_batch`` prompts per step)
-    feeding decode workers (``decode_batch`` requests each); ``kv_transfer_bandwidth`` in bytes/s
-    between the pools.
+    """Prefill workers (``prefill``: TP × DP devices, ``prefill_batch`` prompts per step) feeding
+    decode workers (``decode``, ``decode_batch`` requests each) with requests of ``shape``;
+    ``kv_transfer_bandwidth`` in bytes/s between the pools.
 
     Without ``concurrency`` (an open loop at the given batches) TTFT is the prefill step plus the
     KV transfer. With ``concurrency`` requests in flight (a closed loop over ``prefill_workers``
@@ -704,26 +728,22 @@ def predict_disaggregated(
     dec_eff = (
         with_engine(decode_hardware.efficiency, engine) if decode_efficiency is None else decode_efficiency
     )
+    precisions, output_tokens = shape.precisions, shape.output_tokens
     setup = disaggregated_setup(
         model,
         prefill_hardware,
         decode_hardware,
+        shape,
+        prefill=prefill,
+        decode=decode,
         prefill_batch=prefill_batch,
         decode_batch=decode_batch,
-        prompt_tokens=prompt_tokens,
-        cached_tokens=cached_tokens,
-        output_tokens=output_tokens,
-        precisions=precisions,
-        prefill_tp=prefill_tp,
-        decode_tp=decode_tp,
         kv_transfer_bandwidth=kv_transfer_bandwidth,
         utilization=utilization,
-        prefill_dp=prefill_dp,
-        decode_dp=decode_dp,
         prefill_workers=prefill_workers,
     )
-    prefill = _analysis(setup.prefill_cost, prefill_hardware, precisions, pre_eff, utilization)
-    decode = _analysis(setup.decode_cost, decode_hardware, precisions, dec_eff, utilization)
+    prefill_analysis = _analysis(setup.prefill_cost, prefill_hardware, precisions, pre_eff, utilization)
+    decode_analysis = _analysis(setup.decode_cost, decode_hardware, precisions, dec_eff, utilization)
     times = disaggregated_times(
         setup.decode,
         setup.prefill,
@@ -740,18 +760,18 @@ def predict_disaggregated(
     prefill_rps = prefill_batch / t_prefill
     decode_rps = decode_batch / (output_tokens * tpot)
     return ServingPrediction(
-        float(times.ttft),
-        tpot,
-        prefill,
-        decode,
-        setup.kv_transfer_seconds,
-        prefill_rps,
-        decode_rps,
-        t_prefill,
-        tpot,
-        float(times.queue),
-        setup.decode_per_rank,
-        setup.capacity,
+        ttft_seconds=float(times.ttft),
+        tpot_seconds=tpot,
+        prefill=prefill_analysis,
+        decode=decode_analysis,
+        kv_transfer_seconds=setup.kv_transfer_seconds,
+        prefill_requests_per_second=prefill_rps,
+        decode_requests_per_second=decode_rps,
+        prefill_seconds=t_prefill,
+        decode_step_seconds=tpot,
+        queue_seconds=float(times.queue),
+        running_batch=setup.decode_per_rank,
+        max_running_batch=setup.capacity,
     )
 
 
@@ -760,6 +780,8 @@ __all__ = [
     "ColocatedTimes",
     "DisaggregatedSetup",
     "EfficiencyTerms",
+    "Parallel",
+    "RequestShape",
     "ServingPrediction",
     "StepTerms",
     "closed_loop_response",
