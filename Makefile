@@ -93,10 +93,10 @@ crds: venv ## regenerate crds/*.yaml from scheduler/spec.py (structural OpenAPI 
 
 DEMO_PORT ?= 8080
 demo: venv controlplane ## local cluster + CRDs + examples/workloads + operator in the background; prints the placement
-	$(PY) -m hetsched.operator.demo up --port $(DEMO_PORT)
+	$(PY) -m hetsched.operator.devcluster.demo up --port $(DEMO_PORT)
 
 demo-down: venv ## stop the demo operator and the local cluster
-	$(PY) -m hetsched.operator.demo down
+	$(PY) -m hetsched.operator.devcluster.demo down
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -302,7 +302,7 @@ def main() -> int:
 
     import httpx
     from hetsched.operator.devcluster.cluster import Cluster
-    from hetsched.operator.devcluster.pools import parse_pools
+    from hetsched.operator.devcluster.nodes import parse_pools
 
     pools = parse_pools(pools_doc(args.nodes), "bench pools")
     state = Path(tempfile.mkdtemp(prefix="hetsched-load-")) / "cluster"

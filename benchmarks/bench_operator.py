@@ -172,8 +172,10 @@ async def measure(
 
 def in_process_round(nodes_doc: list[dict[str, Any]], n: int) -> tuple[float, int]:
     """One planning round of ``n`` workloads on the nodes, in this process (no API server)."""
-    from hetsched.operator.nodes import fingerprint
-    from hetsched.operator.planning import Registration, build_pools, plan_workloads, resolve
+    from hetsched.operator.planning.intake import Registration, resolve
+    from hetsched.operator.planning.plans import plan_workloads
+    from hetsched.operator.pools.build import build_pools
+    from hetsched.operator.pools.nodes import fingerprint
     from hetsched.scheduler.nodes import group_pools, project_node
     from hetsched.scheduler.placement.planner import shared_cache
 
@@ -207,7 +209,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from hetsched.operator.devcluster.cluster import Cluster
-    from hetsched.operator.devcluster.pools import node_manifests, parse_pools
+    from hetsched.operator.devcluster.nodes import node_manifests, parse_pools
 
     pools = parse_pools(pools_doc(args.nodes), "bench pools")
     nodes_doc = node_manifests(pools)

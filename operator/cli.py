@@ -17,8 +17,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hetsched.scheduler.plots.cli",
     "hetsched.operator.devcluster.cli",
     "hetsched.scheduler.placement.cli",
-    "hetsched.operator.crds_cli",
-    "hetsched.operator.operator_cli",
+    "hetsched.operator.run",
     "hetsched.scheduler.calibration.cli",
 )
 

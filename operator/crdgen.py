@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hetsched.operator.status import AcceleratorProfileStatus, AgentWorkloadStatus
+from hetsched.operator.reconcile.status import AcceleratorProfileStatus, AgentWorkloadStatus
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, AcceleratorProfileSpec, AgentWorkloadSpec
 from pydantic import BaseModel
 

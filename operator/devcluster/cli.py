@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from hetsched.operator.devcluster import build
-from hetsched.operator.devcluster.cluster import Cluster, ClusterError, ClusterStatus, default_state_dir
-from hetsched.operator.devcluster.pools import load_pools
+from hetsched.operator.devcluster.cluster import Cluster, ClusterStatus, default_state_dir
+from hetsched.operator.devcluster.nodes import load_pools
+from hetsched.operator.devcluster.processes import ClusterError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POOLS = REPO_ROOT / "examples" / "pools" / "demo.yaml"

@@ -21,52 +21,56 @@ signalled. Linux only (``/proc``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
 import fcntl
 import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from hetsched.operator.devcluster import build, certs
-from hetsched.operator.devcluster.pools import KWOK_ANNOTATION, PoolFile, node_list, node_names
+from hetsched.operator.devcluster.components import (
+    COMPONENTS,
+    KWOK_NODE_SELECTOR,
+    SERVICE_IP,
+    STOP_PHASES,
+    ClusterConfig,
+    Ports,
+    apiserver_args,
+    controller_manager_args,
+    etcd_args,
+    kubeconfig_document,
+    kwok_args,
+    scheduler_args,
+    scheduler_configuration,
+)
+from hetsched.operator.devcluster.nodes import KWOK_ANNOTATION, PoolFile, node_list, node_names
+from hetsched.operator.devcluster.processes import (
+    ClusterError,
+    ComponentExited,
+    ProcessRecord,
+    free_ports,
+    http_get,
+    log_tail,
+    proc_stat,
+    reap,
+    rss_mib,
+    spawn,
+    wait_for,
+)
 from hetsched.scheduler.pools import POOL_LABEL
 
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-POD_CIDR = "10.244.0.1/16"  # KWOK hands out fake pod IPs from here
-SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-KWOK_NODE_SELECTOR = f"{KWOK_ANNOTATION}=fake"
-
-# Start order; stopped in reverse phases (clients first, so the apiserver has no watches to drain).
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-STOP_PHASES = (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",))
-
-T = TypeVar("T")
 Log = Callable[[str], None]
-
-
-class ClusterError(RuntimeError):
-    """The cluster could not be brought up, stopped or reached; the message says what to do."""
-
-
-class ComponentExited(ClusterError):
-    """A component died while we waited for it: no point waiting any longer."""
 
 
 def default_state_dir() -> Path:
@@ -79,228 +83,6 @@ def default_state_dir() -> Path:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def wait_for(
-    check: Callable[[], T | None],
-    timeout: float,
-    what: str,
-    interval: float = 0.25,
-) -> T:
-    """Poll ``check`` until it returns something other than None/False; ClusterError on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = check()
-            if result is not None and result is not False:
-                return result
-        except ComponentExited:
-            raise
-        except Exception as exc:  # any failure (refused, 503, not found) just means "not yet"
-            last_error = exc
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
-        time.sleep(interval)
-
-
-# Scoring of the NodeResourcesFit plugin: MostAllocated, nvidia.com/gpu weighted far above CPU and
-# memory. The default (LeastAllocated on CPU and memory only) spreads single-GPU replicas over the
-# nodes of a pool, so that a replica needing a whole node's GPUs finds no node with enough free
-# ones although the pool has them; packing keeps whole nodes free.
-BIN_PACKING_RESOURCES = (("nvidia.com/gpu", 10), ("cpu", 1), ("memory", 1))
-
-
-def scheduler_configuration(kubeconfig: Path | str) -> dict[str, Any]:
-    """``KubeSchedulerConfiguration`` (``kubescheduler.config.k8s.io/v1``) of the local cluster:
-    the default profile with GPU bin packing, no leader election.
-
-    Two plugin settings: NodeResourcesFit scores MostAllocated (GPUs weighted 10, CPU and memory
-    1), and PodTopologySpread gets no *system default* constraints (``defaultingType: List``
-    without ``defaultConstraints``). Those defaults (spread the pods of one Service/ReplicaSet over
-    hosts, ``ScheduleAnyway``, plugin weight 2) outscore NodeResourcesFit (weight 1): with them the
-    four single-GPU replicas of one Deployment still land 2 + 2 on two 4-GPU nodes. Pods that ask
-    for spreading with their own ``topologySpreadConstraints`` still get it.
-    """
-    return {
-        "apiVersion": "kubescheduler.config.k8s.io/v1",
-        "kind": "KubeSchedulerConfiguration",
-        "clientConnection": {"kubeconfig": str(kubeconfig)},
-        "leaderElection": {"leaderElect": False},
-        "profiles": [
-            {
-                "schedulerName": "default-scheduler",
-                "pluginConfig": [
-                    {
-                        "name": "NodeResourcesFit",
-                        "args": {
-                            "scoringStrategy": {
-                                "type": "MostAllocated",
-                                "resources": [
-                                    {"name": name, "weight": weight} for name, weight in BIN_PACKING_RESOURCES
-                                ],
-                            }
-                        },
-                    },
-                    {"name": "PodTopologySpread", "args": {"defaultingType": "List"}},
-                ],
-            }
-        ],
-    }
-
-
-# -- processes -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcessRecord:
-    """What we wrote when we started a process: enough to recognise it later."""
-
-    name: str
-    pid: int
-    exe: str
-    start_time: int  # clock ticks since boot (/proc/<pid>/stat field 22)
-    port: int
-
-    def is_alive(self) -> bool:
-        """True if this PID is still the very process we started (not a recycled PID, not a zombie)."""
-        stat = _proc_stat(self.pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            return False
-        if int(stat[19]) != self.start_time:
-            return False
-        return _proc_exe(self.pid) in (self.exe, None)
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name is in parentheses and may itself contain spaces or ')'.
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _proc_exe(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-    except PermissionError:
-        return None  # can't tell; start time already matched
-    except OSError:
-        return ""
-
-
-def _rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our child (e.g. started from pytest)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _spawn(argv: Sequence[str], log_path: Path, env: dict[str, str]) -> int:
-    """Start a process in its own session, output appended to ``log_path``; return its PID.
-
-    posix_spawn rather than subprocess.Popen: no Popen object outlives this call, so there is no
-    "subprocess still running" ResourceWarning (pytest runs with -W error) and nothing to reap
-    here; ``down`` reaps it if it is our child.
-    """
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ]
-    return os.posix_spawn(argv[0], list(argv), env, file_actions=actions, setsid=True)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held open together so the kernel cannot repeat one)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def http_get(url: str, context: ssl.SSLContext | None = None, timeout: float = 5) -> tuple[int, bytes]:
-    """GET ``url``; (status, body) for any HTTP status, OSError only when nothing answered.
-
-    An HTTPError carries an open response: closing it here avoids an "unclosed socket"
-    ResourceWarning (an error under pytest -W error).
-    """
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
-    except OSError:
-        return "(no log)\n"
-
-
-# -- configuration ----------------------------------------------------------------------------
-
-
-@dataclass
-class Ports:
-    etcd: int
-    etcd_peer: int
-    apiserver: int
-    controller_manager: int
-    scheduler: int
-    kwok: int
-
-    def of(self, component: str) -> int:
-        return {
-            "etcd": self.etcd,
-            "kube-apiserver": self.apiserver,
-            "kube-controller-manager": self.controller_manager,
-            "kube-scheduler": self.scheduler,
-            "kwok": self.kwok,
-        }[component]
-
-
-@dataclass
-class ClusterConfig:
-    """Written to ``cluster.json`` before anything starts, so ``down`` can always clean up."""
-
-    bin_dir: str
-    ports: Ports
-    service_cidr: str = SERVICE_CIDR
-    node_grace_period: float | None = None  # controller-manager's default (50 s) when None
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ClusterConfig:
-        data = json.loads(text)
-        return cls(
-            bin_dir=data["bin_dir"],
-            ports=Ports(**data["ports"]),
-            service_cidr=data.get("service_cidr", SERVICE_CIDR),
-            node_grace_period=data.get("node_grace_period"),
-            created_at=data.get("created_at", ""),
-        )
 
 
 @dataclass(frozen=True)
@@ -472,14 +254,14 @@ class Cluster:
             record = records.get(name)
             alive = record is not None and record.is_alive()
             if record is not None and not alive:
-                _reap(record.pid)
+                reap(record.pid)
             components.append(
                 ComponentStatus(
                     name=name,
                     running=alive,
                     pid=record.pid if record else None,
                     port=config.ports.of(name) if config else None,
-                    rss_mib=_rss_mib(record.pid) if record and alive else None,
+                    rss_mib=rss_mib(record.pid) if record and alive else None,
                 )
             )
         result = ClusterStatus(str(self.state_dir), config is not None, components if config else [])
@@ -554,7 +336,7 @@ class Cluster:
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)  # holds private keys
         (self.state_dir / "etcd").chmod(0o700)  # etcd warns about anything wider
-        ports = Ports(*_free_ports(6))
+        ports = Ports(*free_ports(6))
         config = ClusterConfig(bin_dir=str(bins), ports=ports, node_grace_period=node_grace_period)
         self.config_path.write_text(json.dumps(asdict(config), indent=2) + "\n")
         certs.write_pki(self.state_dir / "pki", SERVICE_IP)
@@ -580,17 +362,20 @@ class Cluster:
     def _launch_component(self, name: str, bins: Path, config: ClusterConfig) -> None:
         pki, ports = self.pki, config.ports
         if name == "etcd":
-            self._launch(name, bins, self._etcd_args(ports))
+            self._launch(name, bins, etcd_args(ports, self.state_dir))
         elif name == "kube-apiserver":
-            self._launch(name, bins, self._apiserver_args(ports, pki))
+            self._launch(name, bins, apiserver_args(ports, pki, self.state_dir))
         elif name == "kube-controller-manager":
-            self._launch(name, bins, self._controller_manager_args(config, pki))
+            kubeconfig = self._component_kubeconfig(name)
+            self._launch(name, bins, controller_manager_args(config, pki, kubeconfig))
         elif name == "kube-scheduler":
             self._write_scheduler_config()
-            self._launch(name, bins, self._scheduler_args(ports))
+            kubeconfig = self._component_kubeconfig(name)
+            self._launch(name, bins, scheduler_args(ports, self.scheduler_config_path, kubeconfig))
         elif name == "kwok":
             # HOME inside the state folder: KWOK would otherwise also read ~/.kwok/kwok.yaml.
-            self._launch(name, bins, self._kwok_args(ports), env={"HOME": str(self.state_dir / "kwok-home")})
+            args = kwok_args(ports, self._component_kubeconfig(name))
+            self._launch(name, bins, args, env={"HOME": str(self.state_dir / "kwok-home")})
         else:
             raise ValueError(f"unknown component {name!r}")
 
@@ -611,12 +396,12 @@ class Cluster:
 
     def _launch(self, name: str, bins: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):  # a restart: collect the old one if it is our child
-            _reap(ProcessRecord(**json.loads(self._pid_path(name).read_text())).pid)
+            reap(ProcessRecord(**json.loads(self._pid_path(name).read_text())).pid)
         exe = os.path.realpath(bins / name)  # what /proc/<pid>/exe will show
         log_path = self.log_path(name)
         log_path.write_text(f"# {exe} {' '.join(args)}\n")
-        pid = _spawn([exe, *args], log_path, dict(os.environ) | (env or {}))
-        stat = _proc_stat(pid)
+        pid = spawn([exe, *args], log_path, dict(os.environ) | (env or {}))
+        stat = proc_stat(pid)
         start_time = int(stat[19]) if stat else 0
         record = ProcessRecord(
             name=name, pid=pid, exe=exe, start_time=start_time, port=self._config().ports.of(name)
@@ -634,8 +419,8 @@ class Cluster:
 
         def probe() -> Any:
             if not record.is_alive():
-                _reap(record.pid)
-                raise ComponentExited(f"{name} exited during start-up; log {log}:\n{_log_tail(log)}")
+                reap(record.pid)
+                raise ComponentExited(f"{name} exited during start-up; log {log}:\n{log_tail(log)}")
             return check()
 
         try:
@@ -643,7 +428,7 @@ class Cluster:
         except ComponentExited:
             raise
         except ClusterError as exc:
-            raise ClusterError(f"{exc}; log {log}:\n{_log_tail(log)}") from None
+            raise ClusterError(f"{exc}; log {log}:\n{log_tail(log)}") from None
         self.log(f"  {what or name}: ready after {time.monotonic() - start:.1f}s")
 
     @staticmethod
@@ -653,140 +438,19 @@ class Cluster:
     def _apiserver_ready(self) -> bool:
         return http_get(f"{self.server}/readyz", self._ssl_context(), timeout=2)[0] == 200
 
-    # command lines
-    def _etcd_args(self, ports: Ports) -> list[str]:
-        peer = f"http://127.0.0.1:{ports.etcd_peer}"
-        client = f"http://127.0.0.1:{ports.etcd}"
-        return [
-            "--name=hetsched",
-            f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            # Without these etcd binds its default peer port on every interface.
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=hetsched={peer}",
-            # Throwaway data: skipping fsync makes every write (and so the whole demo) faster.
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self, ports: Ports, pki: certs.Pki) -> list[str]:
-        return [
-            f"--etcd-servers=http://127.0.0.1:{ports.etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports.apiserver}",
-            f"--tls-cert-file={pki.apiserver_cert}",
-            f"--tls-private-key-file={pki.apiserver_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            f"--service-account-key-file={pki.service_account_pub}",
-            f"--service-account-signing-key-file={pki.service_account_key}",
-            f"--service-account-issuer={SA_ISSUER}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            f"--cert-dir={self.state_dir / 'pki'}",
-            # The `kubernetes` Service cannot point at a loopback address (endpoint validation
-            # rejects it every 10 s); nothing runs in pods here, so leave it without endpoints.
-            "--endpoint-reconciler-type=none",
-            # Aggregation layer / request-header authentication (see certs.write_pki).
-            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
-            f"--requestheader-allowed-names={certs.FRONT_PROXY_CLIENT}",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
-            f"--proxy-client-key-file={pki.front_proxy_client_key}",
-        ]
-
-    def _delegated_auth_args(self, name: str) -> list[str]:
-        kubeconfig = self._component_kubeconfig(name)
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-        ]
-
-    def _controller_manager_args(self, config: ClusterConfig, pki: certs.Pki) -> list[str]:
-        # All default controllers, node-lifecycle included: KWOK nodes that stop heartbeating go
-        # NotReady after --node-monitor-grace-period and their pods are evicted.
-        ports = config.ports
-        grace = []
-        if config.node_grace_period is not None:
-            grace = [f"--node-monitor-grace-period={config.node_grace_period:g}s"]
-        return [
-            *grace,
-            *self._delegated_auth_args("kube-controller-manager"),
-            f"--secure-port={ports.controller_manager}",
-            f"--service-account-private-key-file={pki.service_account_key}",
-            f"--root-ca-file={pki.ca_cert}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={pki.ca_cert}",
-            f"--cluster-signing-key-file={pki.ca_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-        ]
-
     @property
     def scheduler_config_path(self) -> Path:
         return self.state_dir / "kube-scheduler.yaml"
 
     def _write_scheduler_config(self) -> None:
         """The kube-scheduler's ``KubeSchedulerConfiguration``: GPU bin packing (see
-        :func:`scheduler_configuration`). Written at every start, so a restart picks up changes."""
+        :func:`~.components.scheduler_configuration`). Written at every start, so a restart picks
+        up changes."""
         document = scheduler_configuration(self._component_kubeconfig("kube-scheduler"))
         self.scheduler_config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
-    def _scheduler_args(self, ports: Ports) -> list[str]:
-        # With --config the kubeconfig and leader election come from the file (clientConnection,
-        # leaderElection); --kubeconfig would be ignored. --leader-elect=false is honoured too.
-        args = [a for a in self._delegated_auth_args("kube-scheduler") if not a.startswith("--kubeconfig=")]
-        return [f"--config={self.scheduler_config_path}", *args, f"--secure-port={ports.scheduler}"]
-
-    def _kwok_args(self, ports: Ports) -> list[str]:
-        return [
-            f"--kubeconfig={self._component_kubeconfig('kwok')}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={KWOK_NODE_SELECTOR}",
-            f"--cidr={POD_CIDR}",
-            "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{ports.kwok}",
-            # Heartbeat by Lease renewed every 10 s, like a kubelet. Without it KWOK falls back to
-            # status updates every 20-45 s, too close to the controller-manager's 50 s grace period.
-            "--node-lease-duration-seconds=40",
-        ]
-
     def _write_kubeconfig(self, path: Path, client: str) -> None:
-        pki = self.pki
-
-        def b64(p: Path) -> str:
-            return base64.b64encode(p.read_bytes()).decode()
-
-        user = "admin" if client == "admin" else client
-        document = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "hetsched-local",
-                    "cluster": {"server": self.server, "certificate-authority-data": b64(pki.ca_cert)},
-                }
-            ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {
-                        "client-certificate-data": b64(pki.client_cert(client)),
-                        "client-key-data": b64(pki.client_key(client)),
-                    },
-                }
-            ],
-            "contexts": [{"name": "hetsched-local", "context": {"cluster": "hetsched-local", "user": user}}],
-            "current-context": "hetsched-local",
-        }
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        path.write_text(yaml.safe_dump(kubeconfig_document(self.server, self.pki, client), sort_keys=False))
         path.chmod(0o600)
 
     # nodes
@@ -930,7 +594,7 @@ class Cluster:
                 self.log(f"  stopped {record.name} (pid {record.pid}) in {time.monotonic() - start:.1f}s")
             stopped += live
         for record in records.values():  # also reap ones that had already died
-            _reap(record.pid)
+            reap(record.pid)
         return stopped
 
     @staticmethod
@@ -938,7 +602,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while True:
             for record in records:
-                _reap(record.pid)
+                reap(record.pid)
             remaining = [r for r in records if r.is_alive()]
             if not remaining or time.monotonic() > deadline:
                 return remaining

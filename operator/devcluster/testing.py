@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hetsched.operator.devcluster.cluster import Cluster, wait_for
+from hetsched.operator.devcluster.cluster import Cluster
+from hetsched.operator.devcluster.processes import wait_for
 
 T = TypeVar("T")
 

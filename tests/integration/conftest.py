@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from hetsched.operator.devcluster.cluster import Cluster
-from hetsched.operator.devcluster.pools import load_pools
+from hetsched.operator.devcluster.nodes import load_pools
 from hetsched.operator.devcluster.testing import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]

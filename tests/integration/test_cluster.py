@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hetsched.operator.devcluster.cluster import Cluster, NodeStatus, http_get
-from hetsched.operator.devcluster.pools import PoolFile, load_pools, node_names, parse_pools
+from hetsched.operator.devcluster.cluster import Cluster, NodeStatus
+from hetsched.operator.devcluster.nodes import PoolFile, load_pools, node_names, parse_pools
+from hetsched.operator.devcluster.processes import http_get
 from hetsched.operator.devcluster.testing import LocalCluster
 
 DEMO_POOLS = Path(__file__).resolve().parents[2] / "examples" / "pools" / "demo.yaml"

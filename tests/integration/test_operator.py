@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
-from hetsched.operator.devcluster.pools import load_pools
+from hetsched.operator.devcluster.nodes import load_pools
 from hetsched.operator.devcluster.testing import LocalCluster
 from hetsched.operator.kube import KubeApi
 from hetsched.scheduler.nodes import project_node

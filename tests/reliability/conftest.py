@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from harness import DEMO_POOLS, REPO, create_namespace, delete_namespace
 from hetsched.operator.devcluster.cluster import Cluster
-from hetsched.operator.devcluster.pools import load_pools
+from hetsched.operator.devcluster.nodes import load_pools
 from hetsched.operator.devcluster.testing import LocalCluster
 
 NODE_GRACE_SECONDS = 25

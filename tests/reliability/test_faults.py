@@ -37,7 +37,7 @@ from harness import (
     wait_condition,
     workloads,
 )
-from hetsched.operator.devcluster.pools import load_pools, node_names
+from hetsched.operator.devcluster.nodes import load_pools, node_names
 from hetsched.operator.devcluster.testing import LocalCluster
 from hetsched.scheduler import catalog
 

@@ -200,7 +200,7 @@ def test_dockerfile_user_is_numeric_and_not_root() -> None:
 
 
 # ---- the HTTP API holds no client ---------------------------------------------------------------------
-HTTP_SIDE = ("api.py", "whatif.py", "server.py", "state.py", "metrics.py")
+HTTP_SIDE = ("api/app.py", "api/whatif.py", "api/server.py", "api/state.py", "api/metrics.py")
 KUBE_MODULES = (
     "kubernetes",
     "kubernetes_asyncio",

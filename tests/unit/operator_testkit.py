@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hetsched.operator.devcluster.pools import load_pools, node_manifests
-from hetsched.operator.nodes import fingerprint
-from hetsched.operator.planning import PoolsInput, Registration, build_pools, resolve
-from hetsched.operator.profiles import Profile
+from hetsched.operator.devcluster.nodes import load_pools, node_manifests
+from hetsched.operator.planning.intake import Registration, resolve
+from hetsched.operator.pools.build import PoolsInput, build_pools
+from hetsched.operator.pools.nodes import fingerprint
+from hetsched.operator.pools.profiles import Profile
 from hetsched.scheduler.nodes import LivePool, group_pools, project_node
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from hetsched.operator import reconcile
-from hetsched.operator.api import PlanLimiter, Readiness, create_app, field_path
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.planning import PoolsInput, plan_workloads
-from hetsched.operator.state import OperatorState
-from hetsched.operator.whatif import WhatIfBackend
+from hetsched.operator.api.app import PlanLimiter, Readiness, create_app, field_path
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
+from hetsched.operator.api.whatif import WhatIfBackend
+from hetsched.operator.planning.plans import plan_workloads
+from hetsched.operator.pools.build import PoolsInput
+from hetsched.operator.reconcile.status import comparable, placed_status, unplaced_status
 from operator_testkit import CHAT, CODER, HUGE, pools_input, registration
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,10 +34,10 @@ def _state(pools: PoolsInput | None = None) -> OperatorState:
     )
     for key, plan in plans.items():
         if plan.placed:
-            s = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=key, now=NOW)
+            s = placed_status(plan, 1, None, (True, "ok"), namespace_name=key, now=NOW)
         else:
-            s = reconcile.unplaced_status(plan, 1, None, now=NOW)
-        state.set_workload(*key, reconcile.comparable(s))
+            s = unplaced_status(plan, 1, None, now=NOW)
+        state.set_workload(*key, comparable(s))
     return state
 
 
@@ -124,15 +125,16 @@ def test_standby_replica_is_live_but_not_ready() -> None:
 
 
 def test_operator_marks_readiness_when_indexed_or_watching_nothing() -> None:
-    from hetsched.operator import handlers
+    from hetsched.operator.pools import watcher
+    from hetsched.operator.settings import OperatorContext, OperatorSettings
 
     state = OperatorState()
-    op = handlers.OperatorContext(handlers.OperatorSettings(), state, Metrics(state), readiness=Readiness())
+    op = OperatorContext(OperatorSettings(), state, Metrics(state), readiness=Readiness())
     assert op.readiness is not None
 
     async def first_handler() -> None:
         op.indexed = asyncio.Event()
-        handlers._mark_indexed(op)
+        op.mark_indexed()
 
     asyncio.run(first_handler())
     assert op.readiness.indexed.is_set() and op.readiness.indexed_how == "Kopf's indices"
@@ -146,9 +148,9 @@ def test_operator_marks_readiness_when_indexed_or_watching_nothing() -> None:
         return SimpleNamespace(core=SimpleNamespace(list_namespace=list_namespace))
 
     def watches_nothing(clusterwide: bool, patterns: tuple[str, ...], *existing: str) -> bool:
-        settings = handlers.OperatorSettings(clusterwide=clusterwide, namespaces=patterns)
-        ctx = handlers.OperatorContext(settings, state, Metrics(state), kube=kube(*existing))
-        return asyncio.run(handlers._watches_nothing(ctx))
+        settings = OperatorSettings(clusterwide=clusterwide, namespaces=patterns)
+        ctx = OperatorContext(settings, state, Metrics(state), kube=kube(*existing))
+        return asyncio.run(watcher.watches_nothing(ctx))
 
     assert watches_nothing(False, ("hs-op-*",), "default", "kube-system")
     assert not watches_nothing(False, ("hs-op-*",), "default", "hs-op-1")
@@ -431,6 +433,6 @@ def test_openapi_documents_the_endpoints(setup: tuple[Any, OperatorState, Metric
     ],
 )
 def test_namespace_patterns_follow_kopf_syntax(name: str, pattern: str, expected: bool) -> None:
-    from hetsched.operator.handlers import namespace_matches
+    from hetsched.operator.pools.watcher import namespace_matches
 
     assert namespace_matches(name, pattern) is expected

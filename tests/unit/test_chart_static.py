@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from hetsched.operator import crdgen
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.state import OperatorState
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
 from prometheus_client import generate_latest
 
 REPO = Path(__file__).resolve().parents[2]

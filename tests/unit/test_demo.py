@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hetsched.operator import demo
+from hetsched.operator.devcluster import demo
 
 
 def _phase(pool: str, regime: str, oi: float, ridge: float, **kw: Any) -> dict[str, Any]:

@@ -20,15 +20,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hetsched.operator import cli as top_cli
 from hetsched.operator.devcluster import build, certs
 from hetsched.operator.devcluster import cli as devcluster_cli
-from hetsched.operator.devcluster.cluster import (
-    Cluster,
+from hetsched.operator.devcluster.cluster import Cluster, default_state_dir
+from hetsched.operator.devcluster.components import (
     ClusterConfig,
     Ports,
-    ProcessRecord,
-    default_state_dir,
+    scheduler_args,
     scheduler_configuration,
 )
-from hetsched.operator.devcluster.pools import (
+from hetsched.operator.devcluster.nodes import (
     load_pools,
     node_list,
     node_manifest,
@@ -36,6 +35,7 @@ from hetsched.operator.devcluster.pools import (
     parse_pools,
     price_label_value,
 )
+from hetsched.operator.devcluster.processes import ProcessRecord
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.nodes import group_pools, project_node
 from hetsched.scheduler.pools import DEVICES_LABEL, PRICE_LABEL
@@ -390,7 +390,8 @@ def test_scheduler_configuration_packs_gpus(tmp_path: Path) -> None:
 
 def test_scheduler_is_started_with_the_config_file(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "state", log=lambda _: None)
-    args = cluster._scheduler_args(Ports(1, 2, 3, 4, 5, 6))
+    kubeconfig = cluster._component_kubeconfig("kube-scheduler")
+    args = scheduler_args(Ports(1, 2, 3, 4, 5, 6), cluster.scheduler_config_path, kubeconfig)
     assert f"--config={tmp_path / 'state' / 'kube-scheduler.yaml'}" in args
     assert "--leader-elect=false" in args and "--secure-port=5" in args
     assert not any(a.startswith("--kubeconfig=") for a in args)  # ignored with --config: in the file

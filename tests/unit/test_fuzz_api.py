@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hetsched.operator import reconcile
-from hetsched.operator.api import create_app
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.planning import plan_workloads
-from hetsched.operator.state import OperatorState
-from hetsched.operator.whatif import WhatIfBackend
+from hetsched.operator.api.app import create_app
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
+from hetsched.operator.api.whatif import WhatIfBackend
+from hetsched.operator.planning.plans import plan_workloads
+from hetsched.operator.reconcile.status import comparable, placed_status, unplaced_status
 from hypothesis import HealthCheck, settings
 from operator_testkit import CHAT, CODER, HUGE, pools_input, registration
 from schemathesis import GenerationMode
@@ -32,10 +32,10 @@ def _app() -> Any:
     regs = [registration("chat", CHAT), registration("coder", CODER), registration("huge", HUGE)]
     for key, plan in plan_workloads(regs, pools).items():
         if plan.placed:
-            status = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=key)
+            status = placed_status(plan, 1, None, (True, "ok"), namespace_name=key)
         else:
-            status = reconcile.unplaced_status(plan, 1, None)
-        state.set_workload(*key, reconcile.comparable(status))
+            status = unplaced_status(plan, 1, None)
+        state.set_workload(*key, comparable(status))
     return create_app(state, Metrics(state), WhatIfBackend(state, lambda: pools), max_body=MAX_BODY)
 
 

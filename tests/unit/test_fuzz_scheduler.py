@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hetsched.operator import reconcile
-from hetsched.operator.planning import PoolsInput, Registration, plan_workloads, resolve
+from hetsched.operator.planning.intake import Registration, resolve
+from hetsched.operator.planning.plans import plan_workloads
+from hetsched.operator.pools.build import PoolsInput
+from hetsched.operator.reconcile.status import placed_status, unplaced_status
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
 from hetsched.scheduler.estimator.analysis import Scenario, analyze
@@ -328,10 +330,10 @@ def test_planning_round_on_fuzzed_specs_and_nodes(
         for pool, n in plan.devices().items():
             used[pool] = used.get(pool, 0) + n
         if plan.placed:
-            status = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=key)
+            status = placed_status(plan, 1, None, (True, "ok"), namespace_name=key)
         else:
             assert plan.reason and plan.message
-            status = reconcile.unplaced_status(plan, 1, None)
+            status = unplaced_status(plan, 1, None)
         assert_sane({k: v for k, v in status.items() if k != "conditions"}, f"status of {key}")
     free = {p.name: p.free_devices for p in pools.cluster.pools}
     for pool, n in used.items():

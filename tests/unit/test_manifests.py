@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hetsched.operator import manifests
-from hetsched.operator.manifests import PhaseDeployment, TaintRef, WorkloadRef
+from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.manifests import PhaseDeployment, TaintRef, WorkloadRef
 from hetsched.scheduler.spec import ServingSpec
 
 GPU_TAINT = TaintRef("nvidia.com/gpu", "present", "NoSchedule")

@@ -11,12 +11,12 @@ import subprocess
 from typing import Any
 
 import pytest
-from hetsched.operator import reconcile
-from hetsched.operator.coordinator import Coordinator
-from hetsched.operator.metrics import CONDITION_STATUSES, CONDITIONS, Metrics, condition_statuses
-from hetsched.operator.planning import plan_workloads
-from hetsched.operator.reconciler import Reconciler
-from hetsched.operator.state import OperatorState, Slo
+from hetsched.operator.api.metrics import CONDITION_STATUSES, CONDITIONS, Metrics, condition_statuses
+from hetsched.operator.api.state import OperatorState, Slo
+from hetsched.operator.planning.loop import PlanningLoop
+from hetsched.operator.planning.plans import plan_workloads
+from hetsched.operator.reconcile.reconciler import Reconciler
+from hetsched.operator.reconcile.status import comparable, placed_status, problem_status, unplaced_status
 from operator_testkit import CHAT, CODER, HUGE, FakeApi, pools_input, registration
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,10 +35,10 @@ def _state() -> OperatorState:
     plans = plan_workloads([registration(n, spec) for n, spec in SPECS.items()], pools)
     for key, plan in plans.items():
         if plan.placed:
-            s = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=key, now=NOW)
+            s = placed_status(plan, 1, None, (True, "ok"), namespace_name=key, now=NOW)
         else:
-            s = reconcile.unplaced_status(plan, 1, None, now=NOW)
-        state.set_workload(*key, reconcile.comparable(s), Slo.from_spec(SPECS[key[1]]))
+            s = unplaced_status(plan, 1, None, now=NOW)
+        state.set_workload(*key, comparable(s), Slo.from_spec(SPECS[key[1]]))
     return state
 
 
@@ -141,8 +141,8 @@ def test_status_changes_move_the_condition_series() -> None:
     state = _state()
     pools = pools_input()
     (plan,) = plan_workloads([registration("huge", CHAT)], pools).values()  # a feasible spec
-    s = reconcile.placed_status(plan, 2, None, (False, "rolling out"), namespace_name=("default", "huge"))
-    state.set_workload("default", "huge", reconcile.comparable(s), Slo.from_spec(CHAT))
+    s = placed_status(plan, 2, None, (False, "rolling out"), namespace_name=("default", "huge"))
+    state.set_workload("default", "huge", comparable(s), Slo.from_spec(CHAT))
     cond = _of(_samples(state), "hetsched_workload_condition")
     huge = {(dict(k)["condition"], dict(k)["status"]) for k in cond if dict(k)["name"] == "huge"}
     assert huge == {("Estimated", "True"), ("Placed", "True"), ("Ready", "False"), ("Degraded", "False")}
@@ -167,8 +167,8 @@ def test_deleted_workload_series_disappear() -> None:
 def test_a_workload_without_a_planned_spec_has_no_slo() -> None:
     """Invalid specs (set without an SLO) keep their conditions but report no SLO."""
     state = _state()
-    problem = reconcile.problem_status(1, None, "InvalidSpec", "spec.model: unknown model 'x'", now=NOW)
-    state.set_workload("default", "chat", reconcile.comparable(problem))
+    problem = problem_status(1, None, "InvalidSpec", "spec.model: unknown model 'x'", now=NOW)
+    state.set_workload("default", "chat", comparable(problem))
     samples = _samples(state)
     assert _labels(namespace="default", name="chat") not in _of(samples, "hetsched_workload_slo_ttft_seconds")
     cond = _of(samples, "hetsched_workload_condition")
@@ -181,22 +181,22 @@ def test_a_workload_without_a_planned_spec_has_no_slo() -> None:
 
 def test_the_reconciler_exports_the_planned_slo_and_drops_it_on_a_problem() -> None:
     api, state = FakeApi(), OperatorState()
-    coordinator = Coordinator(debounce=0.01, max_delay=0.2, startup_grace=5)
-    reconciler = Reconciler(api, state, Metrics(state), coordinator, lambda k: {}, api.post_event)
+    planning_loop = PlanningLoop(debounce=0.01, max_delay=0.2, startup_grace=5)
+    reconciler = Reconciler(api, state, Metrics(state), planning_loop, lambda k: {}, api.post_event)
     key = ("default", "chat")
 
     async def main() -> None:
-        coordinator.start()
-        coordinator.set_pools(pools_input())
-        coordinator.register(registration("chat", CHAT))
-        await coordinator.plan_for(key, 1, timeout=30)
+        planning_loop.start()
+        planning_loop.set_pools(pools_input())
+        planning_loop.register(registration("chat", CHAT))
+        await planning_loop.plan_for(key, 1, timeout=30)
         assert await reconciler.converge(key) == "placed"
         assert state.snapshot().slos[key] == Slo(1.0, 0.05)
         await reconciler.report_problem(key, 2, "uid-chat", "InvalidSpec", "spec.model: unknown model 'x'")
         assert key not in state.snapshot().slos and key in state.snapshot().workloads
         reconciler.forget(key)
         assert key not in state.snapshot().workloads
-        await coordinator.stop()
+        await planning_loop.stop()
 
     asyncio.run(main())
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hetsched.operator.devcluster.pools import load_pools, node_manifests
-from hetsched.operator.planning import build_pools
+from hetsched.operator.devcluster.nodes import load_pools, node_manifests
+from hetsched.operator.pools.build import build_pools
 from hetsched.scheduler.nodes import cluster_from_nodes, group_pools, project_nodes
 from hetsched.scheduler.pools import PRICE_INVALID, PRICE_LABEL, Cluster
 

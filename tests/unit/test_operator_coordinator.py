@@ -1,4 +1,4 @@
-"""The coordinator (debounced background planning) and the reconciler (children, status, events),
+"""The planning loop (debounced background planning) and the reconciler (children, status, events),
 with a fake API: no cluster, no Kopf."""
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hetsched.operator import manifests
-from hetsched.operator.coordinator import Coordinator, Round
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.planning import Key, PoolsInput, Registration, WorkloadPlan, plan_workloads
-from hetsched.operator.reconcile import ChildState
-from hetsched.operator.reconciler import Reconciler
-from hetsched.operator.state import OperatorState
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
+from hetsched.operator.planning.intake import Key, Registration
+from hetsched.operator.planning.loop import PlanningLoop, Round
+from hetsched.operator.planning.plans import WorkloadPlan, plan_workloads
+from hetsched.operator.pools.build import PoolsInput
+from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.children import ChildState
+from hetsched.operator.reconcile.reconciler import Reconciler
 from operator_testkit import CHAT, CODER, HUGE, FakeApi, pools_input, registration
 
 
-def _coordinator(**kw: Any) -> Coordinator:
-    return Coordinator(debounce=0.01, max_delay=0.2, startup_grace=5, **kw)
+def _coordinator(**kw: Any) -> PlanningLoop:
+    return PlanningLoop(debounce=0.01, max_delay=0.2, startup_grace=5, **kw)
 
 
 def test_registrations_are_planned_together_after_a_debounce() -> None:
@@ -66,7 +68,7 @@ def test_no_round_without_pools_or_before_the_startup_barrier() -> None:
 
     async def main() -> None:
         expected = [("default", "chat"), ("default", "late")]
-        c = Coordinator(
+        c = PlanningLoop(
             debounce=0.01, max_delay=0.1, startup_grace=30, on_round=rounds.append, expected=lambda: expected
         )
         c.start()
@@ -140,13 +142,13 @@ class Harness:
         self.api = FakeApi()
         self.state = OperatorState()
         self.metrics = Metrics(self.state)
-        self.coordinator = _coordinator()
+        self.planning_loop = _coordinator()
         self.index: dict[Key, dict[tuple[str, str], ChildState]] = {}
         self.reconciler = Reconciler(
             self.api,
             self.state,
             self.metrics,
-            self.coordinator,
+            self.planning_loop,
             lambda k: self.index.get(k, {}),
             self.api.post_event,
             unschedulable_grace=unschedulable_grace,
@@ -179,10 +181,10 @@ def test_converge_is_idempotent_and_reports_ready() -> None:
     key = ("default", "chat")
 
     async def main() -> None:
-        h.coordinator.start()
-        h.coordinator.set_pools(pools_input())
-        h.coordinator.register(registration("chat", CHAT))
-        await h.coordinator.plan_for(key, 1, timeout=30)
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        h.planning_loop.register(registration("chat", CHAT))
+        await h.planning_loop.plan_for(key, 1, timeout=30)
         assert await h.reconciler.converge(key) == "placed"
         n_applied = len(h.api.applied)
         assert n_applied in (2, 4)  # colocated (Deployment + Service) or disaggregated (2 + 2)
@@ -199,7 +201,7 @@ def test_converge_is_idempotent_and_reports_ready() -> None:
         assert [e[2] for e in h.api.events] == ["Placed"]
         snap = h.state.snapshot()
         assert snap.workloads[key]["prefill"]["pool"] == status["prefill"]["pool"]
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 
@@ -209,11 +211,11 @@ def test_mode_switch_deletes_stale_children() -> None:
     key = ("default", "chat")
 
     async def main() -> None:
-        h.coordinator.start()
-        h.coordinator.set_pools(pools_input())
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
         for gen, mode in ((1, "always"), (2, "never")):
-            h.coordinator.register(registration("chat", {**CHAT, "disaggregation": mode}, generation=gen))
-            await h.coordinator.plan_for(key, gen, timeout=30)
+            h.planning_loop.register(registration("chat", {**CHAT, "disaggregation": mode}, generation=gen))
+            await h.planning_loop.plan_for(key, gen, timeout=30)
             await h.reconciler.converge(key)
             h.sync_index()
         names = {name for kind, ns, name in h.api.deleted}
@@ -221,7 +223,7 @@ def test_mode_switch_deletes_stale_children() -> None:
         assert {k[1] for k in h.index[key]} == {"chat-serve"}
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events] == ["Placed", "Replaced"]
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 
@@ -230,10 +232,10 @@ def test_infeasible_and_invalid_workloads() -> None:
     h = Harness()
 
     async def main() -> None:
-        h.coordinator.start()
-        h.coordinator.set_pools(pools_input())
-        h.coordinator.register(registration("huge", HUGE))
-        await h.coordinator.plan_for(("default", "huge"), 1, timeout=30)
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        h.planning_loop.register(registration("huge", HUGE))
+        await h.planning_loop.plan_for(("default", "huge"), 1, timeout=30)
         assert await h.reconciler.converge(("default", "huge")) == "infeasible"
         assert h.api.applied == []
         status = h.api.status_patches[-1][2]
@@ -250,7 +252,7 @@ def test_infeasible_and_invalid_workloads() -> None:
         assert h.metrics.reconcile_total.labels(result="infeasible")._value.get() == 1
         h.reconciler.forget(("default", "huge"))
         assert ("default", "huge") not in h.state.snapshot().workloads
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 
@@ -296,10 +298,10 @@ def test_unschedulable_child_degrades_once_and_recovers() -> None:
     key = ("default", "chat")
 
     async def main() -> None:
-        h.coordinator.start()
-        h.coordinator.set_pools(pools_input())
-        h.coordinator.register(registration("chat", {**CHAT, "disaggregation": "always"}))
-        await h.coordinator.plan_for(key, 1, timeout=30)
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        h.planning_loop.register(registration("chat", {**CHAT, "disaggregation": "always"}))
+        await h.planning_loop.plan_for(key, 1, timeout=30)
         await h.reconciler.converge(key)
         assert h.api.pod_lists == []  # nothing is stalled yet: no pod list
         long_ago = time.time() - 300
@@ -333,7 +335,7 @@ def test_unschedulable_child_degrades_once_and_recovers() -> None:
         assert len(h.api.pod_lists) == lists
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events] == ["Placed", "Unschedulable"]
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 
@@ -344,10 +346,10 @@ def test_unschedulable_is_rechecked_when_the_grace_period_ends() -> None:
     key = ("default", "chat")
 
     async def main() -> None:
-        h.coordinator.start()
-        h.coordinator.set_pools(pools_input())
-        h.coordinator.register(registration("chat", {**CHAT, "disaggregation": "always"}))
-        await h.coordinator.plan_for(key, 1, timeout=30)
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        h.planning_loop.register(registration("chat", {**CHAT, "disaggregation": "always"}))
+        await h.planning_loop.plan_for(key, 1, timeout=30)
         await h.reconciler.converge(key)
         now = time.time()
         h.api.pods = [_pending_pod("chat-prefill-1", "prefill", now)]
@@ -362,7 +364,7 @@ def test_unschedulable_is_rechecked_when_the_grace_period_ends() -> None:
         assert _degraded(h)["reason"] == "Unschedulable"
         assert "chat-prefill-1" in _degraded(h)["message"]
         await h.reconciler.stop()
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 
@@ -372,13 +374,13 @@ def test_queue_retries_failures() -> None:
     key = ("default", "chat")
 
     async def main() -> None:
-        h.coordinator.start()
+        h.planning_loop.start()
         h.reconciler.start()
-        h.coordinator.on_changed = h.reconciler.enqueue
+        h.planning_loop.on_changed = h.reconciler.enqueue
         h.api.fail_apply = True
-        h.coordinator.set_pools(pools_input())
-        h.coordinator.register(registration("chat", CHAT))
-        await h.coordinator.plan_for(key, 1, timeout=30)
+        h.planning_loop.set_pools(pools_input())
+        h.planning_loop.register(registration("chat", CHAT))
+        await h.planning_loop.plan_for(key, 1, timeout=30)
         await asyncio.sleep(0.2)
         assert h.api.applied == [] and h.metrics.reconcile_total.labels(result="error")._value.get() >= 1
         h.api.fail_apply = False
@@ -388,7 +390,7 @@ def test_queue_retries_failures() -> None:
             await asyncio.sleep(0.05)
         assert h.api.applied
         await h.reconciler.stop()
-        await h.coordinator.stop()
+        await h.planning_loop.stop()
 
     asyncio.run(main())
 

@@ -9,11 +9,13 @@ import logging
 import kopf
 import pytest
 from hetsched.operator import handlers
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
 from hetsched.operator.cli import build_parser
-from hetsched.operator.coordinator import Coordinator
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.operator_cli import _network
-from hetsched.operator.state import OperatorState
+from hetsched.operator.planning.loop import PlanningLoop
+from hetsched.operator.pools.watcher import PoolPublisher
+from hetsched.operator.run import _network
+from hetsched.operator.settings import OperatorContext, OperatorSettings
 from operator_testkit import demo_nodes, projections
 
 
@@ -65,19 +67,19 @@ def test_quiet_filter_drops_watch_successes_only() -> None:
 def test_pool_publisher_publishes_on_change_only() -> None:
     async def main() -> None:
         state = OperatorState()
-        op = handlers.OperatorContext(handlers.OperatorSettings(), state, Metrics(state))
-        op.coordinator = Coordinator()
+        op = OperatorContext(OperatorSettings(), state, Metrics(state))
+        op.planning_loop = PlanningLoop()
         op.pools_dirty = asyncio.Event()
-        pub = handlers._PoolPublisher(op)
+        pub = PoolPublisher(op)
         projs = projections(demo_nodes())
         pub.publish(projs, {})
-        first = op.coordinator.pools
+        first = op.planning_loop.pools
         assert first is not None and state.pools_observed.is_set()
         assert {v.pool.name for v in state.snapshot().pools} == {"a100", "cpu-amx", "h100", "l4", "t4"}
         pub.publish(projs, {})
-        assert op.coordinator.pools is first  # same fingerprint: nothing published
+        assert op.planning_loop.pools is first  # same fingerprint: nothing published
         pub.publish(projs, {"cheap": {"matchPool": "t4", "pricePerHour": 0.01}})
-        assert op.coordinator.pools is not first
+        assert op.planning_loop.pools is not first
         t4 = {v.pool.name: v for v in state.snapshot().pools}["t4"]
         assert t4.price_per_device_hour == 0.01
 

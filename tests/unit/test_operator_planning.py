@@ -6,7 +6,10 @@ import math
 from dataclasses import replace
 
 import pytest
-from hetsched.operator.planning import plan_workloads, resolve, what_if, with_used
+from hetsched.operator.planning.intake import resolve
+from hetsched.operator.planning.plans import plan_workloads, what_if
+from hetsched.operator.pools.build import with_used
+from hetsched.operator.reconcile.manifests import phase_deployments
 from hetsched.scheduler.placement.request import resolve_workload
 from operator_testkit import CHAT, CODER, HUGE, demo_nodes, pools_input, registration
 
@@ -53,9 +56,9 @@ def test_plan_places_disaggregated_and_colocated() -> None:
         assert p.dollars_per_million_tokens is not None and p.dollars_per_million_tokens > 0
         assert p.max_model_len > 0
         assert p.rejected and all(pool and phase and reason for pool, phase, reason in p.rejected)
-    deployments = chat.deployments() if chat.mode == "disaggregated" else coder.deployments()
+    deployments = phase_deployments(chat) if chat.mode == "disaggregated" else phase_deployments(coder)
     assert {d.phase for d in deployments} <= {"prefill", "decode", "colocated"}
-    for d in chat.deployments() + coder.deployments():
+    for d in phase_deployments(chat) + phase_deployments(coder):
         assert d.node_selector == {"hetsched.io/pool": d.pool} and d.gpu and d.tp >= 1 and d.replicas >= 1
 
 
@@ -63,7 +66,7 @@ def test_infeasible_plan_says_why() -> None:
     plans = plan_workloads([registration("huge", HUGE)], pools_input())
     huge = plans[("default", "huge")]
     assert not huge.placed and huge.reason and huge.message
-    assert huge.deployments() == [] and huge.devices() == {}
+    assert phase_deployments(huge) == [] and huge.devices() == {}
     assert huge.signature() == ("unplaced", huge.reason)
 
 
@@ -153,8 +156,8 @@ def test_with_used_and_what_if() -> None:
 def test_workload_without_serving_is_planned_with_the_default_images_engine() -> None:
     """The operator deploys its default (vLLM) image when spec.serving is absent, so the plan
     uses vLLM's fitted terms; a spec naming another engine's image gets that engine's."""
-    from hetsched.operator.manifests import DEFAULT_IMAGE
-    from hetsched.operator.planning import resolve
+    from hetsched.operator.planning.intake import resolve
+    from hetsched.operator.reconcile.manifests import DEFAULT_IMAGE
     from hetsched.scheduler.estimator.engines import engine_of_image
 
     req, _ = resolve("ns", "chat", CHAT)

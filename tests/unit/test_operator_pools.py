@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 import pytest
-from hetsched.operator import nodes as n
-from hetsched.operator.planning import build_pools
-from hetsched.operator.profiles import parse_profile, parse_profiles, resolve_pool
+from hetsched.operator.pools import nodes as n
+from hetsched.operator.pools.build import build_pools
+from hetsched.operator.pools.profiles import parse_profile, parse_profiles, resolve_pool
 from hetsched.scheduler import nodes as scheduler_nodes
 from operator_testkit import demo_nodes, live_pools, projections
 

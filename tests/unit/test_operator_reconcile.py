@@ -4,10 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from hetsched.operator import manifests, reconcile
-from hetsched.operator.planning import WorkloadPlan, plan_workloads
-from hetsched.operator.reconcile import ChildState
-from hetsched.operator.status import AgentWorkloadStatus, get_condition, round_sig, set_condition
+from hetsched.operator.planning.plans import WorkloadPlan, plan_workloads
+from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.children import (
+    ChildState,
+    PodScheduling,
+    desired_children,
+    parse_time,
+    plan_actions,
+    readiness,
+    scheduler_reason,
+    stalled_children,
+    unschedulable_pods,
+)
+from hetsched.operator.reconcile.status import (
+    AgentWorkloadStatus,
+    camel,
+    comparable,
+    degraded_event,
+    get_condition,
+    placed_status,
+    placement_event,
+    problem_status,
+    round_sig,
+    set_condition,
+    status_patch,
+    unplaced_status,
+)
 from operator_testkit import CHAT, CODER, HUGE, pools_input, registration
 
 NOW = "2026-01-01T00:00:00Z"
@@ -31,7 +54,7 @@ def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def test_placed_status_has_every_figure() -> None:
     plan = PLANS["chat"]
-    s = reconcile.placed_status(
+    s = placed_status(
         plan, 3, None, (False, "chat-decode: not created yet"), namespace_name=("default", "chat"), now=NOW
     )
     AgentWorkloadStatus.model_validate(s)
@@ -71,17 +94,17 @@ def test_placed_status_has_every_figure() -> None:
 def test_colocated_status_points_both_phases_at_the_serve_deployment() -> None:
     plan = next(p for p in PLANS.values() if p.mode == "colocated")
     name = plan.key[1]
-    s = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=plan.key, now=NOW)
+    s = placed_status(plan, 1, None, (True, "ok"), namespace_name=plan.key, now=NOW)
     assert s["prefill"]["deployment"] == s["decode"]["deployment"] == f"{name}-serve"
     assert s["prefill"]["pool"] == s["decode"]["pool"]
 
 
 def test_unplaced_status_is_degraded_with_the_reason() -> None:
     plan = PLANS["huge"]
-    s = reconcile.unplaced_status(plan, 1, None, now=NOW)
+    s = unplaced_status(plan, 1, None, now=NOW)
     AgentWorkloadStatus.model_validate(s)
     placed = _cond(s, "Placed")
-    assert placed["status"] == "False" and placed["reason"] == reconcile.camel(plan.reason)
+    assert placed["status"] == "False" and placed["reason"] == camel(plan.reason)
     degraded = _cond(s, "Degraded")
     assert (
         degraded["status"] == "True"
@@ -92,7 +115,7 @@ def test_unplaced_status_is_degraded_with_the_reason() -> None:
 
 
 def test_problem_status() -> None:
-    s = reconcile.problem_status(4, None, "InvalidSpec", "spec.model: unknown model 'x'", now=NOW)
+    s = problem_status(4, None, "InvalidSpec", "spec.model: unknown model 'x'", now=NOW)
     assert _cond(s, "Estimated")["status"] == "False"
     assert _cond(s, "Degraded") == {
         "type": "Degraded",
@@ -102,7 +125,7 @@ def test_problem_status() -> None:
         "lastTransitionTime": NOW,
         "observedGeneration": 4,
     }
-    waiting = reconcile.problem_status(1, None, "ConfigMapNotFound", "waiting", estimated=None, now=NOW)
+    waiting = problem_status(1, None, "ConfigMapNotFound", "waiting", estimated=None, now=NOW)
     assert _cond(waiting, "Estimated")["status"] == "Unknown"
 
 
@@ -118,43 +141,43 @@ def test_transition_time_moves_only_on_status_change() -> None:
 
 def test_status_patch_writes_only_changes_and_nulls_removed_keys() -> None:
     plan = PLANS["chat"]
-    s1 = reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
-    stored = reconcile.comparable(s1)
-    assert reconcile.status_patch(stored, s1) is None  # re-planning to the same result writes nothing
-    s2 = reconcile.placed_status(plan, 1, stored, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
-    assert reconcile.status_patch(stored, s2) is None  # nor does time passing
-    bad = reconcile.unplaced_status(PLANS["huge"], 2, stored, now=LATER)
-    patch = reconcile.status_patch(stored, bad)
+    s1 = placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
+    stored = comparable(s1)
+    assert status_patch(stored, s1) is None  # re-planning to the same result writes nothing
+    s2 = placed_status(plan, 1, stored, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
+    assert status_patch(stored, s2) is None  # nor does time passing
+    bad = unplaced_status(PLANS["huge"], 2, stored, now=LATER)
+    patch = status_patch(stored, bad)
     assert patch is not None
     assert patch["prefill"] is None and patch["mode"] is None and patch["observedGeneration"] == 2
     stale = dict(stored, extraKey="x")
-    assert reconcile.status_patch(stale, s1) == {"extraKey": None}
+    assert status_patch(stale, s1) == {"extraKey": None}
 
 
 def test_events_on_placement_change_only() -> None:
     plan = PLANS["chat"]
-    assert reconcile.placement_event(None, plan, set())[:2] == ("Normal", "Placed")
-    stored = reconcile.comparable(
-        reconcile.placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
+    assert placement_event(None, plan, set())[:2] == ("Normal", "Placed")
+    stored = comparable(
+        placed_status(plan, 1, None, (True, "ok"), namespace_name=("default", "chat"), now=NOW)
     )
-    assert reconcile.placement_event(stored, plan, set()) is None
+    assert placement_event(stored, plan, set()) is None
     assert plan.prefill is not None
-    moved = reconcile.placement_event(stored, PLANS["coder"], set())
+    moved = placement_event(stored, PLANS["coder"], set())
     assert moved is not None and moved[1] == "Replaced"
-    lost = reconcile.placement_event(stored, PLANS["coder"], {plan.prefill.pool})
+    lost = placement_event(stored, PLANS["coder"], {plan.prefill.pool})
     assert lost is not None and lost[:2] == ("Warning", "PoolLost")
-    assert reconcile.placement_event(stored, PLANS["huge"], set())[:2] == ("Warning", "Infeasible")
-    unplaced = reconcile.comparable(reconcile.unplaced_status(PLANS["huge"], 1, None, now=NOW))
-    assert reconcile.placement_event(unplaced, PLANS["huge"], set()) is None
+    assert placement_event(stored, PLANS["huge"], set())[:2] == ("Warning", "Infeasible")
+    unplaced = comparable(unplaced_status(PLANS["huge"], 1, None, now=NOW))
+    assert placement_event(unplaced, PLANS["huge"], set()) is None
 
 
 def test_actions_write_changed_and_delete_stale_children() -> None:
     reg = registration("chat", CHAT)
     plan = PLANS["chat"]
-    desired = reconcile.desired_children(reg, plan)
+    desired = desired_children(reg, plan)
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in desired)
     assert all(name.startswith("chat-") for _, name in kinds)
-    a = reconcile.plan_actions(desired, {}, {})
+    a = plan_actions(desired, {}, {})
     assert len(a.apply) == len(desired) and a.delete == ()
     existing = {
         (o["kind"], o["metadata"]["name"]): ChildState(
@@ -162,24 +185,24 @@ def test_actions_write_changed_and_delete_stale_children() -> None:
         )
         for o in desired
     }
-    assert reconcile.plan_actions(desired, existing, {}).apply == ()
+    assert plan_actions(desired, existing, {}).apply == ()
     existing[("Deployment", "chat-serve")] = ChildState("Deployment", "chat-serve", "old", reg.uid)
-    assert reconcile.plan_actions(desired, existing, {}).delete == (("Deployment", "chat-serve"),)
+    assert plan_actions(desired, existing, {}).delete == (("Deployment", "chat-serve"),)
     # Just written but not yet in the index: no second write.
     applied = {
         (o["kind"], o["metadata"]["name"]): o["metadata"]["annotations"][manifests.HASH_ANNOTATION]
         for o in desired
     }
-    assert reconcile.plan_actions(desired, {}, applied).apply == ()
+    assert plan_actions(desired, {}, applied).apply == ()
     # Adopted from another owner: rewritten.
     foreign = {k: ChildState(v.kind, v.name, v.hash, "someone-else") for k, v in existing.items()}
-    assert len(reconcile.plan_actions(desired, foreign, {}).apply) == len(desired)
+    assert len(plan_actions(desired, foreign, {}).apply) == len(desired)
 
 
 def test_readiness_from_child_states() -> None:
     reg = registration("chat", CHAT)
     plan = PLANS["chat"]
-    desired = reconcile.desired_children(reg, plan)
+    desired = desired_children(reg, plan)
     deployments = [o for o in desired if o["kind"] == "Deployment"]
     h = manifests.HASH_ANNOTATION
 
@@ -198,14 +221,14 @@ def test_readiness_from_child_states() -> None:
         )
 
     ready = {("Deployment", o["metadata"]["name"]): state(o, o["spec"]["replicas"]) for o in deployments}
-    assert reconcile.readiness(plan, desired, ready)[0] is True
+    assert readiness(plan, desired, ready)[0] is True
     first = deployments[0]
     partial = dict(ready)
     partial[("Deployment", first["metadata"]["name"])] = state(first, 0)
-    ok, why = reconcile.readiness(plan, desired, partial)
+    ok, why = readiness(plan, desired, partial)
     assert not ok and "available" in why
-    assert reconcile.readiness(plan, desired, {})[1].count("not created yet") == len(deployments)
-    assert reconcile.readiness(PLANS["huge"], [], {}) == (False, "not placed")
+    assert readiness(plan, desired, {})[1].count("not created yet") == len(deployments)
+    assert readiness(PLANS["huge"], [], {}) == (False, "not placed")
 
 
 def test_child_state_from_body() -> None:
@@ -225,8 +248,8 @@ def test_child_state_from_body() -> None:
 
 
 def test_camel_and_rounding() -> None:
-    assert reconcile.camel("no-free-devices") == "NoFreeDevices"
-    assert reconcile.camel(None) == "Unknown"
+    assert camel("no-free-devices") == "NoFreeDevices"
+    assert camel(None) == "Unknown"
     assert round_sig(123456.789) == 123460.0
     assert round_sig(float("inf")) is None and round_sig(0.0) == 0.0 and round_sig(None) is None
 
@@ -235,7 +258,7 @@ def test_bad_serving_args_raise_value_error() -> None:
     spec = {**CHAT, "serving": {"prefill": {"image": "x", "args": ["{nope}"]}}}
     reg = registration("chat", spec)
     try:
-        reconcile.desired_children(reg, PLANS["chat"])
+        desired_children(reg, PLANS["chat"])
     except ValueError as exc:
         assert "nope" in str(exc)
     else:
@@ -243,7 +266,7 @@ def test_bad_serving_args_raise_value_error() -> None:
 
 
 # ---- unschedulable children -----------------------------------------------------------------
-T0 = reconcile.parse_time("2026-01-01T00:00:00Z")
+T0 = parse_time("2026-01-01T00:00:00Z")
 assert T0 is not None
 SCHEDULER_MESSAGE = (
     "0/10 nodes are available: 2 Insufficient nvidia.com/gpu, 8 node(s) didn't match Pod's node "
@@ -287,11 +310,11 @@ def _progressing(update: str, status: str = "True", reason: str = "ReplicaSetUpd
 def test_whole_second_timestamps_read_as_the_end_of_their_second() -> None:
     """A pod unschedulable at 00:00:00.7 is stamped 00:00:00Z; counting from 00:00:00 would end a
     5 s grace period at 4.3 s."""
-    fine = reconcile.parse_time("2026-01-01T00:00:00.250000Z")
+    fine = parse_time("2026-01-01T00:00:00.250000Z")
     assert fine is not None and T0 is not None
     assert T0 - fine == 0.75
-    assert reconcile.parse_time("2026-01-01T00:00:00+00:00") == T0
-    assert reconcile.parse_time("not a time") is None and reconcile.parse_time(None) is None
+    assert parse_time("2026-01-01T00:00:00+00:00") == T0
+    assert parse_time("not a time") is None and parse_time(None) is None
 
 
 def test_child_state_reads_selector_and_last_progress() -> None:
@@ -327,7 +350,7 @@ def test_stalled_for() -> None:
 def test_stalled_children_only_at_the_desired_content() -> None:
     reg = registration("chat", {**CHAT, "disaggregation": "always"})
     plan = plan_workloads([reg], pools_input())[reg.key]
-    desired = reconcile.desired_children(reg, plan)
+    desired = desired_children(reg, plan)
     deployments = [o for o in desired if o["kind"] == "Deployment"]
     assert len(deployments) == 2
     h = manifests.HASH_ANNOTATION
@@ -350,12 +373,12 @@ def test_stalled_children_only_at_the_desired_content() -> None:
     first, second = deployments
     k1, k2 = ("Deployment", first["metadata"]["name"]), ("Deployment", second["metadata"]["name"])
     existing = {k1: child(first, T0 - 100), k2: child(second, T0 - 10)}
-    stalled, wait = reconcile.stalled_children(desired, existing, T0, grace=60)
+    stalled, wait = stalled_children(desired, existing, T0, grace=60)
     assert [c.name for c in stalled] == [first["metadata"]["name"]] and wait == 50
     # Ready, or an update on its way (old content): nothing to look at.
     existing = {k1: child(first, T0 - 100, available=1), k2: child(second, T0 - 100, hash_="old")}
-    assert reconcile.stalled_children(desired, existing, T0, grace=60) == ([], None)
-    assert reconcile.stalled_children(desired, {}, T0, grace=60) == ([], None)
+    assert stalled_children(desired, existing, T0, grace=60) == ([], None)
+    assert stalled_children(desired, {}, T0, grace=60) == ([], None)
 
 
 def _pod(name: str, since: str | None, reason: str = "Unschedulable", **meta: Any) -> dict[str, Any]:
@@ -374,7 +397,7 @@ def _pod(name: str, since: str | None, reason: str = "Unschedulable", **meta: An
 
 
 def test_pod_scheduling_from_body() -> None:
-    p = reconcile.PodScheduling.from_body(_pod("a", "2026-01-01T00:00:00Z"))
+    p = PodScheduling.from_body(_pod("a", "2026-01-01T00:00:00Z"))
     assert p.unschedulable_since == T0 and p.message == SCHEDULER_MESSAGE
     for body in (
         _pod("b", None),  # not tried yet
@@ -385,26 +408,26 @@ def test_pod_scheduling_from_body() -> None:
             "status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}]},
         },
     ):
-        assert reconcile.PodScheduling.from_body(body).unschedulable_since is None, body["metadata"]["name"]
+        assert PodScheduling.from_body(body).unschedulable_since is None, body["metadata"]["name"]
 
 
 def test_unschedulable_pods_after_the_grace_period() -> None:
     pods = [
-        reconcile.PodScheduling.from_body(_pod("d-2", "2026-01-01T00:00:30Z")),
-        reconcile.PodScheduling.from_body(_pod("d-1", "2026-01-01T00:00:10Z")),
-        reconcile.PodScheduling.from_body({"metadata": {"name": "d-3"}, "status": {"phase": "Running"}}),
+        PodScheduling.from_body(_pod("d-2", "2026-01-01T00:00:30Z")),
+        PodScheduling.from_body(_pod("d-1", "2026-01-01T00:00:10Z")),
+        PodScheduling.from_body({"metadata": {"name": "d-3"}, "status": {"phase": "Running"}}),
     ]
-    assert reconcile.unschedulable_pods("d", [], T0 + 100, 60) == (None, None)
-    assert reconcile.unschedulable_pods("d", pods[2:], T0 + 100, 60) == (None, None)
-    assert reconcile.unschedulable_pods("d", pods, T0 + 40, 60) == (None, 30)  # d-1 in 30 s
-    message, recheck = reconcile.unschedulable_pods("d", pods, T0 + 70, 60)
+    assert unschedulable_pods("d", [], T0 + 100, 60) == (None, None)
+    assert unschedulable_pods("d", pods[2:], T0 + 100, 60) == (None, None)
+    assert unschedulable_pods("d", pods, T0 + 40, 60) == (None, 30)  # d-1 in 30 s
+    message, recheck = unschedulable_pods("d", pods, T0 + 70, 60)
     assert recheck is None
     assert message == (
         "d: pod d-1 unschedulable: 0/10 nodes are available: 2 Insufficient nvidia.com/gpu, "
         "8 node(s) didn't match Pod's node affinity/selector"
     )
-    assert reconcile.scheduler_reason("") == "Unschedulable"
-    assert reconcile.scheduler_reason("0/3 nodes are available: 3 Insufficient cpu.") == (
+    assert scheduler_reason("") == "Unschedulable"
+    assert scheduler_reason("0/3 nodes are available: 3 Insufficient cpu.") == (
         "0/3 nodes are available: 3 Insufficient cpu"
     )
 
@@ -413,20 +436,18 @@ def test_unschedulable_status_and_event_once() -> None:
     plan = PLANS["chat"]
     why = "chat-decode: pod chat-decode-x unschedulable: 0/10 nodes are available: 2 Insufficient nvidia.com/gpu"
     ready = (False, "chat-decode: 0/1 replicas available")
-    fine = reconcile.placed_status(plan, 1, None, ready, namespace_name=("default", "chat"), now=NOW)
+    fine = placed_status(plan, 1, None, ready, namespace_name=("default", "chat"), now=NOW)
     assert _cond(fine, "Degraded")["status"] == "False"
-    s = reconcile.placed_status(
-        plan, 1, fine, ready, namespace_name=("default", "chat"), unschedulable=why, now=LATER
-    )
+    s = placed_status(plan, 1, fine, ready, namespace_name=("default", "chat"), unschedulable=why, now=LATER)
     AgentWorkloadStatus.model_validate(s)
     degraded = _cond(s, "Degraded")
     assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "Unschedulable", why)
     assert degraded["lastTransitionTime"] == LATER
     assert _cond(s, "Ready")["status"] == "False" and _cond(s, "Placed")["status"] == "True"
-    assert reconcile.degraded_event(fine, why) == ("Warning", "Unschedulable", why)
-    assert reconcile.degraded_event(s, why) is None  # already reported
-    assert reconcile.degraded_event(s, why + " (other pod)") is None
-    assert reconcile.degraded_event(s, None) is None
+    assert degraded_event(fine, why) == ("Warning", "Unschedulable", why)
+    assert degraded_event(s, why) is None  # already reported
+    assert degraded_event(s, why + " (other pod)") is None
+    assert degraded_event(s, None) is None
     # Recovered: Degraded False again, AsPlanned.
-    back = reconcile.placed_status(plan, 1, s, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
+    back = placed_status(plan, 1, s, (True, "ok"), namespace_name=("default", "chat"), now=LATER)
     assert (_cond(back, "Degraded")["status"], _cond(back, "Degraded")["reason"]) == ("False", "AsPlanned")

@@ -13,7 +13,7 @@ import platform
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hetsched.operator.state import OperatorState
+from hetsched.operator.api.state import OperatorState
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hetsched.operator.api import EstimateRequest, PlanInputError, validation_detail
-from hetsched.operator.planning import PoolsInput, what_if
-from hetsched.operator.state import OperatorState
+from hetsched.operator.api.app import EstimateRequest, PlanInputError, validation_detail
+from hetsched.operator.api.state import OperatorState
+from hetsched.operator.planning.plans import what_if
+from hetsched.operator.pools.build import PoolsInput
 from hetsched.scheduler import catalog
 from hetsched.scheduler.estimator.analysis import Scenario, analyze
 from hetsched.scheduler.placement.request import WorkloadRequest, precisions_from_spec, resolve_workload

@@ -1,4 +1,8 @@
-"""``hetsched operator run``: Kopf (main thread) plus the HTTP API and /metrics (own thread)."""
+"""``hetsched operator run`` — Kopf (main thread) plus the HTTP API and /metrics (own thread) — and
+``hetsched crds``, which writes the CustomResourceDefinitions generated from the spec models.
+
+The command-line defaults of ``operator run`` are :class:`~hetsched.operator.settings.OperatorSettings`'.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+from hetsched.operator.settings import OperatorSettings
 from hetsched.scheduler.pools import network_bandwidths
+
+DEFAULTS = OperatorSettings()
 
 
 def _network(values: list[str]) -> dict[str, float]:
@@ -49,21 +57,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "crds"
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from hetsched.operator import crdgen
+
+    out = Path(args.out)
+    if args.check:
+        stale = crdgen.drifted(out)
+        if stale:
+            print(
+                f"hetsched crds: {', '.join(stale)} in {out} differ from scheduler/spec.py; run `make crds`",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{out}: CRDs up to date")
+        return 0
+    if args.stdout:
+        sys.stdout.write("---\n".join(crdgen.rendered_crds().values()))
+        return 0
+    for path in crdgen.write_crds(out):
+        print(path)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Kopf's client reads $KUBECONFIG when it is imported: set it before any import of kopf.
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
 
     import kopf
-    from hetsched.operator import handlers  # registers the handlers
-    from hetsched.operator.api import Readiness, create_app
-    from hetsched.operator.metrics import Metrics
-    from hetsched.operator.server import HttpServer
-    from hetsched.operator.state import OperatorState
-    from hetsched.operator.whatif import WhatIfBackend
+    from hetsched.operator import handlers  # noqa: F401  (importing it registers the handlers)
+    from hetsched.operator.api.app import Readiness, create_app
+    from hetsched.operator.api.metrics import Metrics
+    from hetsched.operator.api.server import HttpServer
+    from hetsched.operator.api.state import OperatorState
+    from hetsched.operator.api.whatif import WhatIfBackend
+    from hetsched.operator.settings import OperatorContext
 
     namespaces = tuple(args.namespace or ())
-    settings = handlers.OperatorSettings(
+    settings = OperatorSettings(
         clusterwide=not namespaces,
         namespaces=namespaces,
         policy=args.policy,
@@ -95,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         leader_election=lease is not None,
         lease="" if lease is None else f"{lease.namespace}/{lease.name}",
     )
-    op = handlers.OperatorContext(settings=settings, state=state, metrics=metrics, readiness=readiness)
+    op = OperatorContext(settings=settings, state=state, metrics=metrics, readiness=readiness)
     backend = WhatIfBackend(state, op.pools)
     app = create_app(
         state,
@@ -149,6 +183,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    _register_crds(subparsers)
+    _register_operator(subparsers)
+
+
+def _register_crds(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "crds",
+        help="generate the CRDs (AgentWorkload, AcceleratorProfile) from the spec models",
+        description="Write crds/*.yaml from hetsched/scheduler/spec.py (structural OpenAPI v3 with CEL rules).",
+    )
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: the repo's crds/)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the files there differ from the models")
+    p.add_argument("--stdout", action="store_true", help="print the CRDs instead of writing files")
+    p.set_defaults(func=cmd_crds)
+
+
+def _register_operator(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "operator", help="run the Kubernetes operator", description="The hetsched operator."
     )
@@ -170,7 +221,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--policy",
         choices=("stable", "joint"),
-        default="stable",
+        default=DEFAULTS.policy,
         help="stable: placed workloads keep their placement while valid (default); joint: re-optimise all",
     )
     run.add_argument(
@@ -180,30 +231,45 @@ def register(subparsers: Any) -> None:
         help="inter-pool bandwidth for KV transfer: default=25 or a100/h100=50 (repeatable)",
     )
     run.add_argument(
-        "--resync-seconds", type=float, default=60.0, help="periodic re-convergence (default 60)"
+        "--resync-seconds",
+        type=float,
+        default=DEFAULTS.resync_seconds,
+        help=f"periodic re-convergence (default {DEFAULTS.resync_seconds:g})",
     )
-    run.add_argument("--debounce-seconds", type=float, default=0.2, help="planning debounce (default 0.2)")
+    run.add_argument(
+        "--debounce-seconds",
+        type=float,
+        default=DEFAULTS.debounce_seconds,
+        help=f"planning debounce (default {DEFAULTS.debounce_seconds:g})",
+    )
     run.add_argument(
         "--not-ready-grace-seconds",
         type=float,
-        default=30.0,
-        help="a NotReady node still counts until it has been NotReady this long (default 30)",
+        default=DEFAULTS.not_ready_grace_seconds,
+        help="a NotReady node still counts until it has been NotReady this long "
+        f"(default {DEFAULTS.not_ready_grace_seconds:g})",
     )
     run.add_argument(
         "--unschedulable-grace-seconds",
         type=_non_negative,
-        default=60.0,
+        default=DEFAULTS.unschedulable_grace_seconds,
         help="a child Deployment's pod the scheduler finds no node for makes the workload Degraded "
-        "(reason Unschedulable) after this long (default 60)",
+        f"(reason Unschedulable) after this long (default {DEFAULTS.unschedulable_grace_seconds:g})",
     )
     run.add_argument(
         "--startup-grace-seconds",
         type=float,
-        default=10.0,
-        help="before the first plan, wait this long for every existing workload to be read (default 10)",
+        default=DEFAULTS.startup_grace_seconds,
+        help="before the first plan, wait this long for every existing workload to be read "
+        f"(default {DEFAULTS.startup_grace_seconds:g})",
     )
-    run.add_argument("--workers", type=int, default=4, help="concurrent convergences (default 4)")
-    run.add_argument("--solver", choices=("milp", "greedy"), default="milp", help="placement solver")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULTS.workers,
+        help=f"concurrent convergences (default {DEFAULTS.workers})",
+    )
+    run.add_argument("--solver", choices=("milp", "greedy"), default=DEFAULTS.solver, help="placement solver")
     run.add_argument("--max-body-bytes", type=int, default=1 << 20, help="HTTP request body limit (1 MiB)")
     run.add_argument(
         "--max-concurrent-plans",

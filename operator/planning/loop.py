@@ -6,7 +6,7 @@ becomes one planning round), and each round runs in a worker thread (``asyncio.t
 the event loop never blocks. After a round, the keys whose placement changed are handed to
 ``on_changed`` (the reconciler converges them).
 
-Before the first round the coordinator waits until every workload the index knows about has been
+Before the first round the planning loop waits until every workload the index knows about has been
 registered or found invalid (or ``startup_grace`` passed), so that an operator restart re-plans
 everything at once instead of placing workloads one by one in arrival order.
 """
@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hetsched.operator.planning import Key, PoolsInput, Registration, WorkloadPlan, plan_workloads
+from hetsched.operator.planning.intake import Key, Registration
+from hetsched.operator.planning.plans import WorkloadPlan, plan_workloads
+from hetsched.operator.pools.build import PoolsInput
 
-log = logging.getLogger("hetsched.coordinator")
+log = logging.getLogger("hetsched.planning")
 
 PlanFn = Callable[[list[Registration], PoolsInput, Mapping[Key, WorkloadPlan]], dict[Key, WorkloadPlan]]
 
@@ -41,7 +43,7 @@ class Round:
 
 
 @dataclass
-class Coordinator:
+class PlanningLoop:
     plan_fn: PlanFn = field(default=lambda regs, pools, prev: plan_workloads(regs, pools, prev))
     debounce: float = 0.2
     max_delay: float = 2.0

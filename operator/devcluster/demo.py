@@ -1,8 +1,8 @@
 """``make demo`` / ``make demo-down``: the local cluster, the CRDs, the example workloads and the
 operator in the background, then the placement table.
 
-    python -m hetsched.operator.demo up [--port 8080] [--workloads 'examples/workloads/*.yaml']
-    python -m hetsched.operator.demo down
+    python -m hetsched.operator.devcluster.demo up [--port 8080] [--workloads 'examples/workloads/*.yaml']
+    python -m hetsched.operator.devcluster.demo down
 
 State (pid file, operator log) lives in ``$HETSCHED_DEMO_DIR`` (default
 ``~/.local/state/hetsched/demo``); the cluster is ``hetsched cluster``'s default one
@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import yaml
-from hetsched.operator.status import get_condition
+from hetsched.operator.reconcile.status import get_condition
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_POOLS = REPO / "examples" / "pools" / "demo.yaml"
@@ -94,7 +94,7 @@ def _namespaces(paths: list[str]) -> list[str]:
 
 def up(args: argparse.Namespace) -> int:
     from hetsched.operator.devcluster.cluster import Cluster
-    from hetsched.operator.devcluster.pools import load_pools
+    from hetsched.operator.devcluster.nodes import load_pools
 
     started = time.monotonic()
     sdir = state_dir()
@@ -298,7 +298,7 @@ def down(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hetsched.operator.demo")
+    parser = argparse.ArgumentParser(prog="python -m hetsched.operator.devcluster.demo")
     sub = parser.add_subparsers(dest="action", required=True)
     p_up = sub.add_parser("up")
     p_up.add_argument("--port", type=int, default=int(os.environ.get("DEMO_PORT", "8080")))

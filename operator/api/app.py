@@ -25,8 +25,8 @@ from typing import Any, Protocol
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.state import OperatorState
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState
 from hetsched.scheduler.spec import AgentOverrides, PrecisionSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

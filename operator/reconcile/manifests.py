@@ -15,10 +15,13 @@ import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hetsched.scheduler.pools import GPU_RESOURCE, POOL_LABEL
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND, ContainerSpec, ServingSpec
+
+if TYPE_CHECKING:
+    from hetsched.operator.planning.plans import PhasePlan, WorkloadPlan
 
 MANAGER = "hetsched"
 WORKLOAD_LABEL = "hetsched.io/workload"
@@ -290,6 +293,33 @@ def service(ref: WorkloadRef, plan: PhaseDeployment) -> dict[str, Any]:
         },
     }
     return _stamp(obj)
+
+
+def phase_deployments(plan: WorkloadPlan) -> list[PhaseDeployment]:
+    """A plan's phases as Deployments: one ``colocated`` or a ``prefill`` and a ``decode``."""
+    if not plan.placed or plan.prefill is None or plan.decode is None:
+        return []
+    if plan.mode == "colocated":
+        return [_deployment("colocated", plan.decode, plan.max_model_len)]
+    return [
+        _deployment("prefill", plan.prefill, plan.max_model_len),
+        _deployment("decode", plan.decode, plan.max_model_len),
+    ]
+
+
+def _deployment(phase: str, p: PhasePlan, max_model_len: int) -> PhaseDeployment:
+    return PhaseDeployment(
+        phase=phase,
+        pool=p.pool,
+        node_selector=dict(p.node_selector),
+        gpu=p.gpu,
+        tp=p.tp,
+        replicas=p.replicas,
+        max_batch=p.batch,
+        max_model_len=max_model_len,
+        taints=p.taints,
+        avoid_labelled_pools=POOL_LABEL not in p.node_selector,
+    )
 
 
 def children(ref: WorkloadRef, phases: Sequence[PhaseDeployment]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hetsched.operator.reconcile.status import now_rfc3339, set_condition
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
 from hetsched.scheduler.nodes import LivePool, label_price
@@ -128,3 +129,40 @@ def resolve_pool(pool: LivePool, profiles: list[Profile]) -> ResolvedPool:
     if price is None and hardware is not None and not problem:
         price, price_source = hardware.price_per_hour, hardware.price_source or "catalog"
     return ResolvedPool(pool, hardware, source, price, price_source, problem, reason)
+
+
+def profile_status(
+    name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None, generation: int
+) -> tuple[dict[str, Any], str | None]:
+    """An AcceleratorProfile's status fields (condition ``Accepted``, the hardware and price it
+    resolves to) and, when its spec is invalid, the error (the status says it too)."""
+    conditions = list((status or {}).get("conditions") or [])
+    now = now_rfc3339()
+    try:
+        profile = parse_profile(name, spec)
+    except ValueError as exc:
+        return {
+            "conditions": set_condition(
+                conditions, "Accepted", False, "InvalidSpec", str(exc), generation=generation, now=now
+            ),
+            "observedGeneration": generation,
+        }, str(exc)
+    hardware = profile.hardware.name if profile.hardware is not None else None
+    what = f"hardware {hardware}" if hardware else "price override"
+    match = ", ".join(
+        f"{k}={v}"
+        for k, v in (("pool", profile.spec.match_pool), ("gpu product", profile.spec.match_gpu_product))
+        if v
+    )
+    return {
+        "conditions": set_condition(
+            conditions, "Accepted", True, "Accepted", f"{what} for {match}", generation=generation, now=now
+        ),
+        "observedGeneration": generation,
+        "hardware": hardware,
+        "pricePerDeviceHour": (
+            profile.spec.price_per_hour
+            if profile.spec.price_per_hour is not None
+            else (profile.hardware.price_per_hour if profile.hardware is not None else None)
+        ),
+    }, None

@@ -1,15 +1,13 @@
-"""Glue between the operator and the placement engine (pure: no Kubernetes, no Kopf).
+"""Plans: one planning round for all registered workloads, and what the reconciler needs of each.
 
-* :func:`build_cluster` — the scheduler's ``Cluster`` from live pools (``nodes.py``) and
-  AcceleratorProfiles (``profiles.py``), minus devices already used;
-* :func:`resolve` — an AgentWorkload spec (dict from the API server) to a ``WorkloadRequest``;
-* :func:`plan_workloads` — one planning round for all registered workloads, with the *stable*
-  policy (placed workloads whose spec and pools did not change keep their placement and their
-  devices count as used; the rest are planned together on what is left) or the *joint* policy
-  (everything re-optimised together every round);
+* :func:`plan_workloads` — one planning round, with the *stable* policy (placed workloads whose
+  spec and pools did not change keep their placement and their devices count as used; the rest
+  are planned together on what is left) or the *joint* policy (everything re-optimised together
+  every round);
 * :class:`WorkloadPlan` / :class:`PhasePlan` — what the reconciler needs per workload, with the OI
   and CF of each phase at its operating point (re-derived with ``analysis.analyze_phase``, the
-  same conventions as the planner's estimate cache).
+  same conventions as the planner's estimate cache);
+* :func:`what_if` — the HTTP API's plans on the live pools, net of the devices in use.
 """
 
 from __future__ import annotations
@@ -19,120 +17,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hetsched.operator.manifests import DEFAULT_IMAGE, PhaseDeployment, TaintRef
-from hetsched.operator.profiles import Profile, ResolvedPool, resolve_pool
-from hetsched.operator.state import PoolView
-from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.operator.planning.intake import Key, Registration
+from hetsched.operator.pools.build import PoolsInput, with_used
+from hetsched.operator.reconcile.manifests import TaintRef
 from hetsched.scheduler.estimator.analysis import analyze_phase, decode_context
 from hetsched.scheduler.estimator.cost import Phase
-from hetsched.scheduler.estimator.engines import engine_of_image
-from hetsched.scheduler.nodes import LivePool, pool_from_live
 from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.placement.planner import plan as engine_plan
-from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
+from hetsched.scheduler.placement.request import WorkloadRequest
 from hetsched.scheduler.placement.result import PhasePlacement, WorkloadPlacement
-from hetsched.scheduler.pools import Cluster, Pool, UnavailablePool, network_bandwidths
-
-Key = tuple[str, str]  # (namespace, name)
+from hetsched.scheduler.pools import Cluster
 
 
-# ---- pools ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PoolsInput:
-    """Everything planning needs about the pools, and its fingerprint."""
-
-    cluster: Cluster  # all usable devices free
-    views: tuple[PoolView, ...]
-    fingerprint: str
-
-
-def build_pools(
-    live: Sequence[LivePool],
-    profiles: Sequence[Profile],
-    *,
-    network_gbps: Mapping[str, float] | None = None,
-    fingerprint: str = "",
-) -> PoolsInput:
-    """The Cluster (hardware and price resolved) and the per-pool views for the API and metrics."""
-    pools: list[Pool] = []
-    unavailable: list[UnavailablePool] = []
-    views: list[PoolView] = []
-    for lp in live:
-        rp: ResolvedPool = resolve_pool(lp, list(profiles))
-        hw = rp.hardware
-        problem = rp.problem
-        if hw is not None and not problem and lp.nodes == 0:
-            problem = f"no Ready, schedulable nodes ({lp.total_nodes} node(s): NotReady or cordoned)"
-        views.append(
-            PoolView(
-                pool=lp,
-                hardware=hw.name if hw is not None else None,
-                hardware_source=rp.hardware_source,
-                device_memory_bytes=hw.memory_bytes if hw is not None else 0.0,
-                price_per_device_hour=rp.price_per_device_hour,
-                problem=problem,
-            )
-        )
-        if hw is None or rp.problem:
-            unavailable.append(UnavailablePool(lp.name, rp.reason, rp.problem, lp.devices))
-            continue
-        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0)
-        if pool is not None:  # like cluster_from_nodes: a pool without usable nodes is not offered at all
-            pools.append(pool)
-    # Pools named in --network-gbps come and go with their nodes: pairs of absent pools are left out.
-    pairs, default = network_bandwidths(network_gbps or {}, [p.name for p in pools], ignore_unknown=True)
-    cluster = Cluster(tuple(pools), pairs, default, tuple(unavailable))
-    return PoolsInput(cluster, tuple(views), fingerprint)
-
-
-def with_used(cluster: Cluster, used: Mapping[str, int]) -> Cluster:
-    """The cluster with ``used`` devices per pool taken."""
-    pools = tuple(
-        replace(p, free_devices=max(0, p.free_devices - int(used.get(p.name, 0)))) for p in cluster.pools
-    )
-    return replace(cluster, pools=pools)
-
-
-# ---- workloads --------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """A valid, resolved workload the coordinator plans."""
-
-    key: Key
-    generation: int
-    uid: str
-    request: WorkloadRequest
-    spec: Mapping[str, Any]  # the spec as the API server returned it (for serving/containers)
-    model_id: str  # what {model} renders to
-    created: str = ""  # metadata.creationTimestamp (RFC 3339): older workloads keep their devices first
-
-
-def resolve(
-    namespace: str,
-    name: str,
-    spec: Mapping[str, Any],
-    *,
-    config_json: Mapping[str, Any] | None = None,
-) -> tuple[WorkloadRequest, str]:
-    """(request, model id for {model}); ValueError naming the field when the spec cannot be served."""
-    model: ModelConfig | None = None
-    if config_json is not None:
-        from hetsched.scheduler import catalog
-
-        cm = (spec.get("model") or {}).get("configMap") or {}
-        label = f"{namespace}/{cm.get('name', 'configmap')}"
-        try:
-            model = catalog.load_hf_config(dict(config_json), label)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"spec.model.configMap: {exc}") from None
-    req = resolve_workload(dict(spec), name=name, namespace=namespace, model=model)
-    if not spec.get("serving"):  # the children run the default image: plan with its engine's terms
-        req = replace(req, engine=engine_of_image(DEFAULT_IMAGE))
-    model_id = req.model.hf_id or (spec.get("model") or {}).get("name") or req.model.name
-    return req, str(model_id)
-
-
-# ---- plans ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PhasePlan:
     phase: str  # prefill | decode
@@ -214,18 +110,6 @@ class WorkloadPlan:
                 out.setdefault(p.pool, []).extend([p.tp] * p.replicas)
         return out
 
-    def deployments(self) -> list[PhaseDeployment]:
-        """The phases as Deployments: one ``colocated`` or a ``prefill`` and a ``decode``."""
-        if not self.placed or self.prefill is None or self.decode is None:
-            return []
-        if self.mode == "colocated":
-            d = self.decode
-            return [_deployment("colocated", d, self.max_model_len)]
-        return [
-            _deployment("prefill", self.prefill, self.max_model_len),
-            _deployment("decode", self.decode, self.max_model_len),
-        ]
-
     def describe(self) -> str:
         if not self.placed:
             return f"not placed ({self.reason}): {self.message}"
@@ -246,21 +130,6 @@ class WorkloadPlan:
             f"prefill on {p.pool} ({p.hardware}, TP {p.tp} × {p.replicas}, {p.regime}), "
             f"decode on {d.pool} ({d.hardware}, TP {d.tp} × {d.replicas}, batch {d.batch}, {d.regime}){cost}"
         )
-
-
-def _deployment(phase: str, p: PhasePlan, max_model_len: int) -> PhaseDeployment:
-    return PhaseDeployment(
-        phase=phase,
-        pool=p.pool,
-        node_selector=dict(p.node_selector),
-        gpu=p.gpu,
-        tp=p.tp,
-        replicas=p.replicas,
-        max_batch=p.batch,
-        max_model_len=max_model_len,
-        taints=p.taints,
-        avoid_labelled_pools="hetsched.io/pool" not in p.node_selector,
-    )
 
 
 def _phase_plan(

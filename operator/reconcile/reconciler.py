@@ -25,12 +25,29 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from hetsched.operator import manifests, reconcile
-from hetsched.operator.coordinator import Coordinator
-from hetsched.operator.metrics import Metrics
-from hetsched.operator.planning import Key, Registration
-from hetsched.operator.reconcile import ChildState, PodScheduling
-from hetsched.operator.state import OperatorState, Slo
+from hetsched.operator.api.metrics import Metrics
+from hetsched.operator.api.state import OperatorState, Slo
+from hetsched.operator.planning.intake import Key, Registration
+from hetsched.operator.planning.loop import PlanningLoop
+from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.children import (
+    ChildState,
+    PodScheduling,
+    desired_children,
+    plan_actions,
+    readiness,
+    stalled_children,
+    unschedulable_pods,
+)
+from hetsched.operator.reconcile.status import (
+    comparable,
+    degraded_event,
+    placed_status,
+    placement_event,
+    problem_status,
+    status_patch,
+    unplaced_status,
+)
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND
 
 log = logging.getLogger("hetsched.reconciler")
@@ -63,7 +80,7 @@ class Reconciler:
         api: Api,
         state: OperatorState,
         metrics: Metrics,
-        coordinator: Coordinator,
+        planning_loop: PlanningLoop,
         children: ChildrenFn,
         post_event: EventFn | None = None,
         *,
@@ -73,7 +90,7 @@ class Reconciler:
         self.api = api
         self.state = state
         self.metrics = metrics
-        self.coordinator = coordinator
+        self.planning_loop = planning_loop
         self.children = children
         self.post_event = post_event
         self.workers = workers
@@ -94,7 +111,7 @@ class Reconciler:
     def note_status(self, key: Key, status: Mapping[str, Any] | None) -> None:
         """The status the API server has (from a handler's body), unless we already know better."""
         if key not in self._status:
-            self._status[key] = reconcile.comparable(status)
+            self._status[key] = comparable(status)
 
     def forget(self, key: Key) -> None:
         self._status.pop(key, None)
@@ -196,25 +213,25 @@ class Reconciler:
             return result
 
     async def _converge(self, key: Key) -> str:
-        reg = self.coordinator.registrations.get(key)
+        reg = self.planning_loop.registrations.get(key)
         if reg is None:
             return "waiting"
-        plan = self.coordinator.plan(key)
+        plan = self.planning_loop.plan(key)
         if plan is None:
             return "waiting"
         namespace, name = key
         previous = self._status.get(key)
         try:
-            desired = reconcile.desired_children(reg, plan)
+            desired = desired_children(reg, plan)
         except ValueError as exc:
-            status = reconcile.problem_status(
+            status = problem_status(
                 reg.generation, previous, "InvalidServing", f"spec.serving: {exc}", estimated=True
             )
             await self._write_status(reg, status)
             return "invalid"
         existing = self.children(key)
         applied = {(k, n): h for (ns, k, n), h in self._applied.items() if ns == namespace}
-        actions = reconcile.plan_actions(desired, existing, applied)
+        actions = plan_actions(desired, existing, applied)
         for obj in actions.apply:
             await self.api.apply(obj)
             meta = obj["metadata"]
@@ -226,16 +243,16 @@ class Reconciler:
             self._applied.pop((namespace, kind, child), None)
         unschedulable = None
         if plan.placed:
-            ready = reconcile.readiness(plan, desired, existing)
+            ready = readiness(plan, desired, existing)
             if not ready[0]:
                 unschedulable = await self._unschedulable(key, desired, existing)
-            status = reconcile.placed_status(
+            status = placed_status(
                 plan, reg.generation, previous, ready, namespace_name=key, unschedulable=unschedulable
             )
         else:
-            status = reconcile.unplaced_status(plan, reg.generation, previous)
-        event = reconcile.placement_event(previous, plan, self.coordinator.lost_pools)
-        warning = reconcile.degraded_event(previous, unschedulable)
+            status = unplaced_status(plan, reg.generation, previous)
+        event = placement_event(previous, plan, self.planning_loop.lost_pools)
+        warning = degraded_event(previous, unschedulable)
         wrote = await self._write_status(reg, status)
         if event is not None:
             self._event(object_ref(namespace, name, reg.uid), *event)
@@ -254,11 +271,11 @@ class Reconciler:
         """Why a child's pods cannot be scheduled (None: none has waited the grace period)."""
         grace = self.unschedulable_grace
         now = time.time()
-        stalled, wait = reconcile.stalled_children(desired, existing, now, grace)
+        stalled, wait = stalled_children(desired, existing, now, grace)
         messages = []
         for child in stalled:
             pods = await self._pods_of(key[0], child)
-            message, recheck = reconcile.unschedulable_pods(child.name, pods, now, grace)
+            message, recheck = unschedulable_pods(child.name, pods, now, grace)
             if message is not None:
                 messages.append(message)
             elif recheck is not None:
@@ -287,8 +304,8 @@ class Reconciler:
 
     async def _write_status(self, reg: Registration, status: Mapping[str, Any]) -> bool:
         key = reg.key
-        patch = reconcile.status_patch(self._status.get(key), status)
-        stored = reconcile.comparable(status)
+        patch = status_patch(self._status.get(key), status)
+        stored = comparable(status)
         if patch is not None:
             await self.api.patch_workload_status(key[0], key[1], patch)
         self._status[key] = stored
@@ -308,12 +325,12 @@ class Reconciler:
         """Status for a workload that cannot be planned (invalid spec, missing ConfigMap)."""
         async with self._lock(key):
             previous = self._status.get(key)
-            status = reconcile.problem_status(generation, previous, reason, message, estimated=estimated)
-            patch = reconcile.status_patch(previous, status)
+            status = problem_status(generation, previous, reason, message, estimated=estimated)
+            patch = status_patch(previous, status)
             if patch is not None:
                 await self.api.patch_workload_status(key[0], key[1], patch)
                 self._event(object_ref(key[0], key[1], uid), "Warning", reason, message)
-            self._status[key] = reconcile.comparable(status)
+            self._status[key] = comparable(status)
             self.state.set_workload(key[0], key[1], self._status[key])
             # No valid plan means no devices: children of an earlier generation go, so that what
             # runs always matches what the planner accounts for.
