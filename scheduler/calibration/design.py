@@ -23,13 +23,8 @@ from hetsched.scheduler.calibration.dataset import (
 )
 from hetsched.scheduler.estimator.efficiency import family_of
 from hetsched.scheduler.estimator.engines import engine_of_backend
-from hetsched.scheduler.estimator.serving import (
-    ColocatedSetup,
-    EfficiencyTerms,
-    StepTerms,
-    colocated_times,
-    disaggregated_times,
-)
+from hetsched.scheduler.estimator.serving import ColocatedSetup, colocated_times, disaggregated_times
+from hetsched.scheduler.estimator.steps import EfficiencyTerms, StepTerms
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -150,7 +145,7 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
 
 
 def _fits(p: Plan) -> str | None:
-    from hetsched.scheduler.estimator.serving import kv_capacity
+    from hetsched.scheduler.estimator.steps import kv_capacity
 
     r = p.row
     cap = kv_capacity(

@@ -13,7 +13,7 @@ This is the planner's hot path. Two levels of estimate, memoised in
   from the formulas of ``serving.predict_colocated`` / ``serving.predict_disaggregated`` — the
   same formulas ``hetsched validate`` uses and the calibration fits, including the queueing they
   model (disaggregated: ``concurrency`` requests in flight over ``prefill_workers`` prefill
-  replicas). They are evaluated through the serving module's public parts (``step_terms``,
+  replicas). They are evaluated through the serving model's public parts (``step_terms``,
   ``kv_capacity``, ``colocated_times``, ``disaggregated_times``) with the step terms memoised;
   a unit test checks every option against the two functions, and the planner re-evaluates each
   chosen option with them.

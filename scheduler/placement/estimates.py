@@ -7,7 +7,7 @@ Two levels, memoised in :class:`EstimateCache`:
   they are equal): a step's time is a lower bound on what a user sees;
 * **the serving model**: every option offered to the solver has its TTFT, TPOT and throughput from
   the formulas of ``serving.predict_colocated`` / ``serving.predict_disaggregated``, evaluated
-  through the serving module's public parts (``step_terms``, ``kv_capacity``, ``colocated_times``,
+  through the serving model's public parts (``step_terms``, ``kv_capacity``, ``colocated_times``,
   ``disaggregated_times``) with the step terms memoised; a unit test checks every option against
   the two functions, and the planner re-evaluates each chosen option with them.
 """
@@ -24,15 +24,8 @@ from hetsched.scheduler.estimator.roofline import (
     allreduce_seconds,
     evaluate,
 )
-from hetsched.scheduler.estimator.serving import (
-    EfficiencyTerms,
-    ServingPrediction,
-    StepTerms,
-    colocated_times,
-    disaggregated_times,
-    kv_capacity,
-    step_terms,
-)
+from hetsched.scheduler.estimator.serving import ServingPrediction, colocated_times, disaggregated_times
+from hetsched.scheduler.estimator.steps import EfficiencyTerms, StepTerms, kv_capacity, step_terms
 from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.placement.request import WorkloadRequest
 
@@ -49,7 +42,7 @@ class EstimateCache:
       (shape, phase, TP, batch), one estimate serves every pool;
     * their roofline step time per hardware (``step_time``; the full ``roofline.evaluate`` analysis
       only for configurations the serving model evaluates): (shape, hardware, TP, phase, batch);
-    * the serving model's step terms (``serving.step_terms``) and predictions per configuration.
+    * the serving model's step terms (``steps.step_terms``) and predictions per configuration.
 
     A shape is (model, precisions, P, C, O); a hardware id covers the spec, the efficiency
     override and the memory utilisation. Cleared wholesale after ``max_entries`` insertions
@@ -305,7 +298,7 @@ class EstimateCache:
     ) -> ServingPrediction:
         """``serving.predict_colocated`` for ``batch`` requests in flight per replica.
 
-        Composed from the serving module's public parts as ``predict_colocated`` composes them
+        Composed from the serving model's public parts as ``predict_colocated`` composes them
         (``kv_capacity``, ``step_terms``, ``colocated_times``), with the step terms memoised; the
         contract test ``test_every_option_is_the_serving_models_prediction`` checks equality.
         """
@@ -343,21 +336,8 @@ class EstimateCache:
                 warmup_fraction=0.0,
                 eff=self._efficiency[hid],
             )
-            ttft, tpot = float(times.ttft), float(times.tpot)
-            rps = running / (ttft + req.output_tokens * tpot)
-            pred = ServingPrediction(
-                ttft_seconds=ttft,
-                tpot_seconds=tpot,
-                prefill=prefill,
-                decode=decode,
-                kv_transfer_seconds=0.0,
-                prefill_requests_per_second=rps,
-                decode_requests_per_second=rps,
-                prefill_seconds=float(times.prefill),
-                decode_step_seconds=float(times.decode),
-                queue_seconds=float(times.queue),
-                running_batch=running,
-                max_running_batch=capacity,
+            pred = ServingPrediction.colocated(
+                times, prefill, decode, running=running, capacity=capacity, output_tokens=req.output_tokens
             )
         self._trim()
         self._colocated[key] = pred

@@ -1,8 +1,4 @@
-"""Agents (the paper's Figure 2): tokens, CF against one device's capacity, decode OI.
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
-"""
+"""Agents (the paper's Figure 2): tokens, CF against one device's capacity, decode OI."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Attention kinds (the paper's Figure 3): CF against context length.
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
-"""
+"""Attention kinds (the paper's Figure 3): CF against context length."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Dense against MoE (the paper's Figure 4): CF at batch 1 and 16, decode OI.
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
-"""
+"""Dense against MoE (the paper's Figure 4): CF at batch 1 and 16, decode OI."""
 
 from __future__ import annotations
 

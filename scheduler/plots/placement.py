@@ -1,8 +1,5 @@
 """Placement: pools as columns, devices used per workload phase vs free, $/h; and the cost of a
 plan against baselines (the report's comparison).
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
 """
 
 from __future__ import annotations

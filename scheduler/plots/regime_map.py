@@ -1,8 +1,4 @@
-"""Regime map (the paper's Figure 1): OI against memory per device, regions for one hardware.
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
-"""
+"""Regime map (the paper's Figure 1): OI against memory per device, regions for one hardware."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
 """Roofline per hardware, with a workload's prefill and decode placed on it; the operators of a
 step grouped into the paper's blocks (Decode-FFN, Decode-Attention).
-
-A pure *series* function (what is plotted, plain numbers, testable without pixels) and a *render*
-function (matplotlib, imported lazily; see :mod:`hetsched.scheduler.plots`).
 """
 
 from __future__ import annotations

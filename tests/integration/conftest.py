@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hetsched.operator.devcluster.cluster import Cluster
 from hetsched.operator.devcluster.nodes import load_pools
-from hetsched.operator.devcluster.testing import LocalCluster
+from support import REPO
+from support.cluster import LocalCluster
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_POOLS = REPO / "examples" / "pools" / "demo.yaml"
 
 

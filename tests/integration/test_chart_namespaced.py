@@ -15,8 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hetsched.operator.devcluster.testing import LocalCluster
-from test_chart import CHART, RBAC_DENIAL, OperatorProcess, can_i, condition, sa_kubeconfig, workload_docs
+from support.chart import (
+    CHART,
+    RBAC_DENIAL,
+    OperatorProcess,
+    can_i,
+    condition_status,
+    sa_kubeconfig,
+    workload_docs,
+)
+from support.cluster import LocalCluster
 
 RELEASE = "hsns"
 FULLNAME = f"{RELEASE}-hetsched"
@@ -95,14 +103,14 @@ def test_namespaced_operator_with_the_chart_identity(
 
         def all_placed() -> bool:
             got = cluster.kubectl_json("get", "agentworkloads", "-n", WATCHED)["items"]
-            return sum(condition(w, "Placed") == "True" for w in got) == len(docs)
+            return sum(condition_status(w, "Placed") == "True" for w in got) == len(docs)
 
         t0 = time.monotonic()
         cluster.wait_for(all_placed, timeout=120, what="the examples Placed in the watched namespace")
         print(f"namespaced: {len(docs)} examples Placed in {time.monotonic() - t0:.1f} s")
         cluster.wait_for(
             lambda: (
-                condition(
+                condition_status(
                     cluster.kubectl_json("get", "acceleratorprofile", profile["metadata"]["name"]), "Accepted"
                 )
                 == "True"

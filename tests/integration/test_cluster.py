@@ -16,9 +16,10 @@ import yaml
 from hetsched.operator.devcluster.cluster import Cluster, NodeStatus
 from hetsched.operator.devcluster.nodes import PoolFile, load_pools, node_names, parse_pools
 from hetsched.operator.devcluster.processes import http_get
-from hetsched.operator.devcluster.testing import LocalCluster
+from support import REPO
+from support.cluster import LocalCluster
 
-DEMO_POOLS = Path(__file__).resolve().parents[2] / "examples" / "pools" / "demo.yaml"
+DEMO_POOLS = REPO / "examples" / "pools" / "demo.yaml"
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,14 +20,26 @@ import httpx
 import pytest
 import yaml
 from hetsched.operator.devcluster.nodes import load_pools
-from hetsched.operator.devcluster.testing import LocalCluster
 from hetsched.operator.kube import KubeApi
 from hetsched.scheduler.nodes import project_node
 from prometheus_client.parser import text_string_to_metric_families
+from support import REPO
+from support.cluster import LocalCluster
+from support.harness import (
+    Operator,
+    apply,
+    condition,
+    create_namespace,
+    delete_namespace,
+    get_aw,
+    manifest,
+    start_operator,
+    stop_operator,
+    wait,
+)
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_POOLS = REPO / "examples" / "pools" / "demo.yaml"
 T = TypeVar("T")
 
@@ -48,74 +57,6 @@ CODER = {
 }
 
 
-def manifest(name: str, spec: dict[str, Any], namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "hetsched.io/v1alpha1",
-        "kind": "AgentWorkload",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def wait(
-    check: Callable[[], T | None], timeout: float = 60, what: str = "a condition", interval: float = 0.3
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (subprocess.SubprocessError, httpx.HTTPError, KeyError, json.JSONDecodeError) as exc:
-            last = exc
-        if last not in (None, False) and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Operator:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10)
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def start_operator(cluster: LocalCluster, log: Path, *extra: str, namespaces: str = "hs-op-*") -> Operator:
-    argv, env, port = cluster.operator_command(*extra, namespaces=namespaces)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    op = Operator(proc, f"http://127.0.0.1:{port}", log)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.tail()}")
-        return op.get("/readyz").status_code == 200
-
-    try:
-        wait(ready, 60, "the operator's /readyz")
-    except BaseException:
-        stop_operator(op)
-        print(f"--- operator log ({log}) ---\n{op.tail()}")
-        raise
-    return op
-
-
-def stop_operator(op: Operator) -> None:
-    if op.process.poll() is None:
-        op.process.send_signal(signal.SIGTERM)
-        try:
-            op.process.wait(20)
-        except subprocess.TimeoutExpired:
-            op.process.kill()
-            op.process.wait(10)
-
-
 @pytest.fixture(scope="module")
 def crds(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
@@ -128,7 +69,7 @@ def operator(
     cluster: LocalCluster, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = start_operator(cluster, log)
+    op = start_operator(cluster, log, namespaces="hs-op-*")
     try:
         yield op
     finally:
@@ -139,31 +80,8 @@ def operator(
 @pytest.fixture
 def ns(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     name = "hs-op-" + request.node.name.lower().replace("_", "-").removeprefix("test-")[:40].strip("-")
-    cluster.kubectl("create", "namespace", name)
-    wait(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        60,
-        f"ServiceAccount default in {name}",
-    )
-    yield name
-    cluster.kubectl("delete", "agentworkloads", "--all", "-n", name, "--wait=false", check=False)
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def apply(cluster: LocalCluster, *docs: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-
-
-def get_aw(cluster: LocalCluster, ns: str, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = cluster.kubectl_json("get", "agentworkload", name, "-n", ns)
-    return doc
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return dict(c)
-    return None
+    yield create_namespace(cluster, name)
+    delete_namespace(cluster, name)
 
 
 def wait_condition(

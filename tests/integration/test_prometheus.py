@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 import yaml
-from hetsched.operator.devcluster.testing import LocalCluster, free_port
+from support import REPO
+from support.cluster import LocalCluster, free_port
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "hetsched"
 RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "dashboards" / "hetsched.json"

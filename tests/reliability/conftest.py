@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from harness import DEMO_POOLS, REPO, create_namespace, delete_namespace
 from hetsched.operator.devcluster.cluster import Cluster
 from hetsched.operator.devcluster.nodes import load_pools
-from hetsched.operator.devcluster.testing import LocalCluster
+from support import DEMO_POOLS, REPO
+from support.cluster import LocalCluster
+from support.harness import create_namespace, delete_namespace
 
 NODE_GRACE_SECONDS = 25
 

@@ -17,15 +17,17 @@ crashes (no traceback in its log, still ready).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from harness import (
+from support import REPO
+from support.cluster import LocalCluster
+from support.harness import (
     CHAT,
-    REPO,
     Operator,
     apply,
     children,
@@ -40,7 +42,6 @@ from harness import (
     wait,
     wait_condition,
 )
-from hetsched.operator.devcluster.testing import LocalCluster
 
 CORPUS = REPO / "tests" / "data" / "bad_inputs"
 FILES = sorted(CORPUS.glob("*.yaml"))
@@ -66,12 +67,18 @@ def load_case(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def test_corpus_is_complete() -> None:
-    """At least 40 cases, each with a recorded expectation; names unique (one namespace for all)."""
+    """At least 40 cases, each with a recorded expectation; names unique (one namespace for all);
+    numbered as tests/data/bad_inputs/README.md says (aw-/ap- by kind, 0xx rejected, 1xx condition)."""
     assert len(FILES) >= 40
     names: set[tuple[str, str]] = set()
     for path in FILES:
         expect, docs = load_case(path)
         assert expect.get("outcome") in ("rejected", "condition"), path.name
+        numbered = re.fullmatch(r"(aw|ap)-([01])\d\d-[a-z0-9-]+\.yaml", path.name)
+        assert numbered is not None, f"{path.name}: expected <aw|ap>-<0xx|1xx>-<what>.yaml"
+        assert expect["outcome"] == ("rejected" if numbered.group(2) == "0" else "condition"), path.name
+        kind = {"aw": "AgentWorkload", "ap": "AcceleratorProfile"}[numbered.group(1)]
+        assert docs[-1].get("kind") == kind, path.name
         if expect["outcome"] == "rejected":
             assert expect.get("fields"), path.name
         else:

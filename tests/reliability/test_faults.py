@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import (
+from hetsched.operator.devcluster.nodes import load_pools, node_names
+from hetsched.scheduler import catalog
+from support import DEMO_POOLS
+from support.cluster import LocalCluster
+from support.harness import (
     CHAT,
     CODER,
-    DEMO_POOLS,
     Operator,
     apply,
     children,
@@ -37,9 +40,6 @@ from harness import (
     wait_condition,
     workloads,
 )
-from hetsched.operator.devcluster.nodes import load_pools, node_names
-from hetsched.operator.devcluster.testing import LocalCluster
-from hetsched.scheduler import catalog
 
 pytestmark = pytest.mark.integration
 

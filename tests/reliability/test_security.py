@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from harness import (
+from support import REPO
+from support.cluster import LocalCluster
+from support.harness import (
     CHAT,
     CODER,
-    REPO,
     Operator,
     apply,
     converged,
@@ -38,7 +39,6 @@ from harness import (
     tracebacks,
     wait,
 )
-from hetsched.operator.devcluster.testing import LocalCluster
 
 CHART = REPO / "charts" / "hetsched"
 
