@@ -27,12 +27,16 @@ Figures are per *replica* (the ``tp`` devices together) unless named ``per_devic
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
-from hetsched.scheduler.catalog.models import ModelConfig, WindowKind
+from hetsched.scheduler.catalog.layers import CheckpointWeights, WeightGroup
+from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.estimator import operators as mixers
+from hetsched.scheduler.estimator.operators import OperatorCost, StepShape, matmul
 from hetsched.scheduler.estimator.precision import PRECISIONS, Precision
+from hetsched.scheduler.estimator.shape import Shape, shape, state_bytes_per_device
 
 #: Element width of each compute class (for choosing the attention core's class).
 _CLASS_BITS: dict[str, int] = {"fp4": 4, "int4": 4, "fp8": 8, "int8": 8, "bf16": 16, "fp32": 32}
@@ -51,6 +55,22 @@ class Precisions:
     kv_cache: Precision = Precision.BF16
     activations: Precision = Precision.BF16
     experts: Precision | None = None  # routed-expert weights, when they differ (gpt-oss: mxfp4)
+    # The checkpoint's own bytes per weight group (a quantized checkpoint read from its
+    # quantization_config); when set, it sizes the weights and ``weights``/``experts`` only name them.
+    checkpoint: CheckpointWeights | None = None
+    # (weight, expert, KV, activation bytes per element, the all-reduce's bytes per element,
+    # attention class): derived once, read by every step estimate.
+    widths: tuple[float, float, float, float, float, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        wb = PRECISIONS[self.weights].bytes_per_element
+        eb = PRECISIONS[self.experts].bytes_per_element if self.experts else wb
+        ab = PRECISIONS[self.activations].bytes_per_element
+        # The residual stream the all-reduce sums stays in BF16 (or wider) even when the GEMMs
+        # take FP8 or FP4 inputs: engines all-reduce BF16.
+        reduce = max(ab, PRECISIONS[Precision.BF16].bytes_per_element)
+        kb = PRECISIONS[self.kv_cache].bytes_per_element
+        object.__setattr__(self, "widths", (wb, eb, kb, ab, reduce, self.attention_class))
 
     @property
     def compute_class(self) -> str:
@@ -76,7 +96,11 @@ class Precisions:
         weights = Precision(model.native_weight_precision)
         experts = Precision(model.native_expert_precision) if model.native_expert_precision else None
         return Precisions(
-            weights=weights, kv_cache=Precision.BF16, activations=Precision.BF16, experts=experts
+            weights=weights,
+            kv_cache=Precision.BF16,
+            activations=Precision.BF16,
+            experts=experts,
+            checkpoint=model.checkpoint,
         )
 
     @staticmethod
@@ -98,32 +122,8 @@ class Precisions:
             kv_cache=kv_cache,
             activations=activations,
             experts=native.experts if weights is None else None,
+            checkpoint=native.checkpoint if weights is None else None,
         )
-
-
-class OperatorCost(NamedTuple):
-    """One operator of a step, summed over layers: FLOPs and the DRAM bytes it moves.
-
-    A NamedTuple rather than a frozen dataclass: a step builds about ten of them and the planner
-    evaluates thousands of steps, so construction cost matters.
-    """
-
-    name: str
-    flops: float
-    weight_bytes: float
-    kv_read_bytes: float
-    kv_write_bytes: float
-    activation_bytes: float
-    # Tensor-core class its FLOPs run at; None: the step's compute class (the activations').
-    compute_class: str | None = None
-
-    @property
-    def dram_bytes(self) -> float:
-        return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.activation_bytes
-
-    @property
-    def operational_intensity(self) -> float:
-        return self.flops / self.dram_bytes if self.dram_bytes else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +206,9 @@ class PhaseCost:
     kv_read_bytes: float
     kv_write_bytes: float
     activation_bytes: float
+    # Parts of kv_bytes_per_request that are not attention KV (whole replica).
+    state_bytes_per_request: float = 0.0  # linear-attention / Mamba states (fixed per request)
+    index_bytes_per_request: float = 0.0  # sparse attention's index keys
 
     @property
     def operational_intensity(self) -> float:
@@ -222,128 +225,134 @@ class PhaseCost:
 
 
 @dataclass(frozen=True, slots=True)
-class _Shape:
-    """Numbers derived once per model (the hot path reads plain attributes, not properties)."""
+class KVProfile:
+    """How a request's cache grows with its context, at one KV-cache format (whole replica).
 
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    q_width: int
-    kv_width: int
-    attn_out: int
-    ffn: int
-    ffn_mats: int
-    dense_layers: int
-    moe_layers: int
-    num_experts: int
-    experts_per_token: int
-    expert_ffn: int
-    shared_ffn_total: int  # num_shared × shared size
-    vocab: int
-    tied: bool
-    mla: bool
-    kv_lora: int
-    q_lora: int
-    qk_nope: int
-    qk_rope: int
-    v_head: int
-    window: int
-    window_layers: int
-    chunked: bool  # Llama 4: windowed layers attend within aligned chunks, not a sliding window
-    total_params: int
-    routed_expert_params: int  # all routed experts of all MoE layers
-    kv_elems_per_token_layer: int
-    norm_params: int
-    attn_params: int
+    ``growth_bytes_per_token``: what each further token adds once every window is full (the
+    full-attention layers, and a sparse model's index keys); ``window_bytes_per_token`` what the
+    windowed layers add per token until ``window_cap_bytes``; ``state_bytes`` the state layers'
+    fixed share, whatever the context.
+    """
+
+    growth_bytes_per_token: float
+    window_bytes_per_token: float
+    window_cap_bytes: float
+    state_bytes: float
+    index_bytes_per_token: float
 
 
-_SHAPES: dict[int, tuple[ModelConfig, _Shape]] = {}
+def mla_entry_bytes(model: ModelConfig, kv_precision: Precision) -> float:
+    """Bytes of one MLA cache entry (latent + RoPE key) of one layer.
+
+    Sparse-attention models (FlashMLA's sparse kernels) store an FP8 cache as FP8 latent values,
+    one FP32 scale per 128 of them and the RoPE key in BF16 (vLLM ``fp8_ds_mla``: 656 bytes for
+    DeepSeek-V3.2); every other case is elements × bytes per element.
+    """
+    assert model.mla is not None
+    m = model.mla
+    if model.sparse_attention is not None and kv_precision is Precision.FP8:
+        return m.kv_lora_rank + 4 * -(-m.kv_lora_rank // 128) + 2 * m.qk_rope_head_dim
+    return (m.kv_lora_rank + m.qk_rope_head_dim) * PRECISIONS[kv_precision].bytes_per_element
 
 
-def _shape(model: ModelConfig) -> _Shape:
-    """The model's derived shape, cached by identity (hashing a pydantic model costs more than this)."""
-    hit = _SHAPES.get(id(model))
-    if hit is not None and hit[0] is model:
-        return hit[1]
-    if len(_SHAPES) > 512:
-        _SHAPES.clear()
-    shape = _derive_shape(model)
-    _SHAPES[id(model)] = (model, shape)  # holding the model keeps its id from being reused
-    return shape
-
-
-def _derive_shape(model: ModelConfig) -> _Shape:
-    moe = model.moe
-    mla = model.mla
-    return _Shape(
-        layers=model.num_layers,
-        hidden=model.hidden_size,
-        heads=model.num_heads,
-        kv_heads=model.num_kv_heads,
-        head_dim=model.head_dim,
-        q_width=model.q_width,
-        kv_width=model.num_kv_heads * model.head_dim,
-        attn_out=model.attn_out_width,
-        ffn=model.intermediate_size,
-        ffn_mats=model.ffn_matrices,
-        dense_layers=model.dense_layers,
-        moe_layers=model.moe_layers,
-        num_experts=moe.num_experts if moe else 0,
-        experts_per_token=moe.experts_per_token if moe else 0,
-        expert_ffn=moe.expert_intermediate_size if moe else 0,
-        shared_ffn_total=(moe.num_shared_experts * moe.shared_size) if moe else 0,
-        vocab=model.vocab_size,
-        tied=model.tie_embeddings,
-        mla=mla is not None,
-        kv_lora=mla.kv_lora_rank if mla else 0,
-        q_lora=(mla.q_lora_rank or 0) if mla else 0,
-        qk_nope=mla.qk_nope_head_dim if mla else 0,
-        qk_rope=mla.qk_rope_head_dim if mla else 0,
-        v_head=mla.v_head_dim if mla else 0,
-        window=model.sliding_window or 0,
-        window_layers=model.sliding_window_layers,
-        chunked=model.sliding_window_kind is WindowKind.CHUNKED,
-        total_params=model.total_params,
-        routed_expert_params=(model.moe_layers * moe.num_experts * model.expert_params) if moe else 0,
-        kv_elems_per_token_layer=model.kv_elements_per_token_per_layer,
-        norm_params=model.norm_params,
-        attn_params=model.attention_params_per_layer,
-    )
-
-
-def _matmul(m: float, d: float, t: float, wb: float, ab: float) -> tuple[float, float, float]:
-    """FLOPs, weight bytes and activation bytes of W(m×d)·X(d×t)."""
-    return 2.0 * m * d * t, m * d * wb, (d * t + m * t) * ab
-
-
-def _chunked_keys(new: int, cached: int, chunk: int) -> float:
-    """Σ of keys attended by positions cached..cached+new−1 when each sees only its own chunk."""
-
-    def prefix(x: int) -> float:  # Σ_{p < x} ((p mod chunk) + 1)
-        q, r = divmod(x, chunk)
-        return q * chunk * (chunk + 1) / 2 + r * (r + 1) / 2
-
-    return prefix(cached + new) - prefix(cached)
-
-
-def _attended_keys(new: int, cached: int, window: int) -> float:
-    """Σ over the ``new`` tokens of the keys each attends to (causal), capped by a window."""
-    full = new * cached + new * (new + 1) / 2
-    if not window:
-        return full
-    # Token i (1-based) attends to min(cached + i, window) keys.
-    cap_from = max(0, min(new, window - cached))  # tokens before the cap binds
-    capped = cap_from * cached + cap_from * (cap_from + 1) / 2
-    return capped + (new - cap_from) * window
+def kv_profile(model: ModelConfig, kv_precision: Precision = Precision.BF16) -> KVProfile:
+    """The request's cache by kind: growth per token, the windowed layers' share and cap, states."""
+    kb = PRECISIONS[kv_precision].bytes_per_element
+    growth = window = cap = 0.0
+    for g in model.attention_groups:
+        per_token = (
+            mla_entry_bytes(model, kv_precision) if model.mla is not None else model.group_kv_elements(g) * kb
+        )
+        if g.window is None:
+            growth += g.count * per_token
+        else:
+            window += g.count * per_token
+            cap += g.count * g.window * per_token
+    index = 0.0
+    if model.sparse_attention is not None:
+        layers = sum(g.count for g in model.attention_groups if g.indexer)
+        index = layers * model.sparse_attention.index_key_bytes
+    state = state_bytes_per_device(model, 1)
+    return KVProfile(growth + index, window, cap, state, index)
 
 
 def kv_bytes_per_token(model: ModelConfig, kv_precision: Precision = Precision.BF16) -> float:
-    """KV-cache bytes one token adds over all layers (full-attention layers; no window cap)."""
-    return (
-        model.num_layers * model.kv_elements_per_token_per_layer * PRECISIONS[kv_precision].bytes_per_element
+    """KV-cache bytes each further token adds once every window is full (full-attention layers and
+    a sparse model's index keys; windowed layers stop growing at their window)."""
+    if not model.attention_layers and not model.sliding_window_layers:
+        return (
+            model.num_layers
+            * model.kv_elements_per_token_per_layer
+            * PRECISIONS[kv_precision].bytes_per_element
+        )
+    return kv_profile(model, kv_precision).growth_bytes_per_token
+
+
+def request_cache_bytes(
+    model: ModelConfig, context: int, kv_precision: Precision = Precision.BF16, tp: int = 1
+) -> tuple[float, float]:
+    """One request's cache at ``context`` tokens (attention KV, index keys, states), for the whole
+    replica and per device of ``tp``: what ``estimate_phase`` reports as ``kv_bytes_per_request``
+    (and ``..._per_device``) for a step ending at ``context``."""
+    s = shape(model)
+    kb = PRECISIONS[kv_precision].bytes_per_element
+    mla_bytes = mla_entry_bytes(model, kv_precision) if s.mla and s.top_k else 0.0
+    m = mixers.request_memory(
+        s, context, tp, kb, mla_bytes, state_bytes_per_device(model, tp) if s.states else 0.0
     )
+    if m.index_keys or m.state:
+        return m.kv + m.index_keys + m.state, m.kv_per_device + m.index_keys + m.state_per_device
+    return m.kv, m.kv_per_device
+
+
+class _WeightBytes(NamedTuple):
+    """Bytes of a parameter in each weight group, for one step's formats."""
+
+    embedding: float
+    attention: float
+    state: float
+    dense_ffn: float
+    shared_experts: float
+    experts: float
+    router: float
+    norms: float
+    lm_head: float
+    other: float
+
+
+_UNIFORM: dict[tuple[float, float], _WeightBytes] = {}
+_STORED: dict[tuple[int, int], tuple[Shape, CheckpointWeights, _WeightBytes, float]] = {}
+
+
+def _weight_bytes(s: Shape, p: Precisions, wb: float, eb: float) -> tuple[_WeightBytes, float]:
+    """Bytes per parameter of each weight group, and the replica's resident weight bytes."""
+    ck = p.checkpoint
+    if ck is None:
+        hit = _UNIFORM.get((wb, eb))
+        if hit is None:
+            hit = _UNIFORM[(wb, eb)] = _WeightBytes(wb, wb, wb, wb, wb, eb, wb, wb, wb, wb)
+        return hit, (s.total_params - s.routed_expert_params) * wb + s.routed_expert_params * eb
+    stored = _STORED.get((id(s), id(ck)))
+    if stored is not None and stored[0] is s and stored[1] is ck:
+        return stored[2], stored[3]
+    if len(_STORED) > 512:
+        _STORED.clear()
+    g = dict(ck.bytes_per_param)
+    w = _WeightBytes(
+        g[WeightGroup.EMBEDDING],
+        g[WeightGroup.ATTENTION],
+        g[WeightGroup.STATE],
+        g[WeightGroup.DENSE_FFN],
+        g[WeightGroup.SHARED_EXPERTS],
+        g[WeightGroup.EXPERTS],
+        g[WeightGroup.ROUTER],
+        g[WeightGroup.NORMS],
+        g[WeightGroup.LM_HEAD],
+        g[WeightGroup.OTHER],
+    )
+    resident = sum(count * g[group] for group, count in s.params_by_group)
+    _STORED[(id(s), id(ck))] = (s, ck, w, resident)  # holding both keeps their ids from being reused
+    return w, resident
 
 
 def estimate_phase(
@@ -366,163 +375,111 @@ def estimate_phase(
             f"batch ({batch}) and new_tokens ({new_tokens}) must be ≥ 1, "
             f"context_tokens ({context_tokens}) ≥ 0, tp ({tp}) ≥ 1"
         )
-    s = _shape(model)
+    s = shape(model)
     p = precisions or Precisions.native(model)
-    wb = PRECISIONS[p.weights].bytes_per_element
-    eb = PRECISIONS[p.experts].bytes_per_element if p.experts else wb
-    kb = PRECISIONS[p.kv_cache].bytes_per_element
-    ab = PRECISIONS[p.activations].bytes_per_element
+    wb, eb, kb, ab, reduce_bytes, attention_class = p.widths
+    w, weight_resident = _weight_bytes(s, p, wb, eb)
     h = s.hidden
     n = new_tokens
     c = context_tokens
     b = batch
     t = b * n  # tokens in the step
     layers = s.layers
-    full_layers = layers - s.window_layers
 
     ops: list[OperatorCost] = []
 
     # Embedding lookup: reads one row per token, no FLOPs.
-    ops.append(OperatorCost("embedding", 0.0, t * h * wb, 0.0, 0.0, t * h * ab))
+    ops.append(OperatorCost("embedding", 0.0, t * h * w.embedding, 0.0, 0.0, t * h * ab))
 
-    # ---- attention projections --------------------------------------------------------------
-    kv_elems = s.kv_elems_per_token_layer
-    if s.mla:
-        qk_head = s.qk_nope + s.qk_rope
-        if s.q_lora:
-            f1, w1, a1 = _matmul(s.q_lora, h, t, wb, ab)
-            f2, w2, a2 = _matmul(s.heads * qk_head, s.q_lora, t, wb, ab)
-            qf, qw, qa = f1 + f2, w1 + w2, a1 + a2
-        else:
-            qf, qw, qa = _matmul(s.heads * qk_head, h, t, wb, ab)
-        df, dw, da = _matmul(s.kv_lora + s.qk_rope, h, t, wb, ab)
-        ops.append(
-            OperatorCost("qkv_proj", layers * (qf + df), layers * (qw + dw), 0.0, 0.0, layers * (qa + da))
-        )
-    else:
-        f, w, a = _matmul(s.q_width + 2 * s.kv_width, h, t, wb, ab)
-        ops.append(OperatorCost("qkv_proj", layers * f, layers * w, 0.0, 0.0, layers * a))
-
-    # ---- attention core: scores and context over the cache -----------------------------------
-    keys_full = _attended_keys(n, c, 0) * b
-    if not s.window_layers:
-        keys_window = 0.0
-    elif s.chunked:
-        keys_window = _chunked_keys(n, c, s.window) * b
-    else:
-        keys_window = _attended_keys(n, c, s.window) * b
-    keys_sum = full_layers * keys_full + s.window_layers * keys_window  # Σ over layers
-    cached_read_full = c
-    if not s.window_layers:
-        cached_read_window = 0
-    elif s.chunked:
-        cached_read_window = c % s.window  # only the current chunk's tokens are attended
-    else:
-        cached_read_window = min(c, s.window)
-    kv_read = b * kv_elems * kb * (full_layers * cached_read_full + s.window_layers * cached_read_window)
-    kv_write = b * n * kv_elems * kb * layers
-    # Every rank holding a copy of a KV head reads (and writes) it: MLA's latent lives on all ``tp``
-    # ranks, GQA's heads on ``tp / kv_heads`` ranks each when ``tp > kv_heads``. The replica's
-    # traffic is the per-device traffic times ``tp`` (what bandwidth-bound attention pays).
-    kv_split = 1 if s.mla else min(tp, s.kv_heads)
-    kv_replicas = tp / kv_split
-    kv_read *= kv_replicas
-    kv_write *= kv_replicas
-    attention_class = p.attention_class
-    if s.mla and phase is Phase.DECODE:
-        # Absorbed: q_nope·W_UK into the latent, scores over (latent + rope), context in the latent,
-        # then W_UV back to v_head per head. W_UK and W_UV are read as weights.
-        score_f = 2.0 * s.heads * (s.kv_lora + s.qk_rope) * keys_sum
-        ctx_f = 2.0 * s.heads * s.kv_lora * keys_sum
-        absorb_f = layers * 2.0 * t * s.heads * s.kv_lora * (s.qk_nope + s.v_head)
-        absorb_w = layers * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * wb
-        act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.kv_lora + s.v_head) * ab * 2
-        ops.append(
-            OperatorCost(
-                "attention", score_f + ctx_f + absorb_f, absorb_w, kv_read, kv_write, act, attention_class
-            )
-        )
-    elif s.mla:
-        # Expanded: decompress K_nope and V for every attended key position (cached and new).
-        kv_positions = b * (full_layers * (c + n) + s.window_layers * min(c + n, s.window or c + n))
-        up_f = 2.0 * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * kv_positions
-        up_w = layers * s.kv_lora * s.heads * (s.qk_nope + s.v_head) * wb
-        score_f = 2.0 * s.heads * (s.qk_nope + s.qk_rope) * keys_sum
-        ctx_f = 2.0 * s.heads * s.v_head * keys_sum
-        act = layers * t * s.heads * (s.qk_nope + s.qk_rope + s.v_head) * ab * 2
-        ops.append(
-            OperatorCost("attention", score_f + ctx_f + up_f, up_w, kv_read, kv_write, act, attention_class)
-        )
-    else:
-        score_f = 2.0 * s.heads * s.head_dim * keys_sum
-        ctx_f = 2.0 * s.heads * s.head_dim * keys_sum
-        act = layers * t * (s.q_width + s.attn_out) * ab
-        ops.append(OperatorCost("attention", score_f + ctx_f, 0.0, kv_read, kv_write, act, attention_class))
-
-    f, w, a = _matmul(h, s.attn_out, t, wb, ab)
-    ops.append(OperatorCost("out_proj", layers * f, layers * w, 0.0, 0.0, layers * a))
+    # ---- token mixers: attention layers, then state layers -------------------------------------
+    st = StepShape(
+        decode=phase is Phase.DECODE,
+        batch=b,
+        new=n,
+        cached=c,
+        tp=tp,
+        w_attention=w.attention,
+        w_state=w.state,
+        kb=kb,
+        ab=ab,
+        mla_token_bytes=mla_entry_bytes(model, p.kv_cache) if s.mla and s.top_k else 0.0,
+        attention_class=attention_class,
+    )
+    if s.attention_layers:
+        mixers.attention(s, st, ops)
+    if s.states:
+        mixers.states(s, st, ops)
 
     # ---- feed-forward -----------------------------------------------------------------------
     if s.dense_layers:
-        f, w, a = _matmul(s.ffn_mats * s.ffn, h, t, wb, ab)
-        ops.append(OperatorCost("ffn", s.dense_layers * f, s.dense_layers * w, 0.0, 0.0, s.dense_layers * a))
+        f, wt, a = matmul(s.ffn_mats * s.ffn, h, t, w.dense_ffn, ab)
+        dl = s.dense_layers
+        ops.append(OperatorCost("ffn", dl * f, dl * wt, 0.0, 0.0, dl * a))
     bytes_per_expert = 0.0
+    touched = 0.0
     if s.moe_layers:
         ml = s.moe_layers
-        f, w, a = _matmul(s.num_experts, h, t, wb, ab)
-        ops.append(OperatorCost("router", ml * f, ml * w, 0.0, 0.0, ml * a))
+        f, wt, a = matmul(s.num_experts, h, t, w.router, ab)
+        ops.append(OperatorCost("router", ml * f, ml * wt, 0.0, 0.0, ml * a))
         if s.shared_ffn_total:
-            f, w, a = _matmul(s.ffn_mats * s.shared_ffn_total, h, t, wb, ab)
-            ops.append(OperatorCost("shared_experts", ml * f, ml * w, 0.0, 0.0, ml * a))
+            f, wt, a = matmul(s.ffn_mats * s.shared_ffn_total, h, t, w.shared_experts, ab)
+            if s.shared_gate:  # the shared expert's sigmoid gate: hidden → 1
+                gf, gw, ga = matmul(1, h, t, w.shared_experts, ab)
+                f, wt, a = f + gf, wt + gw, a + ga
+            ops.append(OperatorCost("shared_experts", ml * f, ml * wt, 0.0, 0.0, ml * a))
+        if s.latent:  # latent MoE: hidden → latent before the experts, latent → hidden after
+            f1, w1, a1 = matmul(s.latent, h, t, w.other, ab)
+            f2, w2, a2 = matmul(h, s.latent, t, w.other, ab)
+            ops.append(OperatorCost("latent_proj", ml * (f1 + f2), ml * (w1 + w2), 0.0, 0.0, ml * (a1 + a2)))
         k = s.experts_per_token
         e = s.num_experts
         touched = e * (1.0 - (1.0 - k / e) ** t)
-        bytes_per_expert = s.ffn_mats * s.expert_ffn * h * eb
+        width = s.expert_width
+        bytes_per_expert = s.ffn_mats * s.expert_ffn * width * w.experts
         pairs = t * k
-        expert_f = 2.0 * s.ffn_mats * s.expert_ffn * h * pairs
-        expert_a = pairs * (h + s.ffn_mats * s.expert_ffn + s.expert_ffn) * ab
+        expert_f = 2.0 * s.ffn_mats * s.expert_ffn * width * pairs
+        expert_a = pairs * (width + s.ffn_mats * s.expert_ffn + s.expert_ffn) * ab
         ops.append(
             OperatorCost("experts", ml * expert_f, ml * touched * bytes_per_expert, 0.0, 0.0, ml * expert_a)
         )
 
-    # Norm weights are read once per step (tiny, but they are weights).
-    ops.append(OperatorCost("norms", 0.0, s.norm_params * wb, 0.0, 0.0, 0.0))
+    # Norm weights are read once per step (tiny, but they are weights), with other small ones.
+    small = s.norm_params * w.norms
+    if s.small_params:
+        small += s.small_params * w.other
+    ops.append(OperatorCost("norms", 0.0, small, 0.0, 0.0, 0.0))
 
     # ---- LM head: every decode token; only the last prompt token of each request at prefill ----
     logit_tokens = b if phase is Phase.PREFILL else t
-    f, w, a = _matmul(s.vocab, h, logit_tokens, wb, ab)
-    ops.append(OperatorCost("lm_head", f, w, 0.0, 0.0, a))
+    f, wt, a = matmul(s.vocab, h, logit_tokens, w.lm_head, ab)
+    ops.append(OperatorCost("lm_head", f, wt, 0.0, 0.0, a))
 
     # ---- tensor parallelism: per replica the totals are unchanged; comms per device ------------
-    allreduce_count = 2 * layers if tp > 1 else 0
-    # The residual stream the all-reduce sums stays in BF16 (or wider) even when the GEMMs take FP8
-    # or FP4 inputs: engines all-reduce BF16.
-    allreduce_bytes = t * h * max(ab, PRECISIONS[Precision.BF16].bytes_per_element)
+    # One all-reduce after each row-parallel output: every token mixer and every FFN.
+    allreduce_count = s.mixer_sublayers + s.ffn_sublayers if tp > 1 else 0
+    allreduce_bytes = t * h * reduce_bytes  # BF16 or wider (Precisions.widths)
 
-    # Resident weights of the replica: every parameter (all experts, embedding, head, vision tower),
-    # routed experts in their own format.
-    weight_resident = (s.total_params - s.routed_expert_params) * wb + s.routed_expert_params * eb
-
-    end_context = c + n
-    kv_tokens = full_layers * end_context + s.window_layers * (
-        min(end_context, s.window) if s.window_layers else 0
+    memory = mixers.request_memory(
+        s, c + n, tp, kb, st.mla_token_bytes, state_bytes_per_device(model, tp) if s.states else 0.0
     )
-    kv_per_request = kv_tokens * kv_elems * kb
-    # KV heads split across TP up to the KV-head count; MLA's latent is replicated on every device.
-    kv_per_device = kv_per_request / kv_split
+    kv_per_request = memory.kv
+    kv_per_device = memory.kv_per_device
+    if memory.index_keys or memory.state:
+        kv_per_request = kv_per_request + memory.index_keys + memory.state
+        kv_per_device = kv_per_device + memory.index_keys + memory.state_per_device
 
     # Scaling in B (for the ridge/capacity search): separate batch-independent weight bytes.
     flops_total = 0.0
     weights_read = kv_read_total = kv_write_total = act_total = 0.0
-    for op in ops:
-        flops_total += op.flops
-        weights_read += op.weight_bytes
-        kv_read_total += op.kv_read_bytes
-        kv_write_total += op.kv_write_bytes
-        act_total += op.activation_bytes
+    for _, op_flops, op_weights, op_read, op_write, op_act, _ in ops:
+        flops_total += op_flops
+        weights_read += op_weights
+        kv_read_total += op_read
+        kv_write_total += op_write
+        act_total += op_act
     dram_total = weights_read + kv_read_total + kv_write_total + act_total
     expert_read = s.moe_layers * touched * bytes_per_expert if s.moe_layers else 0.0
-    embed_read = t * h * wb
+    embed_read = t * h * w.embedding
     fixed = weights_read - expert_read - embed_read
     per_request = (dram_total - weights_read + embed_read) / b
     scaling = StepScaling(
@@ -535,29 +492,48 @@ def estimate_phase(
         experts_per_token=s.experts_per_token,
         bytes_per_expert=bytes_per_expert,
     )
+    # Positional (the fields in order): this runs for every step the planner evaluates.
     return PhaseCost(
-        phase=phase,
-        batch=b,
-        new_tokens=n,
-        context_tokens=c,
-        tp=tp,
-        layers=layers,
-        operators=tuple(ops),
-        weight_resident_bytes=weight_resident,
-        kv_bytes_per_request=kv_per_request,
-        kv_bytes_per_request_per_device=kv_per_device,
-        allreduce_count=allreduce_count,
-        allreduce_bytes=allreduce_bytes,
-        scaling=scaling,
-        flops=flops_total,
-        dram_bytes=dram_total,
-        weight_bytes=weights_read,
-        kv_read_bytes=kv_read_total,
-        kv_write_bytes=kv_write_total,
-        activation_bytes=act_total,
+        phase,  # phase
+        b,  # batch
+        n,  # new_tokens
+        c,  # context_tokens
+        tp,  # tp
+        layers,  # layers
+        tuple(ops),  # operators
+        weight_resident,  # weight_resident_bytes
+        kv_per_request,  # kv_bytes_per_request
+        kv_per_device,  # kv_bytes_per_request_per_device
+        allreduce_count,  # allreduce_count
+        allreduce_bytes,  # allreduce_bytes
+        scaling,  # scaling
+        flops_total,  # flops
+        dram_total,  # dram_bytes
+        weights_read,  # weight_bytes
+        kv_read_total,  # kv_read_bytes
+        kv_write_total,  # kv_write_bytes
+        act_total,  # activation_bytes
+        memory.state,  # state_bytes_per_request
+        memory.index_keys,  # index_bytes_per_request
     )
 
 
 def matmul_operational_intensity(m: int, d: int, length: int, bytes_per_element: float = 1.0) -> float:
     """The paper's matmul OI, 2mdL / (md + dL + mL), in FLOPs per byte."""
     return 2.0 * m * d * length / ((m * d + d * length + m * length) * bytes_per_element)
+
+
+__all__ = [
+    "KVProfile",
+    "OperatorCost",
+    "Phase",
+    "PhaseCost",
+    "Precisions",
+    "StepScaling",
+    "estimate_phase",
+    "kv_bytes_per_token",
+    "kv_profile",
+    "matmul_operational_intensity",
+    "mla_entry_bytes",
+    "request_cache_bytes",
+]

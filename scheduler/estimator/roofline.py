@@ -87,6 +87,21 @@ def max_batch_that_fits(
     return int(free // cost.kv_bytes_per_request_per_device)
 
 
+_PEAKS: dict[tuple[int, str], tuple[HardwareSpec, float]] = {}
+
+
+def _peak(hw: HardwareSpec, compute_class: str) -> float:
+    """``hw.peak_for(compute_class)``, remembered per hardware object (the hot path asks often)."""
+    hit = _PEAKS.get((id(hw), compute_class))
+    if hit is not None and hit[0] is hw:
+        return hit[1]
+    if len(_PEAKS) > 1024:
+        _PEAKS.clear()
+    value = hw.peak_for(compute_class)
+    _PEAKS[(id(hw), compute_class)] = (hw, value)  # holding hw keeps its id from being reused
+    return value
+
+
 def evaluate(
     cost: PhaseCost,
     hw: HardwareSpec,
@@ -98,21 +113,22 @@ def evaluate(
     """Evaluate ``cost`` (one replica of ``cost.tp`` devices) on ``hw``."""
     eff = hw.efficiency if efficiency is None else efficiency
     n = cost.tp
-    peak = hw.peak_for(compute_class) * n
+    peak = _peak(hw, compute_class) * n
     bandwidth = hw.memory_bandwidth * n
     eff_peak = peak * eff.compute
     eff_bw = bandwidth * eff.bandwidth
     compute_s = 0.0
     memory_s = 0.0
     busy_s = 0.0
-    for op in cost.operators:
-        op_peak = eff_peak if op.compute_class is None else hw.peak_for(op.compute_class) * n * eff.compute
-        if op.name == "experts":
-            c = op.flops / (op_peak * eff.experts_compute)
-            m = op.dram_bytes / (eff_bw * eff.experts_bandwidth)
+    for name, op_flops, weights, kv_read, kv_write, act, op_class in cost.operators:
+        dram_bytes = weights + kv_read + kv_write + act  # OperatorCost.dram_bytes, inlined (hot loop)
+        op_peak = eff_peak if op_class is None else _peak(hw, op_class) * n * eff.compute
+        if name == "experts":
+            c = op_flops / (op_peak * eff.experts_compute)
+            m = dram_bytes / (eff_bw * eff.experts_bandwidth)
         else:
-            c = op.flops / op_peak
-            m = op.dram_bytes / eff_bw
+            c = op_flops / op_peak
+            m = dram_bytes / eff_bw
         compute_s += c
         memory_s += m
         busy_s += c if c > m else m
@@ -138,26 +154,27 @@ def evaluate(
         else:
             regime = Regime.BANDWIDTH_BOUND
     used = cost.weight_resident_bytes / n + max(b_op, 0) * cost.kv_bytes_per_request_per_device
+    # Positional (the fields in order): this runs for every step the planner evaluates.
     return PhasePerformance(
-        hardware=hw.name,
-        devices=n,
-        compute_class=compute_class,
-        peak_flops=peak,
-        memory_bandwidth=bandwidth,
-        ridge_point=ridge,
-        attainable_flops=min(peak, oi * bandwidth),
-        compute_seconds=compute_s,
-        memory_seconds=memory_s,
-        communication_seconds=comm_s,
-        overhead_seconds=overhead_s,
-        step_seconds=step,
-        mfu=flops / (step * peak),
-        mbu=dram / (step * bandwidth),
-        max_batch=b_max,
-        ridge_batch=b_ridge,
-        operating_batch=b_op,
-        regime=regime,
-        memory_per_device_bytes=used,
+        hw.name,  # hardware
+        n,  # devices
+        compute_class,  # compute_class
+        peak,  # peak_flops
+        bandwidth,  # memory_bandwidth
+        ridge,  # ridge_point
+        min(peak, oi * bandwidth),  # attainable_flops
+        compute_s,  # compute_seconds
+        memory_s,  # memory_seconds
+        comm_s,  # communication_seconds
+        overhead_s,  # overhead_seconds
+        step,  # step_seconds
+        flops / (step * peak),  # mfu
+        dram / (step * bandwidth),  # mbu
+        b_max,  # max_batch
+        b_ridge,  # ridge_batch
+        b_op,  # operating_batch
+        regime,  # regime
+        used,  # memory_per_device_bytes
     )
 
 

@@ -28,7 +28,14 @@ import numpy as np
 import numpy.typing as npt
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator.cost import OperatorCost, Phase, PhaseCost, Precisions, estimate_phase
+from hetsched.scheduler.estimator.cost import (
+    OperatorCost,
+    Phase,
+    PhaseCost,
+    Precisions,
+    estimate_phase,
+    request_cache_bytes,
+)
 from hetsched.scheduler.estimator.precision import PRECISIONS, Precision
 from hetsched.scheduler.estimator.roofline import DEFAULT_MEMORY_UTILIZATION
 
@@ -137,12 +144,6 @@ def floor_seconds(t: StepTerms) -> Array:
 # ---- building the terms from the estimator ------------------------------------------------------
 
 
-def _kv_split(model: ModelConfig, tp: int) -> int:
-    """Devices a request's KV cache is divided over (the estimator's rule): KV heads up to ``tp``;
-    MLA's latent is replicated on every device."""
-    return 1 if model.mla is not None else min(tp, model.num_kv_heads)
-
-
 def _compose_dp(model: ModelConfig, rank: PhaseCost, whole: PhaseCost, dp: int) -> PhaseCost:
     """One attention rank's step: its own operators, with the experts replaced by ``1/dp`` of the
     experts of the whole worker's tokens (``whole`` is the worker's step at ``dp`` × the batch)."""
@@ -215,13 +216,14 @@ def step_terms(
         )
         cost = _compose_dp(model, cost, whole, dp)
         g = tp * dp
-        collectives = 2.0 * model.num_layers
+        # Two exchanges per MoE layer, spread over one collective per token mixer and per FFN.
+        collectives = float(model.mixer_layers + model.ffn_sublayers)
         exchange = (g - 1) / g * min(model.moe.experts_per_token, g) * cost.tokens * model.hidden_size
         # Dispatch sends the GEMM inputs (activation format), combine returns BF16 partial sums:
         # the two collectives of a layer average the two widths.
         ab = PRECISIONS[precisions.activations].bytes_per_element
         exchange *= (ab + max(ab, PRECISIONS[Precision.BF16].bytes_per_element)) / 2
-        exchange *= model.moe_layers / model.num_layers
+        exchange *= 2 * model.moe_layers / collectives
         per_collective += exchange
     terms = StepTerms(
         flops=np.array([op.flops for op in cost.operators], dtype=np.float64),
@@ -273,8 +275,7 @@ def kv_capacity(
     routed = cost.scaling.moe_layers * cost.scaling.num_experts * cost.scaling.bytes_per_expert
     weights = (cost.weight_resident_bytes - routed) / tp + routed / (tp * dp)
     free = (hardware.memory_bytes - weights) * utilization
-    kv = model.kv_elements(context_tokens) * PRECISIONS[precisions.kv_cache].bytes_per_element
-    kv /= _kv_split(model, tp)
+    _, kv = request_cache_bytes(model, context_tokens, precisions.kv_cache, tp)
     if free <= 0:
         return 0
     if kv <= 0:
