@@ -33,9 +33,13 @@ only the attention/KV path differs between the variants:
 from __future__ import annotations
 
 import difflib
+import json
 import re
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
+import yaml
 from hetsched.scheduler.catalog.hf_config import load_hf_config
 from hetsched.scheduler.catalog.models import MLAConfig, ModelConfig
 
@@ -318,11 +322,57 @@ def _study(name: str, kv_heads: int, mla: MLAConfig | None = None) -> ModelConfi
     )
 
 
+@dataclass(frozen=True)
+class _DataEntry:
+    """A catalog model read from its config.json copy in ``data/configs`` (``data/models.yaml``)."""
+
+    key: str
+    hf_id: str
+    config: str
+    source: str
+    aliases: tuple[str, ...]
+    exact: bool  # only the id and aliases resolve to it (quantized checkpoints)
+    quantization: str | None
+
+
+def _data_entries() -> list[_DataEntry]:
+    index = yaml.safe_load(
+        resources.files(__package__).joinpath("data/models.yaml").read_text(encoding="utf-8")
+    )
+    return [
+        _DataEntry(
+            key=e["key"],
+            hf_id=e["hf_id"],
+            config=e["config"],
+            source=e["source"],
+            aliases=tuple(e.get("aliases", ())),
+            exact=e.get("match") == "exact",
+            quantization=e.get("quantization"),
+        )
+        for e in index["models"]
+    ]
+
+
+_DATA_ENTRIES = _data_entries()
+
+
+def _load_data_entry(e: _DataEntry) -> ModelConfig:
+    configs = resources.files(__package__).joinpath("data/configs")
+    config = json.loads(configs.joinpath(e.config).read_text(encoding="utf-8"))
+    sidecar = (
+        json.loads(configs.joinpath(e.quantization).read_text(encoding="utf-8")) if e.quantization else None
+    )
+    source = f"{_hf(e.hf_id)} (copy: {e.source})"
+    return load_hf_config(config, name=e.key, hf_id=e.hf_id, source=source, quantization_config=sidecar)
+
+
 def _build() -> dict[str, ModelConfig]:
     models = {
         key: load_hf_config(config, name=key, hf_id=repo, source=_hf(repo))
         for key, (repo, config, _) in _HF_ENTRIES.items()
     }
+    for e in _DATA_ENTRIES:
+        models[e.key] = _load_data_entry(e)
     models["study-mha"] = _study("study-mha", 32)
     models["study-gqa"] = _study("study-gqa", 8)
     models["study-mla"] = _study(
@@ -342,7 +392,7 @@ MODELS: dict[str, ModelConfig] = _build()
 # instruct/base/chat tunes, quantized re-uploads and dated refreshes (e.g. DeepSeek-R1-0528,
 # Qwen3-30B-A3B-Instruct-2507, nvidia/Llama-3.1-8B-Instruct-FP8, Mixtral-8x7B-Instruct-v0.1).
 _SUFFIXES = re.compile(
-    r"-(instruct|it|chat|base|hf|original|fp8|fp8-dynamic|fp4|nvfp4|mxfp4|awq|gptq|int4|int8|w4a16|w8a8"
+    r"-(instruct|it|chat|base|hf|original|bf16|fp8|fp8-dynamic|fp4|nvfp4|mxfp4|awq|gptq|int4|int8|w4a16|w8a8"
     r"|thinking|v0\.\d+|\d{4})$"
 )
 
@@ -360,15 +410,20 @@ def _normalise(name: str) -> str:
 
 def _aliases() -> dict[str, str]:
     table: dict[str, str] = {}
+    exact = {e.key for e in _DATA_ENTRIES if e.exact}
     for key, model in MODELS.items():
         table[key] = key
         if model.hf_id:
             table[model.hf_id.lower()] = key
-            table.setdefault(_normalise(model.hf_id), key)
-    for key, (_, _, extra) in _HF_ENTRIES.items():
-        for alias in extra:
+            if key not in exact:
+                table.setdefault(_normalise(model.hf_id), key)
+    extras = [(key, extra) for key, (_, _, extra) in _HF_ENTRIES.items()]
+    extras += [(e.key, e.aliases) for e in _DATA_ENTRIES]
+    for key, aliases in extras:
+        for alias in aliases:
             table.setdefault(alias.lower(), key)
-            table.setdefault(_normalise(alias), key)
+            if key not in exact:
+                table.setdefault(_normalise(alias), key)
     return table
 
 
@@ -402,25 +457,51 @@ def get_model(name: str) -> ModelConfig:
 
 
 def list_rows() -> list[dict[str, Any]]:
-    """One row per catalog model, for ``hetsched models``."""
+    """One row per catalog model, for ``hetsched models``: KV growth per token once every window is
+    full (BF16 cache), the windows, the state layers' fixed state per request."""
+    from hetsched.scheduler.estimator.cost import kv_profile  # the estimator's one KV accounting
+
     rows: list[dict[str, Any]] = []
     for key, m in MODELS.items():
+        kv = kv_profile(m)
+        windows = [f"{g.window}×{g.count}" for g in m.attention_groups if g.window]
         rows.append(
             {
                 "name": key,
                 "hf_id": m.hf_id or "",
                 "attention": m.attention_kind.value,
                 "layers": m.num_layers,
+                "layer_types": _layer_types(m),
                 "hidden": m.hidden_size,
                 "experts": f"{m.moe.experts_per_token}/{m.moe.num_experts}" if m.moe else "",
                 "total_params_b": round(m.total_params / 1e9, 2),
                 "active_params_b": round(m.active_params / 1e9, 2),
                 "active_excl_embedding_b": round(m.active_compute_params / 1e9, 2),
-                "kv_bytes_per_token_bf16": m.num_layers * m.kv_elements_per_token_per_layer * 2,
-                "window": f"{m.sliding_window}×{m.sliding_window_layers}" if m.sliding_window_layers else "",
+                "kv_bytes_per_token_bf16": _number(kv.growth_bytes_per_token),
+                "window": " ".join(windows),
+                "state_mib": round(kv.state_bytes / (1 << 20), 1) if kv.state_bytes else "",
+                "context": m.context_limit or "",
                 "precision": m.native_weight_precision
                 + (f"/{m.native_expert_precision} experts" if m.native_expert_precision else ""),
                 "source": m.source,
             }
         )
     return rows
+
+
+def _number(x: float) -> float | int:
+    return int(x) if x == int(x) else x
+
+
+def _layer_types(m: ModelConfig) -> str:
+    """``12F+36GDN``: full (F), sliding (S), chunked (C), sparse (DSA; "shared": reusing an earlier
+    layer's selection) attention, Gated DeltaNet (GDN) and Mamba2 (M2) layers."""
+    if m.sparse_attention is not None:
+        kinds = [f"{g.count}DSA" + ("" if g.indexer else "-shared") for g in m.attention_groups]
+    else:
+        kinds = [f"{g.count}{g.type.value[0].upper()}" for g in m.attention_groups]
+    if m.linear_attention is not None:
+        kinds.append(f"{m.linear_attention.layers}GDN")
+    if m.mamba is not None:
+        kinds.append(f"{m.mamba.layers}M2")
+    return "+".join(kinds)
