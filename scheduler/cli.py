@@ -105,12 +105,35 @@ def run_estimate_args(args: argparse.Namespace) -> WorkloadAnalysis:
     )
 
 
+def _kv_text(m: dict[str, Any]) -> str:
+    """KV growth per token, the windowed layers' share and cap, the fixed state."""
+    text = f"KV {m['kv_bytes_per_token'] / 1024:.1f} KiB/token"
+    if m["kv_window_bytes_per_token"]:
+        text += (
+            f" + {m['kv_window_bytes_per_token'] / 1024:.1f} KiB/token in windowed layers up to "
+            f"{m['kv_window_cap_bytes'] / (1 << 20):.2f} MiB"
+        )
+    if m["state_bytes_per_request"]:
+        text += f" + {m['state_bytes_per_request'] / (1 << 20):.1f} MiB state/request"
+    return text
+
+
+def _params_text(m: dict[str, Any]) -> str:
+    text = f"{m['total_params'] / 1e9:.2f}B params"
+    if m["vision_params"]:
+        text += f" ({m['vision_params'] / 1e9:.2f}B vision)"
+    text += f", {m['active_params'] / 1e9:.2f}B active"
+    if m["active_params_excluding_embedding"] != m["active_params"]:
+        text += f" ({m['active_params_excluding_embedding'] / 1e9:.2f}B without the embedding table)"
+    return text
+
+
 def format_estimate(result: WorkloadAnalysis) -> str:
     d = result.to_dict()
     m, hw, sc = d["model"], d["hardware"], d["scenario"]
+    kind = m["attention"] if not result.model.hybrid else f"{m['attention']}; {m['layers']}"
     lines = [
-        f"model     {m['name']} ({m['attention']}): {m['total_params'] / 1e9:.2f}B params, "
-        f"{m['active_params'] / 1e9:.2f}B active, KV {m['kv_bytes_per_token'] / 1024:.1f} KiB/token",
+        f"model     {m['name']} ({kind}): {_params_text(m)}, {_kv_text(m)}",
         f"hardware  {hw['name']} × {hw['devices']}: {fmt_si(hw['peak_flops'], 'FLOP/s')} peak, "
         f"{fmt_si(hw['memory_bandwidth_bytes_per_second'], 'B/s')}, {fmt_gib(hw['memory_bytes'], 2)}, "
         f"ridge {hw['ridge_point']:.0f} FLOP/B",
@@ -136,6 +159,26 @@ def format_estimate(result: WorkloadAnalysis) -> str:
             *(fmt_gib(d["phases"][p]["capacity_footprint_bytes"], 2) for p in ("prefill", "decode")),
         ),
         ("  KV cache", *(fmt_gib(d["phases"][p]["kv_cache_bytes"], 2) for p in ("prefill", "decode"))),
+        *(
+            [
+                (
+                    "    of which state",
+                    *(fmt_gib(d["phases"][p]["state_bytes"], 3) for p in ("prefill", "decode")),
+                )
+            ]
+            if d["phases"]["decode"]["state_bytes"]
+            else []
+        ),
+        *(
+            [
+                (
+                    "    of which index keys",
+                    *(fmt_gib(d["phases"][p]["index_key_bytes"], 3) for p in ("prefill", "decode")),
+                )
+            ]
+            if d["phases"]["decode"]["index_key_bytes"]
+            else []
+        ),
         ("regime", *(d["phases"][p]["regime"] for p in ("prefill", "decode"))),
         ("step time", *(f"{d['phases'][p]['step_seconds'] * 1e3:.2f} ms" for p in ("prefill", "decode"))),
         ("tokens/s", *(f"{d['phases'][p]['tokens_per_second']:.1f}" for p in ("prefill", "decode"))),
@@ -151,6 +194,8 @@ def format_estimate(result: WorkloadAnalysis) -> str:
     lines += [f"{r[0]:<{width}}{r[1]:>{col}}{r[2]:>{col}}" for r in rows]
     lines.append("")
     lines.append(f"TTFT {result.ttft_seconds * 1e3:.1f} ms, TPOT {result.tpot_seconds * 1e3:.2f} ms")
+    lines += [f"note: {n}" for n in m["notes"]]
+    lines += [f"warning: {w}" for w in d["warnings"]]
     return "\n".join(lines)
 
 

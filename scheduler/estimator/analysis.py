@@ -13,7 +13,7 @@ from hetsched.scheduler.estimator.cost import (
     PhaseCost,
     Precisions,
     estimate_phase,
-    kv_bytes_per_token,
+    kv_profile,
 )
 from hetsched.scheduler.estimator.roofline import (
     DEFAULT_MEMORY_UTILIZATION,
@@ -50,6 +50,11 @@ class Scenario:
                 raise ValueError(f"{field} must be ≥ 1, got {getattr(self, field)}")
         if self.cached_tokens < 0:
             raise ValueError(f"cached_tokens must be ≥ 0, got {self.cached_tokens}")
+
+    @property
+    def final_context(self) -> int:
+        """Tokens a request holds when its last token is generated: cached + prompt + output."""
+        return self.cached_tokens + self.prompt_tokens + self.output_tokens
 
     @staticmethod
     def from_agent(
@@ -96,10 +101,29 @@ class PhaseAnalysis:
         """Tokens a replica processes per second in this phase (prompt tokens, or generated tokens)."""
         return self.cost.tokens / self.performance.step_seconds
 
+    @property
+    def warning(self) -> str | None:
+        """What to know when the requested batch does not fit: which batch the figures are for."""
+        fits = self.performance.max_batch
+        if fits >= self.batch:
+            return None
+        if fits < 1:
+            return (
+                f"{self.phase.value}: not even one request fits (the weights alone do not, or its KV cache)"
+            )
+        what = f"{self.phase.value}: batch {self.batch} does not fit ({fits} request{'s' if fits > 1 else ''} do{'' if fits > 1 else 'es'})"
+        if self.cost.batch != self.batch:
+            return (
+                f"{what}; its FLOPs, bytes, OI, step time and MFU/MBU are for batch {self.cost.batch}, "
+                f"its CF per request at batch {self.batch}"
+            )
+        return f"{what}; its figures are for batch {self.batch} as if it did (only a capacity-bound phase is re-estimated at the batch that fits)"
+
     def to_dict(self) -> dict[str, Any]:
         c, p = self.cost, self.performance
         return {
             "batch": self.batch,
+            "figures_batch": c.batch,
             "new_tokens_per_request": c.new_tokens,
             "context_tokens": c.context_tokens,
             "tp": c.tp,
@@ -113,6 +137,8 @@ class PhaseAnalysis:
             "capacity_footprint_bytes": self.capacity_footprint_bytes,
             "weight_resident_bytes": c.weight_resident_bytes,
             "kv_cache_bytes": c.kv_bytes_per_request,
+            "state_bytes": c.state_bytes_per_request,
+            "index_key_bytes": c.index_bytes_per_request,
             "regime": p.regime.value,
             "ridge_point": p.ridge_point,
             "attainable_flops_per_second": p.attainable_flops,
@@ -152,6 +178,23 @@ class WorkloadAnalysis:
     decode: PhaseAnalysis
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know before reading the figures: a context beyond the model's own
+        limit, a requested batch that does not fit (the figures are then for the batch that fits)."""
+        out: list[str] = []
+        limit = self.model.context_limit
+        peak = max(self.scenario.decode_context, self.scenario.final_context)
+        if limit is not None and peak > limit:
+            out.append(
+                f"context {peak:,} tokens exceeds {self.model.name}'s limit of {limit:,} "
+                f"({context_limit_source(self.model)}); serving engines refuse such a max_model_len"
+            )
+        for phase in (self.prefill, self.decode):
+            if phase.warning:
+                out.append(phase.warning)
+        return tuple(out)
+
+    @property
     def ttft_seconds(self) -> float:
         return self.prefill.performance.step_seconds
 
@@ -161,14 +204,27 @@ class WorkloadAnalysis:
 
     def to_dict(self) -> dict[str, Any]:
         m = self.model
+        kv = kv_profile(m, self.precisions.kv_cache)
         return {
             "model": {
                 "name": m.name,
                 "attention": m.attention_kind.value,
+                "layers": layer_summary(m),
                 "total_params": m.total_params,
+                "vision_params": m.vision_params,
                 "active_params": m.active_params,
-                "kv_bytes_per_token": kv_bytes_per_token(m, self.precisions.kv_cache),
+                "active_params_excluding_embedding": m.active_compute_params,
+                "context_limit": m.context_limit,
+                # What each further token adds once every window is full; the windowed layers'
+                # share and cap, and the state layers' fixed state, separately.
+                "kv_bytes_per_token": kv.growth_bytes_per_token,
+                "kv_window_bytes_per_token": kv.window_bytes_per_token,
+                "kv_window_cap_bytes": kv.window_cap_bytes,
+                "index_key_bytes_per_token": kv.index_bytes_per_token,
+                "state_bytes_per_request": kv.state_bytes,
+                "notes": list(m.notes),
             },
+            "warnings": list(self.warnings),
             "hardware": {
                 "name": self.hardware.name,
                 "devices": self.prefill.cost.tp,
@@ -194,6 +250,34 @@ class WorkloadAnalysis:
             "tpot_seconds": self.tpot_seconds,
             "phases": {"prefill": self.prefill.to_dict(), "decode": self.decode.to_dict()},
         }
+
+
+def context_limit_source(model: ModelConfig) -> str:
+    """Where a model's context limit comes from, in words."""
+    if model.max_context_tokens and model.max_context_tokens != model.max_position_embeddings:
+        return f"max_position_embeddings {model.max_position_embeddings or 0:,} extended by RoPE scaling"
+    return "max_position_embeddings"
+
+
+def layer_summary(model: ModelConfig) -> str:
+    """The model's layers by type: ``"48 full attention"``, ``"12 full + 36 linear attention"``."""
+    parts: list[str] = []
+    for g in model.attention_groups:
+        kind = {"full_attention": "full", "sliding_attention": "sliding", "chunked_attention": "chunked"}[
+            g.type.value
+        ]
+        what = f"{g.count} {kind}"
+        if g.window:
+            what += f" ({g.window})"
+        if model.sparse_attention is not None:
+            what += " sparse" + ("" if g.indexer else ", shared indexer")
+        parts.append(what)
+    text = " + ".join(parts) + " attention" if parts else ""
+    if model.linear_attention is not None:
+        text += f" + {model.linear_attention.layers} Gated DeltaNet"
+    if model.mamba is not None:
+        text += f" + {model.mamba.layers} Mamba2"
+    return text
 
 
 def analyze_phase(

@@ -30,6 +30,7 @@ import heapq
 import math
 from dataclasses import dataclass, replace
 
+from hetsched.scheduler.estimator.analysis import context_limit_source
 from hetsched.scheduler.estimator.cost import Phase, PhaseCost
 from hetsched.scheduler.estimator.efficiency import with_engine
 from hetsched.scheduler.estimator.serving import (
@@ -420,9 +421,25 @@ class CandidateGenerator:
     # -- workload ------------------------------------------------------------------------------
     def generate(self, req: WorkloadRequest) -> WorkloadCandidates:
         rec = RejectionRecorder(self.options.record_all_rejections)
+        pools = self.pools_for(req.engine)
+        limit = req.model.context_limit
+        if limit is not None and req.capacity_context > limit:
+            # The model itself does not serve such a context (serving engines refuse the
+            # max_model_len): no pool can, whatever its memory.
+            detail = (
+                f"a request holds {req.capacity_context:,} tokens (cached + prompt + output); "
+                f"{req.model.name} serves at most {limit:,} ({context_limit_source(req.model)})"
+            )
+            for ctx in pools:
+                for kind in ("colocated", "prefill", "decode"):
+                    phases = ("prefill", "decode") if kind == "colocated" else (kind,)
+                    if all(req.allows(ph, ctx.pool.name) for ph in phases):
+                        rec.reject(
+                            kind, ctx.pool.name, Reason.CONTEXT_LIMIT, req.capacity_context / limit, detail
+                        )
+            return WorkloadCandidates(req, [], [], rec.best, rec.all, rec.count, 0, rec.feasible)
         sid = self.cache.shape_id(req)
         evals = 0
-        pools = self.pools_for(req.engine)
         allow_coloc = req.disaggregation is not DisaggregationMode.ALWAYS
         allow_disagg = req.disaggregation is not DisaggregationMode.NEVER
         options: list[Option] = []

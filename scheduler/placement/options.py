@@ -45,6 +45,7 @@ class Reason(StrEnum):
     PAIRING = "no-pairing"  # this phase fits here but no pool can run the other phase with it
     MODE = "mode"  # only the other serving mode could use it, and spec.disaggregation forbids it
     COST = "cost"  # feasible, but the chosen placement is cheaper
+    CONTEXT_LIMIT = "context-limit"  # the request's context exceeds the model's own limit (any pool)
 
 
 @dataclass(frozen=True, slots=True)

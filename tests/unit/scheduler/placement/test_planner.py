@@ -708,3 +708,21 @@ def test_unfragmented_pools_add_no_capacity_rows() -> None:
     gen = CandidateGenerator(split, PlanOptions(), EstimateCache())
     problem, _ = build_problem([gen.generate(r) for r in reqs], split)
     assert problem.capacity == (16, 12, 8)
+
+
+def test_context_beyond_the_model_limit_is_rejected_everywhere() -> None:
+    """A model serves at most its own context (max_position_embeddings): however much memory a pool
+    has, a longer request is rejected there with context-limit, and the suggestion caps the context."""
+    limited = SMALL.model_copy(update={"name": "short-ctx", "max_position_embeddings": 4096})
+    cl = cluster(pool("fast", FAST, nodes=2), pool("cheap", CHEAP))
+    req = request("long", limited, prompt=1000, output=200, cached=3800, ttft=60, tpot=1.0)
+    assert req.capacity_context == 5000
+    w = plan([req], cl, **fresh()).workload("long")
+    assert not w.placed and w.reason == "context-limit"
+    reasons = {r.pool: r for r in (*w.prefill.rejected, *w.decode.rejected)}
+    assert {r.reason for r in reasons.values()} == {Reason.CONTEXT_LIMIT}
+    assert "holds 5,000 tokens" in reasons["fast"].detail and "serves at most 4,096" in reasons["fast"].detail
+    lower = {s.action: s for s in w.suggestions}["lower-context"]
+    assert lower.feasible and int(lower.changes["maxContextTokens"]) <= 4096
+    ok = request("ok", limited, prompt=1000, output=200, cached=2800, ttft=60, tpot=1.0)  # 4,000 tokens
+    assert plan([ok], cl, **fresh()).workload("ok").placed
