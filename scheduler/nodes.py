@@ -53,30 +53,11 @@ from hetsched.scheduler.pools import (
     network_bandwidths,
     resolve_hardware,
 )
+from hetsched.scheduler.units import kube_quantity
 
 PRODUCT_POOL_PREFIX = "gpu-"
 # Taints the node lifecycle controller sets on NotReady/unreachable/cordoned nodes: not the pool's own.
 SYSTEM_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
-
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_SUFFIX = {
-    "": 1.0,
-    "n": 1e-9,
-    "u": 1e-6,
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "P": 1e15,
-    "E": 1e18,
-    "Ki": 2.0**10,
-    "Mi": 2.0**20,
-    "Gi": 2.0**30,
-    "Ti": 2.0**40,
-    "Pi": 2.0**50,
-    "Ei": 2.0**60,
-}
 
 
 def parse_quantity(value: Any) -> float:
@@ -85,11 +66,8 @@ def parse_quantity(value: Any) -> float:
         return 0.0
     if isinstance(value, int | float):
         return float(value)
-    m = _QUANTITY.match(str(value).strip())
-    if not m or m.group(2) not in _SUFFIX:
-        return 0.0
     try:
-        return float(m.group(1)) * _SUFFIX[m.group(2)]
+        return float(kube_quantity(str(value).strip()))
     except ValueError:
         return 0.0
 

@@ -7,6 +7,8 @@ schema and the CEL rules attached here via ``json_schema_extra``.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +16,7 @@ from typing import Annotated, Any
 import yaml
 from hetsched.scheduler.catalog.hardware import DeviceKind
 from hetsched.scheduler.estimator.precision import Precision
+from hetsched.scheduler.units import kube_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -22,11 +25,69 @@ API_VERSION = "v1alpha1"
 KIND = "AgentWorkload"
 PROFILE_KIND = "AcceleratorProfile"
 
+# What the API server refuses in the children's pod template, refused here first (the CRD's CEL rules
+# and the models use the same patterns; CEL's RE2 and Python's re read them alike):
+# * environment variable names: printable ASCII other than '=' (Kubernetes' relaxed rule, GA in 1.34);
+ENV_NAME_PATTERN = r"^[ -<>-~]+$"
+# * image references, as the kubelet parses them (distribution/reference: [host[:port]/]path[:tag][@digest],
+#   the path in lower case); the API server stores any string, the kubelet then fails InvalidImageName;
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+IMAGE_PATTERN = (
+    rf"^(?:{_HOST}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# * resource names of a container: the standard ones, hugepages-<size>, or extended resources
+#   (<domain>/<name>, not in the kubernetes.io domain), which cannot be overcommitted.
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+EXTENDED_RESOURCE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+def _cel_string(pattern: str) -> str:
+    """A pattern as a CEL string literal."""
+    return "'" + pattern.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 # Bounded strings and lists: the API server estimates the cost of every CEL rule from these bounds.
 PoolName = Annotated[str, Field(min_length=1, max_length=63)]
 Arg = Annotated[str, Field(max_length=4096)]
-Quantity = Annotated[str, Field(min_length=1, max_length=64)]
-ResourceList = Annotated[dict[str, Quantity], Field(max_length=32)]
+Quantity = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "isQuantity(self) && !quantity(self).isLessThan(quantity('0'))",
+                    "message": "must be a non-negative Kubernetes quantity, such as 500m, 2, 1.5Gi or 1e3",
+                }
+            ]
+        },
+    ),
+]
+ResourceList = Annotated[
+    dict[str, Quantity],
+    Field(
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-')"
+                    f" || (k.matches({_cel_string(EXTENDED_RESOURCE_PATTERN)}) && !k.contains('kubernetes.io/')))",
+                    "message": "resource names are cpu, memory, ephemeral-storage, hugepages-<size> or "
+                    "<domain>/<name> (an extended resource)",
+                },
+                {
+                    "rule": "self.all(k, !k.contains('/') || !isQuantity(self[k]) || quantity(self[k]).isInteger())",
+                    "message": "extended resources (<domain>/<name>) take whole numbers",
+                },
+            ]
+        },
+    ),
+]
 
 
 class _Spec(BaseModel):
@@ -175,15 +236,46 @@ class PoolConstraints(_Spec):
 
 
 class EnvVar(_Spec):
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({_cel_string(ENV_NAME_PATTERN)})",
+                    "message": "environment variable names are printable ASCII characters other than '='",
+                }
+            ]
+        },
+    )
     value: str = Field(default="", max_length=32768)
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvVar:
+        if not re.fullmatch(ENV_NAME_PATTERN, self.name):
+            raise ValueError(
+                f"env name {self.name!r}: environment variable names are printable ASCII characters other than '='"
+            )
+        return self
 
 
 class ContainerSpec(_Spec):
     """The serving container of one phase. ``args`` may use {model}, {tp}, {max_batch},
     {max_model_len}, {phase} and {port}, filled in from the plan."""
 
-    image: str = Field(min_length=1, max_length=512)
+    image: str = Field(
+        min_length=1,
+        max_length=512,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({_cel_string(IMAGE_PATTERN)})",
+                    "message": "not an image reference the kubelet can pull: [registry[:port]/]name[:tag][@digest], "
+                    "the name in lower case",
+                }
+            ]
+        },
+    )
     args: list[Arg] = Field(default_factory=list, max_length=128)
     port: int = Field(default=8000, ge=1, le=65535)
     env: list[EnvVar] = Field(
@@ -208,16 +300,38 @@ class ContainerSpec(_Spec):
                     "rule": "!has(self.resources) || self.resources.all(k, !('nvidia.com/gpu' in self.resources[k]))",
                     "message": "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree",
                 },
+                {
+                    "rule": "!has(self.resources) || !('requests' in self.resources) || !('limits' in self.resources)"
+                    " || self.resources['requests'].all(k, !(k in self.resources['limits'])"
+                    " || !isQuantity(self.resources['requests'][k]) || !isQuantity(self.resources['limits'][k])"
+                    " || quantity(self.resources['requests'][k]).compareTo(quantity(self.resources['limits'][k])) <= 0)",
+                    "message": "resources: every request must be at most its limit",
+                },
+                {
+                    "rule": "!has(self.resources) || !('requests' in self.resources)"
+                    " || self.resources['requests'].all(k, !(k.contains('/') || k.startsWith('hugepages-'))"
+                    " || ('limits' in self.resources && k in self.resources['limits']"
+                    " && isQuantity(self.resources['requests'][k]) && isQuantity(self.resources['limits'][k])"
+                    " && quantity(self.resources['requests'][k]).compareTo(quantity(self.resources['limits'][k])) == 0))",
+                    "message": "resources: extended resources (<domain>/<name>) and hugepages cannot be overcommitted: "
+                    "give each request a limit equal to it",
+                },
             ]
         }
     )
 
     @model_validator(mode="after")
     def _check(self) -> ContainerSpec:
+        if not re.fullmatch(IMAGE_PATTERN, self.image):
+            raise ValueError(
+                f"image {self.image!r}: not an image reference the kubelet can pull: "
+                "[registry[:port]/]name[:tag][@digest], the name in lower case"
+            )
         names = [e.name for e in self.env]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"env: duplicate names {', '.join(dupes)}")
+        values: dict[str, dict[str, Decimal]] = {}
         for key, quantities in self.resources.items():
             if key not in ("requests", "limits"):
                 raise ValueError("resources: only requests and limits may be set")
@@ -225,7 +339,44 @@ class ContainerSpec(_Spec):
                 raise ValueError(
                     "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree"
                 )
+            values[key] = {name: _resource(key, name, q) for name, q in quantities.items()}
+        requests, limits = values.get("requests", {}), values.get("limits", {})
+        for name, request in requests.items():
+            limit = limits.get(name)
+            if limit is not None and request > limit:
+                raise ValueError(
+                    f"resources.requests[{name}]: {self.resources['requests'][name]} is more than "
+                    f"its limit {self.resources['limits'][name]}: every request must be at most its limit"
+                )
+            if ("/" in name or name.startswith("hugepages-")) and limit != request:
+                raise ValueError(
+                    f"resources.requests[{name}]: extended resources (<domain>/<name>) and hugepages cannot be "
+                    "overcommitted: give each request a limit equal to it"
+                )
         return self
+
+
+def _resource(kind: str, name: str, quantity: str) -> Decimal:
+    """The value of ``resources.<kind>[<name>]``; ValueError naming it when the API server would refuse it."""
+    where = f"resources.{kind}[{name}]"
+    known = name in STANDARD_RESOURCES or name.startswith("hugepages-")
+    extended = re.fullmatch(EXTENDED_RESOURCE_PATTERN, name) is not None and "kubernetes.io/" not in name
+    if not (known or extended):
+        raise ValueError(
+            f"{where}: resource names are cpu, memory, ephemeral-storage, hugepages-<size> or <domain>/<name> "
+            "(an extended resource)"
+        )
+    try:
+        value = kube_quantity(quantity)
+    except ValueError:
+        raise ValueError(
+            f"{where}: {quantity!r} must be a non-negative Kubernetes quantity, such as 500m, 2, 1.5Gi or 1e3"
+        ) from None
+    if value < 0:
+        raise ValueError(f"{where}: {quantity!r} must be a non-negative Kubernetes quantity")
+    if "/" in name and value != value.to_integral_value():
+        raise ValueError(f"{where}: {quantity!r}: extended resources (<domain>/<name>) take whole numbers")
+    return value
 
 
 class ServingSpec(_Spec):

@@ -2,10 +2,14 @@
 
 Sizes: ``GB`` = 10⁹ bytes (datasheet capacities and bandwidths), ``GIB`` = 2³⁰ bytes (memory as the
 planner reports it); ``T`` = 10¹² (TFLOP/s, TB/s). The formatters never change a number, only
-how it is written; ``-`` stands for a missing value in the plain-text tables.
+how it is written; ``-`` stands for a missing value in the plain-text tables. Kubernetes
+quantities (``500m``, ``64Gi``) are read here too (:func:`kube_quantity`).
 """
 
 from __future__ import annotations
+
+import re
+from decimal import Decimal
 
 GB = 1e9
 GIB = float(1 << 30)
@@ -59,6 +63,31 @@ def fmt_tokens(value: float) -> str:
     return f"{value:.0f}"
 
 
+# A Kubernetes resource.Quantity (``500m``, ``2``, ``1.5Gi``, ``1e3``, ``1E`` = 10¹⁸): the grammar of
+# k8s.io/apimachinery's ParseQuantity, which the API server applies to every request and limit.
+_KUBE_QUANTITY = re.compile(
+    r"^(?P<sign>[+-]?)(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?:(?P<exponent>[eE][+-]?[0-9]+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?))$"
+)
+_DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_SI = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+
+
+def kube_quantity(text: str) -> Decimal:
+    """The exact value of a Kubernetes quantity; ValueError when the API server would not parse it."""
+    m = _KUBE_QUANTITY.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (such as 500m, 2, 1.5Gi, 1e3)")
+    value = Decimal(m["number"])
+    if m["exponent"]:
+        value = value.scaleb(int(m["exponent"][1:]))
+    elif m["suffix"] in _BINARY_SI:
+        value *= 2 ** _BINARY_SI[m["suffix"]]
+    else:
+        value = value.scaleb(_DECIMAL_SI[m["suffix"]])
+    return -value if m["sign"] == "-" else value
+
+
 __all__ = [
     "GB",
     "GIB",
@@ -69,4 +98,5 @@ __all__ = [
     "fmt_seconds",
     "fmt_si",
     "fmt_tokens",
+    "kube_quantity",
 ]

@@ -210,6 +210,36 @@ BASE: dict[str, Any] = {
             "maxContextTokens",
         ),
         ({"pools": {"prefill": ["x" * 64]}}, "at most 63"),
+        # What the API server would refuse in the Deployment (tests/data/bad_inputs/aw-049..057).
+        ({"serving": {"prefill": {"image": "x", "env": [{"name": "A=B"}]}}}, "other than '='"),
+        ({"serving": {"prefill": {"image": "x", "env": [{"name": "É"}]}}}, "printable ASCII"),
+        (
+            {"serving": {"prefill": {"image": "x", "resources": {"requests": {"cpu": "1x"}}}}},
+            r"requests\[cpu\]",
+        ),
+        ({"serving": {"prefill": {"image": "x", "resources": {"requests": {"cpu": "-1"}}}}}, "non-negative"),
+        ({"serving": {"prefill": {"image": "x", "resources": {"requests": {"gpu": "1"}}}}}, "resource names"),
+        (
+            {"serving": {"prefill": {"image": "x", "resources": {"requests": {"k8s.io/x": "1"}}}}},
+            "cannot be overcommitted",
+        ),
+        (
+            {"serving": {"prefill": {"image": "x", "resources": {"limits": {"example.com/x": "0.5"}}}}},
+            "whole numbers",
+        ),
+        (
+            {
+                "serving": {
+                    "prefill": {
+                        "image": "x",
+                        "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
+                    }
+                }
+            },
+            "at most its limit",
+        ),
+        ({"serving": {"prefill": {"image": "vLLM/x: latest"}}}, "not an image reference"),
+        ({"serving": {"prefill": {"image": "x:"}}}, "not an image reference"),
     ],
 )
 def test_spec_validators_mirror_cel(patch: dict[str, Any], fragment: str) -> None:
@@ -222,6 +252,38 @@ def test_valid_spec_passes() -> None:
         {**BASE, "pools": {"prefill": ["h100"], "exclude": ["t4"]}, "maxContextTokens": 8192}
     )
     assert spec.pools.exclude == ["t4"]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "x",
+        "vllm/vllm-openai:v0.11.0",
+        "registry.example.com:5000/team/model_server:v1.2-rc",
+        "Registry.Example/a__b/c-d:1",
+        "localhost/x@sha256:" + "0" * 64,
+        "[::1]:5000/x:latest",
+    ],
+)
+def test_valid_serving_containers_pass(image: str) -> None:
+    """Image references the kubelet parses; quantities in every form the API server reads; env names
+    with anything printable but '='; unicode values."""
+    container = {
+        "image": image,
+        "env": [{"name": "1 odd-but.valid_NAME~!", "value": "😀 ü \u2028"}],
+        "args": ["--greeting", "héllo 😀"],
+        "resources": {
+            "requests": {
+                "cpu": "1000m",
+                "memory": "0.5Gi",
+                "ephemeral-storage": "1e3",
+                "example.com/fpga": "1",
+            },
+            "limits": {"cpu": "1", "memory": "512Mi", "example.com/fpga": "1", "hugepages-2Mi": "+2Mi"},
+        },
+    }
+    spec = AgentWorkloadSpec.model_validate({**BASE, "serving": {"prefill": container}})
+    assert spec.serving is not None and spec.serving.prefill.image == image
 
 
 @pytest.mark.parametrize(
