@@ -83,9 +83,12 @@ def batch_ladder(cap: int) -> list[int]:
 
 
 def ceil_div(x: float, y: float) -> int:
-    """⌈x / y⌉ for x ≥ 0, robust to float noise (x/y = 3.0000000001 counts as 3)."""
+    """⌈x / y⌉ for x ≥ 0, robust to float noise (x/y = 3.0000000001 counts as 3). Any positive demand
+    needs at least one replica, however far below one replica's capacity (x/y = 10⁻¹² is 1, not 0)."""
     q = x / y
-    return math.ceil(q - 1e-9 * (q if q > 1.0 else 1.0))
+    if q <= 0:
+        return 0
+    return max(1, math.ceil(q - 1e-9 * (q if q > 1.0 else 1.0)))
 
 
 @dataclass(slots=True)

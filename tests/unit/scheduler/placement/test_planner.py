@@ -62,6 +62,23 @@ def test_ladders_and_ceil() -> None:
     assert ceil_div(3.01, 1.0) == 4
     assert ceil_div(0.0, 2.0) == 0
     assert ceil_div(7, 2) == 4
+    assert ceil_div(1e-12, 100.0) == 1  # far below one replica's capacity: still one replica
+
+
+@pytest.mark.parametrize("mode", list(DisaggregationMode))
+def test_a_tiny_demand_gets_one_replica_and_pays_for_it(mode: DisaggregationMode) -> None:
+    """A demand far below one replica's capacity (10⁻¹⁰ req/s) is served by one replica per phase,
+    and the plan's devices, cost and $/Mtok are those of that replica (never 0 replicas at $0/h)."""
+    cl = cluster(pool("cheap", CHEAP, 8, 4), pool("old", OLD, 4))
+    req = request("tiny", SMALL, rps=1e-10, mode=mode)
+    result = plan([req], cl, **fresh())
+    check_plan(result, [req], cl)
+    w = result.workload("tiny")
+    assert w.placed
+    for phase in (w.prefill, w.decode):
+        assert phase.replicas is not None and phase.replicas >= 1
+        assert phase.tp is not None and phase.devices == phase.replicas * phase.tp
+    assert w.cost_per_hour > 0 and w.cost_per_million_tokens is not None and w.cost_per_million_tokens > 0
 
 
 # ---- the serving model's formulas -------------------------------------------------------------------------
