@@ -14,7 +14,8 @@ Watched:
 * Nodes — indexed as small projections (``scheduler.nodes.project_node``); every node event marks
   the pools dirty, and the pool watcher (``pools.watcher``) re-derives the pools (debounced);
 * the children (Deployments, Services labelled ``app.kubernetes.io/managed-by=hetsched``) —
-  indexed (content hash, replica counts) and their events re-converge the owner (Ready, drift).
+  indexed (owner, content, replica counts) and their events re-converge the owner (Ready, drift);
+  an AgentWorkload's status events too (a status someone else wrote is written back).
 """
 
 from __future__ import annotations
@@ -139,12 +140,18 @@ async def workload_updated(
 
 
 @kopf.on.event(API_GROUP, API_VERSION, AW)
-async def workload_event(type: str | None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def workload_event(
+    type: str | None, namespace: str | None, name: str, status: Any, memo: Any, **_: Any
+) -> None:
+    op = _op(memo)
+    if op.planning_loop is None or op.reconciler is None:
+        return
+    key = (namespace or "", name)
     if type == "DELETED":
-        op = _op(memo)
-        assert op.planning_loop is not None and op.reconciler is not None
-        op.planning_loop.forget((namespace or "", name))
-        op.reconciler.forget((namespace or "", name))
+        op.planning_loop.forget(key)
+        op.reconciler.forget(key)
+    elif type is not None:  # a status someone else wrote is repaired at once
+        op.reconciler.observe_status(key, json.loads(json.dumps(dict(status or {}))))
 
 
 # ---- children -----------------------------------------------------------------------------------
@@ -169,8 +176,7 @@ async def service_event(
     memo: Any,
     **_: Any,
 ) -> None:
-    if type == "DELETED":
-        _child_event(_op(memo), type, "Service", namespace or "", name, labels)
+    _child_event(_op(memo), type, "Service", namespace or "", name, labels)
 
 
 def _child_event(

@@ -2,14 +2,23 @@
 tests replace with a fake.
 
 Children are written with server-side apply (field manager ``hetsched``, forced: the operator owns
-these objects); status with a JSON merge patch on the ``status`` subresource.
+the fields it sets), generically for every kind in :data:`RESOURCES`, and never onto an object
+that is not theirs: a create carries a precondition that fails when the object exists, an update
+the uid of the child it updates (``uid mismatch`` when the name now belongs to another object).
+Apply bodies are ASCII JSON whose escapes YAML reads (:func:`apply_body`: the API server parses an
+apply patch as YAML, which refuses JSON's surrogate-pair escapes of characters beyond U+FFFF). The
+status is written with a JSON merge patch on the ``status`` subresource. A request the API server
+answers with an error raises :class:`ApiError` (its Status message; ``refused`` tells a refusal,
+which the same request would meet again, from a failure to serve it).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +29,60 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 FIELD_MANAGER = "hetsched"
-APPLY = "application/apply-patch+yaml"
+# The apply media type, with a parameter: kubernetes_asyncio would JSON-encode the body again for the
+# bare type; the API server reads the type and ignores the charset.
+APPLY = "application/apply-patch+yaml; charset=utf-8"
 MERGE = "application/merge-patch+json"
+JSON = "application/json"
+# Kinds the operator writes: kind -> (API path prefix, plural). A new child kind is a row here (and
+# an index and a watch in handlers.py).
+RESOURCES: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+}
+# A create is an apply that must not find the object: with a resourceVersion in the body the API
+# server applies only to the object at that version (409 Conflict otherwise), and creates the object
+# when there is none. No object is at version 1 (etcd's first revision is the cluster's first write).
+CREATE_ONLY_VERSION = "1"
+
+
+class ApiError(Exception):
+    """The API server answered with an error: HTTP ``status``, its ``reason`` and ``message``."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def refused(self) -> bool:
+        """The API server refused the request itself (invalid, forbidden, conflicting, too large):
+        the same request would be refused again. 5xx, 408 and 429 are failures to serve it."""
+        return 400 <= self.status < 500 and self.status not in (408, 429)
+
+    @staticmethod
+    def from_body(status: int, body: bytes) -> ApiError:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            return ApiError(status, "", body[:1024].decode(errors="replace"))
+        return ApiError(status, str(doc.get("reason") or ""), str(doc.get("message") or ""))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def apply_body(obj: Mapping[str, Any]) -> bytes:
+    """``obj`` as the body of an apply patch: JSON (a subset of YAML) in ASCII, every other character
+    written as a YAML escape (``\\u00e9``, ``\\U0001f600``), so that any string the API server stores
+    (controls, U+2028, emoji) arrives as it is."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return re.sub(r"[^\x20-\x7e]", _escape, text).encode("ascii")
 
 
 class KubeApi:
@@ -45,38 +106,101 @@ class KubeApi:
     async def close(self) -> None:
         await self.api_client.close()
 
-    async def apply(self, obj: Mapping[str, Any]) -> None:
-        meta = obj["metadata"]
-        body = json.loads(json.dumps(obj))
-        common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
-        if obj["kind"] == "Deployment":
-            await self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **common)
-        elif obj["kind"] == "Service":
-            await self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **common)
-        else:
-            raise ValueError(f"cannot apply kind {obj['kind']}")
+    # ---- generic requests ----------------------------------------------------------------------
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        """One request, raw JSON in and out (ApiError when the answer is not 2xx)."""
+        response = await self.api_client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Accept": JSON, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        async with response:
+            data = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiError.from_body(response.status, data)
+        doc: dict[str, Any] = json.loads(data) if data else {}
+        return doc
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None:
+    @staticmethod
+    def _path(kind: str, namespace: str, name: str) -> str:
+        if kind not in RESOURCES:
+            raise ValueError(f"cannot write kind {kind}")
+        prefix, plural = RESOURCES[kind]
+        return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+
+    async def apply(self, obj: Mapping[str, Any], *, create: bool = False, uid: str = "") -> dict[str, Any]:
+        """Server-side apply of ``obj`` (forced); returns the object the API server stored.
+
+        ``create``: only if no object of that name exists; ``uid``: only onto that object. Either
+        way a 409 Conflict instead of writing onto an object that is not the one meant.
+        """
+        meta = obj["metadata"]
+        body = copy.deepcopy(dict(obj))
+        if create:
+            body["metadata"]["resourceVersion"] = CREATE_ONLY_VERSION
+        elif uid:
+            body["metadata"]["uid"] = uid
         try:
-            if kind == "Deployment":
-                await self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
-            elif kind == "Service":
-                await self.core.delete_namespaced_service(name, namespace)
-            else:
-                raise ValueError(f"cannot delete kind {kind}")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+            return await self._request(
+                "PATCH",
+                self._path(str(obj["kind"]), meta["namespace"], meta["name"]),
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                body=apply_body(body),
+                content_type=APPLY,
+            )
+        except ApiError as exc:
+            # Another object now has the name: the API server calls the changed uid invalid (422).
+            if uid and exc.status == 422 and "metadata.uid" in exc.message:
+                raise ApiError(
+                    409, "Conflict", f"{obj['kind']} {meta['name']} is not the object {uid} any more"
+                ) from None
+            raise
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server holds it (None: there is none)."""
+        try:
+            return await self._request("GET", self._path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete(self, kind: str, namespace: str, name: str, *, uid: str = "") -> None:
+        """Delete the object (its dependents in the background); only the object with ``uid`` if
+        given. Gone already, or not that object any more: nothing to do."""
+        options: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            await self._request("DELETE", self._path(kind, namespace, name), body=options)
+        except ApiError as exc:
+            if exc.status == 404 or (uid and exc.status == 409):
+                return
+            raise
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self.custom.patch_namespaced_custom_object_status(
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            "agentworkloads",
-            name,
-            {"status": dict(status)},
-            _content_type=MERGE,  # type: ignore[call-arg]
+        await self._request(
+            "PATCH",
+            f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/agentworkloads/{name}/status",
+            body={"status": dict(status)},
+            content_type=MERGE,
         )
 
     async def post_event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # imported where used: `hetsched --help` reads OperatorSettin
 log = logging.getLogger("hetsched.operator")
 #: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
 INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", "deployments_idx", "services_idx")
+#: The indices of the children, one per child kind (each maps (namespace, workload) to ChildStates).
+CHILD_INDICES = ("deployments_idx", "services_idx")
 
 
 @dataclass
@@ -85,7 +87,7 @@ class OperatorContext:
     def children(self, key: Key) -> dict[tuple[str, str], ChildState]:
         """The workload's children as the Kopf indices hold them, by (kind, name)."""
         out: dict[tuple[str, str], ChildState] = {}
-        for index in ("deployments_idx", "services_idx"):
+        for index in CHILD_INDICES:
             idx = self.indices.get(index)
             if idx is None or key not in idx:
                 continue

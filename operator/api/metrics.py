@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 REGIMES = ("compute-bound", "bandwidth-bound", "capacity-bound")
 CONDITIONS = ("Estimated", "Placed", "Ready", "Degraded")
 CONDITION_STATUSES = ("True", "False", "Unknown")
-RESULTS = ("placed", "unchanged", "infeasible", "invalid", "waiting", "error")
+RESULTS = ("placed", "unchanged", "infeasible", "invalid", "waiting", "error", "conflict", "rejected")
 
 
 def _version(dist: str) -> str:

@@ -1,6 +1,12 @@
 """The children a workload should have, their state as the Kopf indices hold it, and what to
 write or delete: pure functions (``reconciler.py`` calls them and performs the writes).
 
+Ownership: a child is this workload's when its controller owner reference carries the workload's
+uid. A desired child whose name another object holds (a user's own Service, a leftover of a deleted
+workload of the same name, an object labelled like ours) is a :class:`Conflict`: the workload then
+writes nothing at all, and nothing it does not control is ever deleted. Drift: a child of ours whose
+live fields no longer hold what the operator sets (``drift.py``) is written again.
+
 Also the unschedulable check: a child Deployment's pod the scheduler finds no node for, for
 longer than a grace period, makes the workload Degraded (reason ``Unschedulable``).
 """
@@ -8,6 +14,7 @@ longer than a grace period, makes the workload Degraded (reason ``Unschedulable`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +23,7 @@ from typing import Any
 from hetsched.operator.planning.intake import Registration
 from hetsched.operator.planning.plans import WorkloadPlan
 from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.drift import drift
 from hetsched.operator.reconcile.status import (
     UNSCHEDULABLE,
     get_condition,
@@ -42,12 +50,12 @@ def parse_time(value: Any) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class ChildState:
-    """A child as the Kopf index projects it."""
+    """A child as the Kopf index projects it (or as a GET returned it)."""
 
     kind: str
     name: str
     hash: str
-    owner_uid: str
+    controller_uid: str  # uid of the controller owner reference ("": none)
     replicas: int = 0
     generation: int = 0
     observed_generation: int = 0
@@ -59,23 +67,33 @@ class ChildState:
     selector: str = ""
     progress_time: float | None = None
     progress_deadline_exceeded: bool = False
+    uid: str = ""
+    resource_version: str = ""
+    # Who holds the object, for conflict messages: its controller (``Kind name``), or its owners,
+    # or the field manager that created it.
+    holder: str = ""
+    # The object without status and managed fields (compact JSON): what drift is checked against.
+    live: str = ""
 
     @staticmethod
     def from_body(kind: str, body: Mapping[str, Any]) -> ChildState:
         meta = body.get("metadata") or {}
         spec = body.get("spec") or {}
         status = body.get("status") or {}
-        owners = meta.get("ownerReferences") or []
+        owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, Mapping)]
+        controller = next((o for o in owners if o.get("controller")), None)
         match = ((spec.get("selector") or {}).get("matchLabels") or {}) if kind == "Deployment" else {}
         progressing = get_condition(status.get("conditions"), "Progressing") or {}
         progress_time = parse_time(progressing.get("lastUpdateTime")) or parse_time(
             meta.get("creationTimestamp")
         )
+        live = {k: v for k, v in body.items() if k != "status"}
+        live["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
         return ChildState(
             kind=kind,
             name=str(meta.get("name")),
             hash=str((meta.get("annotations") or {}).get(manifests.HASH_ANNOTATION, "")),
-            owner_uid=str(owners[0].get("uid", "")) if owners else "",
+            controller_uid=str(controller.get("uid", "")) if controller else "",
             replicas=int(spec.get("replicas", 0) or 0),
             generation=int(meta.get("generation", 0) or 0),
             observed_generation=int(status.get("observedGeneration", 0) or 0),
@@ -85,9 +103,21 @@ class ChildState:
             progress_time=progress_time if kind == "Deployment" else None,
             progress_deadline_exceeded=progressing.get("status") == "False"
             and progressing.get("reason") == "ProgressDeadlineExceeded",
+            uid=str(meta.get("uid") or ""),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            holder=_holder(controller, owners, meta.get("managedFields") or []),
+            live=json.dumps(live, separators=(",", ":"), sort_keys=True, default=str),
         )
 
+    def drift(self, desired: Mapping[str, Any]) -> str | None:
+        """The first field of ``desired`` this child does not hold (None: none; "." if unknown)."""
+        if not self.live:
+            return "."
+        return drift(json.loads(self.live), desired)
+
     def ready(self) -> tuple[bool, str]:
+        if self.kind == "Deployment" and self.replicas < 1:
+            return False, f"{self.name}: 0 replicas"
         if self.observed_generation < self.generation:
             return False, f"{self.name}: rollout not observed yet"
         if self.updated < self.replicas:
@@ -121,35 +151,121 @@ def desired_children(reg: Registration, plan: WorkloadPlan) -> list[dict[str, An
     return out
 
 
+def _holder(controller: Mapping[str, Any] | None, owners: Sequence[Mapping[str, Any]], managed: Any) -> str:
+    """Who holds an object, in words."""
+    if controller is not None:
+        return (
+            f"controlled by {controller.get('kind')} {controller.get('name')} (uid {controller.get('uid')})"
+        )
+    if owners:
+        names = ", ".join(f"{o.get('kind')} {o.get('name')}" for o in owners)
+        return f"owned by {names}, none of them its controller"
+    managers = sorted({str(m.get("manager")) for m in managed if isinstance(m, Mapping) and m.get("manager")})
+    return "not controlled by any object" + (f" (written by {', '.join(managers)})" if managers else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A desired child whose name an object this workload does not control holds."""
+
+    kind: str
+    name: str
+    holder: str  # see _holder
+
+    @staticmethod
+    def of(workload: str, child: ChildState) -> Conflict:
+        holder = child.holder
+        if holder.startswith(f"controlled by AgentWorkload {workload} "):
+            holder += (
+                ", an earlier AgentWorkload of this name: waiting for the garbage collector to remove it"
+            )
+        return Conflict(child.kind, child.name, holder)
+
+    def message(self) -> str:
+        return f"{self.kind} {self.name} exists and is not this workload's: {self.holder}"
+
+
+def conflict_message(conflicts: Sequence[Conflict]) -> str:
+    return (
+        "; ".join(c.message() for c in conflicts)
+        + ". Nothing was written: remove or rename that object, or rename the workload"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """An apply: a create (``uid`` empty, the object must not exist) or an update of the child with
+    ``uid`` (``live_version``: the index's version of it when the write was decided; ``why``: the
+    first field that differs)."""
+
+    obj: Mapping[str, Any]
+    uid: str = ""
+    live_version: str = ""
+    why: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return str(self.obj["kind"]), str(self.obj["metadata"]["name"])
+
+    @property
+    def hash(self) -> str:
+        return str(self.obj["metadata"]["annotations"][manifests.HASH_ANNOTATION])
+
+
 @dataclass(frozen=True, slots=True)
 class Actions:
-    apply: tuple[dict[str, Any], ...]
-    delete: tuple[tuple[str, str], ...]  # (kind, name)
+    writes: tuple[Write, ...]
+    # Desired children the index does not have: look each up (it may exist without our labels)
+    # before creating it.
+    lookups: tuple[Mapping[str, Any], ...]
+    conflicts: tuple[Conflict, ...]
+    delete: tuple[tuple[str, str, str], ...]  # (kind, name, uid) of our children not desired any more
+
+
+def key_of(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return str(obj["kind"]), str(obj["metadata"]["name"])
 
 
 def plan_actions(
     desired: Sequence[Mapping[str, Any]],
     existing: Mapping[tuple[str, str], ChildState],
-    applied: Mapping[tuple[str, str], str],
+    in_flight: Mapping[tuple[str, str], tuple[str, str]],
+    *,
+    workload: str,
+    uid: str,
 ) -> Actions:
-    """What to write: desired objects whose hash differs from both the index and our last write
-    (or whose owner is not this workload); existing children not desired any more."""
-    apply = []
+    """What to do about the workload's children (``existing``: those the index holds under the
+    workload's label; ``in_flight``: (kind, name) → (hash, the index's version when we wrote it),
+    for our writes the index has not caught up with)."""
+    writes: list[Write] = []
+    lookups: list[Mapping[str, Any]] = []
+    conflicts: list[Conflict] = []
     for obj in desired:
-        key = (str(obj["kind"]), str(obj["metadata"]["name"]))
+        key = key_of(obj)
         want = obj["metadata"]["annotations"][manifests.HASH_ANNOTATION]
-        uid = obj["metadata"]["ownerReferences"][0]["uid"]
         have = existing.get(key)
-        if have is not None and have.hash == want and have.owner_uid == uid:
+        written = in_flight.get(key)
+        if have is None:
+            if written is not None and written == (want, ""):
+                continue  # just created; the watch has not brought it back yet
+            lookups.append(obj)
             continue
-        if have is None and applied.get(key) == want:
-            continue  # just written; the watch has not brought it back yet
-        if have is not None and have.hash != want and applied.get(key) == want and have.owner_uid == uid:
-            continue  # written; the index still shows the previous version
-        apply.append(dict(obj))
-    want_keys = {(str(o["kind"]), str(o["metadata"]["name"])) for o in desired}
-    delete = tuple(sorted(k for k in existing if k not in want_keys))
-    return Actions(tuple(apply), delete)
+        if have.controller_uid != uid:
+            conflicts.append(Conflict.of(workload, have))
+            continue
+        why = have.drift(obj)
+        if why is None:
+            continue
+        if written is not None and written == (want, have.resource_version):
+            continue  # written; the index still shows the version before our write
+        writes.append(Write(obj, have.uid, have.resource_version, why))
+    want_keys = {key_of(o) for o in desired}
+    delete = tuple(
+        sorted(
+            (k[0], k[1], c.uid) for k, c in existing.items() if k not in want_keys and c.controller_uid == uid
+        )
+    )
+    return Actions(tuple(writes), tuple(lookups), tuple(conflicts), delete)
 
 
 def readiness(
@@ -163,12 +279,11 @@ def readiness(
     for d in deployments:
         name = d["metadata"]["name"]
         have = existing.get(("Deployment", name))
-        want = d["metadata"]["annotations"][manifests.HASH_ANNOTATION]
         if have is None:
             ok = False
             notes.append(f"{name}: not created yet")
             continue
-        if have.hash != want:
+        if have.drift(d) is not None:
             ok = False
             notes.append(f"{name}: update in progress")
             continue

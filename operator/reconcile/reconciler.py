@@ -1,12 +1,25 @@
 """Converges a workload's children and status to its current plan (async, never blocking).
 
-``converge(key)`` is idempotent: it builds the desired Deployments/Services with the pure
-functions of ``reconcile.py``, writes only those whose content hash differs from what the Kopf
-index (or our last write) holds, deletes children the plan no longer has (e.g. after a switch
-between colocated and disaggregated serving), computes the status and patches it only when it
-changed, and posts an Event when the placement changed. Calls for one workload are serialised by
-a per-workload lock; a work queue with a few workers converges the keys the planner or the
-children's watch events hand over.
+``converge(key)`` is idempotent: it builds the desired children with the pure functions of
+``children.py`` and writes only what differs from what the API server holds (``drift.py``: the
+fields the operator sets, compared as a forced apply would change them, so a quiet cluster costs no
+write and a hand edit is undone once), deletes children of its own the plan no longer has (e.g.
+after a switch between colocated and disaggregated serving), computes the status and patches it
+only when it differs from what the API server holds, and posts an Event when the placement changed.
+Calls for one workload are serialised by a per-workload lock; a work queue with a few workers
+converges the keys the planner, the watch events and the periodic resync hand over.
+
+Ownership: children are created only where no object has the name, and updated only while this
+workload's uid controls them (the API server checks both: ``kube.KubeApi.apply``). A desired child
+held by anything else is a conflict: nothing is written for the workload (no partial set), nothing it
+does not control is deleted, and ``Degraded``/``Ready`` say ``ChildConflict`` with the object and
+its holder (one Warning Event).
+
+Refused writes: a write the API server refuses (``ApiError.refused``) becomes ``Degraded``/``Ready``
+reason ``ChildRejected`` with the API server's message and one Warning Event; the same content is
+retried with a per-object back-off (``writes.Refusals``), at most one pending retry per workload,
+and at once when the content changes. Other failures (5xx, timeouts) fail the converge, which is
+retried with a per-workload back-off (2 s doubling to 30 s), again one pending retry per workload.
 
 Unschedulable children: a Deployment that has not been fully available and made no rollout
 progress (its ``Progressing`` condition) for ``unschedulable_grace`` seconds gets one pod list
@@ -22,24 +35,33 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from hetsched.operator.api.metrics import Metrics
 from hetsched.operator.api.state import OperatorState, Slo
+from hetsched.operator.kube import ApiError
 from hetsched.operator.planning.intake import Key, Registration
 from hetsched.operator.planning.loop import PlanningLoop
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import (
     ChildState,
+    Conflict,
     PodScheduling,
+    Write,
+    conflict_message,
     desired_children,
+    key_of,
     plan_actions,
     readiness,
     stalled_children,
     unschedulable_pods,
 )
 from hetsched.operator.reconcile.status import (
+    CHILD_CONFLICT,
+    CHILD_REJECTED,
+    UNSCHEDULABLE,
     comparable,
     degraded_event,
     placed_status,
@@ -48,22 +70,38 @@ from hetsched.operator.reconcile.status import (
     status_patch,
     unplaced_status,
 )
+from hetsched.operator.reconcile.writes import Refusals
 from hetsched.scheduler.spec import API_GROUP, API_VERSION, KIND
 
 log = logging.getLogger("hetsched.reconciler")
+
+# A converge that fails (API server down, a timeout) is retried after 2 s, doubling to 30 s.
+FIRST_RETRY_SECONDS = 2.0
+MAX_RETRY_SECONDS = 30.0
 
 ChildrenFn = Callable[[Key], Mapping[tuple[str, str], ChildState]]
 EventFn = Callable[[Mapping[str, Any], str, str, str], Awaitable[None]]
 
 
 class Api(Protocol):
-    async def apply(self, obj: Mapping[str, Any]) -> None: ...
+    async def apply(
+        self, obj: Mapping[str, Any], *, create: bool = False, uid: str = ""
+    ) -> Mapping[str, Any]: ...
 
-    async def delete(self, kind: str, namespace: str, name: str) -> None: ...
+    async def get(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def delete(self, kind: str, namespace: str, name: str, *, uid: str = "") -> None: ...
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+
+HASH = manifests.HASH_ANNOTATION
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None else min(a, b)
 
 
 def object_ref(namespace: str, name: str, uid: str) -> dict[str, Any]:
@@ -100,8 +138,17 @@ class Reconciler:
         self._pods: dict[tuple[str, str], tuple[float, tuple[PodScheduling, ...]]] = {}
         self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        # The status as we last wrote it (or found it), and the last few we wrote: a watch event
+        # showing any of those is our own write coming back, anything else someone else's edit.
         self._status: dict[Key, dict[str, Any]] = {}
-        self._applied: dict[tuple[str, str, str], str] = {}  # (namespace, kind, name) → hash
+        self._written: dict[Key, deque[dict[str, Any]]] = {}
+        # A status someone else wrote: the next status patch is computed against it.
+        self._foreign: dict[Key, dict[str, Any]] = {}
+        # Our writes the index has not caught up with: (namespace, kind, name) → (hash, the index's
+        # resourceVersion of the child when we wrote it; "" for a create).
+        self._in_flight: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._refusals = Refusals()
+        self._failures: dict[Key, int] = {}  # converges in a row that failed (retry back-off)
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,21 +160,37 @@ class Reconciler:
         if key not in self._status:
             self._status[key] = comparable(status)
 
+    def observe_status(self, key: Key, status: Mapping[str, Any] | None) -> None:
+        """The status a watch event shows. If it is none we wrote, someone else edited it: converge,
+        patching against what is there, so the edit is repaired at once."""
+        live = comparable({k: v for k, v in (status or {}).items() if not str(k).startswith("kopf")})
+        ours = self._status.get(key)
+        if ours is None or live == ours or any(live == w for w in self._written.get(key, ())):
+            return
+        if key not in self.planning_loop.registrations:
+            return  # not ours to converge (invalid spec, waiting for its ConfigMap): the handlers own it
+        self._foreign[key] = live
+        self.enqueue([key])
+
     def forget(self, key: Key) -> None:
         self._status.pop(key, None)
+        self._written.pop(key, None)
+        self._foreign.pop(key, None)
+        self._failures.pop(key, None)
         self._locks.pop(key, None)
+        self._refusals.forget(key)
         timer = self._rechecks.pop(key, None)
         if timer is not None:
             timer.cancel()
         for pods_key in [k for k in self._pods if k[0] == key[0] and k[1].startswith(key[1] + "-")]:
             self._pods.pop(pods_key, None)
-        for k in [k for k in self._applied if k[0] == key[0] and k[2].startswith(key[1] + "-")]:
-            self._applied.pop(k, None)
+        for k in [k for k in self._in_flight if k[0] == key[0] and k[2].startswith(key[1] + "-")]:
+            self._in_flight.pop(k, None)
         self.state.drop_workload(*key)
 
     def child_gone(self, namespace: str, kind: str, name: str) -> None:
         """A child was deleted (watch event): forget our write so that converge re-creates it."""
-        self._applied.pop((namespace, kind, name), None)
+        self._in_flight.pop((namespace, kind, name), None)
 
     def _event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event in the background: a failed Event must never fail a reconciliation."""
@@ -198,9 +261,13 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("converging %s/%s failed (will retry): %s", key[0], key[1], exc)
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (failures - 1))
+                log.warning("converging %s/%s failed (retry in %g s): %s", key[0], key[1], delay, exc)
                 self.metrics.count("error")
-                asyncio.get_running_loop().call_later(2.0, self.enqueue, [key])
+                self._recheck(key, delay)  # one pending retry per workload, however often it fails
+            else:
+                self._failures.pop(key, None)
 
     # ---- the work -------------------------------------------------------------------------------
     async def converge(self, key: Key) -> str:
@@ -230,37 +297,113 @@ class Reconciler:
             await self._write_status(reg, status)
             return "invalid"
         existing = self.children(key)
-        applied = {(k, n): h for (ns, k, n), h in self._applied.items() if ns == namespace}
-        actions = plan_actions(desired, existing, applied)
-        for obj in actions.apply:
-            await self.api.apply(obj)
-            meta = obj["metadata"]
-            self._applied[(namespace, obj["kind"], meta["name"])] = meta["annotations"][
-                manifests.HASH_ANNOTATION
-            ]
-        for kind, child in actions.delete:
-            await self.api.delete(kind, namespace, child)
-            self._applied.pop((namespace, kind, child), None)
-        unschedulable = None
+        in_flight = {(k, n): v for (ns, k, n), v in self._in_flight.items() if ns == namespace}
+        actions = plan_actions(desired, existing, in_flight, workload=name, uid=reg.uid)
+        conflicts = list(actions.conflicts)
+        writes = list(actions.writes)
+        now = time.monotonic()
+        for obj in actions.lookups:  # not in the index: is the name free?
+            kind, child = key_of(obj)
+            if self._refusals.waiting((namespace, kind, child), obj["metadata"]["annotations"][HASH], now):
+                writes.append(Write(obj))  # refused, retry not due: reported, not looked up again
+                continue
+            found = await self.api.get(kind, namespace, child)
+            if found is None:
+                writes.append(Write(obj))
+                continue
+            have = ChildState.from_body(kind, found)
+            if have.controller_uid != reg.uid:
+                conflicts.append(Conflict.of(name, have))
+            elif (why := have.drift(obj)) is not None:  # ours, without our labels
+                writes.append(Write(obj, have.uid, have.resource_version, why))
+        degraded: tuple[str, str] | None = None
+        wrote = False
+        if conflicts:  # nothing is written: neither a partial set nor a deletion
+            degraded = (CHILD_CONFLICT, conflict_message(conflicts))
+        else:
+            rejected = await self._write_children(reg, desired, writes)
+            for kind, child, uid in actions.delete:
+                await self.api.delete(kind, namespace, child, uid=uid)
+                self._in_flight.pop((namespace, kind, child), None)
+            wrote = bool(writes or actions.delete)
+            if rejected:
+                degraded = (CHILD_REJECTED, "; ".join(rejected))
         if plan.placed:
             ready = readiness(plan, desired, existing)
-            if not ready[0]:
+            if degraded is None and not ready[0]:
                 unschedulable = await self._unschedulable(key, desired, existing)
+                if unschedulable is not None:
+                    degraded = (UNSCHEDULABLE, unschedulable)
             status = placed_status(
-                plan, reg.generation, previous, ready, namespace_name=key, unschedulable=unschedulable
+                plan, reg.generation, previous, ready, namespace_name=key, degraded=degraded
             )
         else:
             status = unplaced_status(plan, reg.generation, previous)
         event = placement_event(previous, plan, self.planning_loop.lost_pools)
-        warning = degraded_event(previous, unschedulable)
-        wrote = await self._write_status(reg, status)
+        warning = degraded_event(previous, degraded)
+        wrote = await self._write_status(reg, status) or wrote
         if event is not None:
             self._event(object_ref(namespace, name, reg.uid), *event)
         if warning is not None:
             self._event(object_ref(namespace, name, reg.uid), *warning)
         if not plan.placed:
             return "infeasible"
-        return "placed" if (wrote or actions.apply or actions.delete) else "unchanged"
+        if degraded is not None and degraded[0] == CHILD_CONFLICT:
+            return "conflict"
+        if degraded is not None and degraded[0] == CHILD_REJECTED:
+            return "rejected"
+        return "placed" if wrote else "unchanged"
+
+    async def _write_children(
+        self, reg: Registration, desired: list[dict[str, Any]], writes: list[Write]
+    ) -> list[str]:
+        """Apply ``writes``; returns what the API server refused (``Kind name: message``), including
+        refusals of the desired content whose retry is not due yet."""
+        namespace = reg.key[0]
+        now = time.monotonic()
+        pending = {w.key: w for w in writes}
+        rejected: list[str] = []
+        retry_in: float | None = None
+        for obj in desired:
+            kind, child = key_of(obj)
+            object_key = (namespace, kind, child)
+            content = obj["metadata"]["annotations"][HASH]
+            write = pending.get((kind, child))
+            refusal = self._refusals.of(object_key, content)
+            if write is None:  # the API server holds this content: nothing refused
+                self._refusals.accepted(object_key)
+                continue
+            if refusal is not None and now < refusal.retry_at:
+                rejected.append(f"{kind} {child}: {refusal.message}")
+                retry_in = _earliest(retry_in, refusal.retry_at - now)
+                continue
+            try:
+                stored = await self.api.apply(obj, create=not write.uid, uid=write.uid)
+            except ApiError as exc:
+                if not exc.refused or exc.status == 409:
+                    raise  # not served, or the object changed under us: retried with back-off
+                refusal = self._refusals.refused(reg.key, object_key, content, exc.message, now)
+                log.warning(
+                    "%s %s/%s refused by the API server (attempt %d, next in %.0f s): %s",
+                    kind,
+                    namespace,
+                    child,
+                    refusal.attempts,
+                    refusal.retry_at - now,
+                    exc.message,
+                )
+                rejected.append(f"{kind} {child}: {exc.message}")
+                retry_in = _earliest(retry_in, refusal.retry_at - now)
+                continue
+            self._refusals.accepted(object_key)
+            self._in_flight[object_key] = (content, write.live_version)
+            if write.uid:
+                log.info("%s %s/%s: repaired %s", kind, namespace, child, write.why)
+                if str((stored.get("metadata") or {}).get("resourceVersion")) == write.live_version:
+                    log.warning("%s %s/%s: the write changed nothing (%s)", kind, namespace, child, write.why)
+        if retry_in is not None:
+            self._recheck(reg.key, retry_in)
+        return rejected
 
     async def _unschedulable(
         self,
@@ -304,12 +447,20 @@ class Reconciler:
 
     async def _write_status(self, reg: Registration, status: Mapping[str, Any]) -> bool:
         key = reg.key
-        patch = status_patch(self._status.get(key), status)
         stored = comparable(status)
+        wrote = await self._patch_status(key, stored, status)
+        self.state.set_workload(key[0], key[1], stored, Slo.from_spec(reg.spec))
+        return wrote
+
+    async def _patch_status(self, key: Key, stored: dict[str, Any], status: Mapping[str, Any]) -> bool:
+        """Patch the status from what the API server holds (ours, or an edit someone else made)."""
+        base = self._foreign.get(key, self._status.get(key))
+        patch = status_patch(base, status)
         if patch is not None:
             await self.api.patch_workload_status(key[0], key[1], patch)
+            self._written.setdefault(key, deque(maxlen=4)).append(stored)
+        self._foreign.pop(key, None)
         self._status[key] = stored
-        self.state.set_workload(key[0], key[1], stored, Slo.from_spec(reg.spec))
         return patch is not None
 
     async def report_problem(
@@ -326,14 +477,13 @@ class Reconciler:
         async with self._lock(key):
             previous = self._status.get(key)
             status = problem_status(generation, previous, reason, message, estimated=estimated)
-            patch = status_patch(previous, status)
-            if patch is not None:
-                await self.api.patch_workload_status(key[0], key[1], patch)
+            stored = comparable(status)
+            if await self._patch_status(key, stored, status):
                 self._event(object_ref(key[0], key[1], uid), "Warning", reason, message)
-            self._status[key] = comparable(status)
-            self.state.set_workload(key[0], key[1], self._status[key])
+            self.state.set_workload(key[0], key[1], stored)
             # No valid plan means no devices: children of an earlier generation go, so that what
-            # runs always matches what the planner accounts for.
-            for kind, child in sorted(self.children(key)):
-                await self.api.delete(kind, key[0], child)
-                self._applied.pop((key[0], kind, child), None)
+            # runs always matches what the planner accounts for (only those this workload controls).
+            for (kind, child), have in sorted(self.children(key).items()):
+                if have.controller_uid == uid:
+                    await self.api.delete(kind, key[0], child, uid=have.uid)
+                    self._in_flight.pop((key[0], kind, child), None)

@@ -9,8 +9,10 @@ AgentWorkload conditions:
 * ``Placed`` — every phase has a pool, TP, batch and replica count;
 * ``Ready`` — the child Deployments have all their replicas available;
 * ``Degraded`` — the spec is invalid, the demand/SLO cannot be met on the live pools, a pool
-  the placement used was lost, or the kube-scheduler has found no node for a child's pod for the
-  unschedulable grace period. ``True`` means something is wrong.
+  the placement used was lost, a child's name is held by an object the workload does not control
+  (``ChildConflict``), the API server refused a child (``ChildRejected``), or the kube-scheduler
+  has found no node for a child's pod for the unschedulable grace period. ``True`` means something
+  is wrong.
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ def round_sig(x: float | None, digits: int = 5) -> float | None:
 
 # ---- conditions from the plan and the children ---------------------------------------------------
 UNSCHEDULABLE = "Unschedulable"
+CHILD_CONFLICT = "ChildConflict"  # a child's name is held by an object the workload does not control
+CHILD_REJECTED = "ChildRejected"  # the API server refused a child's write
 
 
 def camel(reason: str | None) -> str:
@@ -209,15 +213,19 @@ def camel(reason: str | None) -> str:
 
 
 def degraded_event(
-    previous: Mapping[str, Any] | None, unschedulable: str | None
+    previous: Mapping[str, Any] | None, degraded: tuple[str, str] | None
 ) -> tuple[str, str, str] | None:
-    """The Warning to post when a workload becomes unschedulable (once, not per reconcile)."""
-    if unschedulable is None:
+    """The Warning to post when a placed workload becomes Degraded (``degraded``: reason, message):
+    once, not per reconcile. A new refusal or conflict message is a new Event; a new message of the
+    same unschedulable pod is not (the scheduler's counts change as pods come and go)."""
+    if degraded is None:
         return None
+    reason, message = degraded
     for c in (previous or {}).get("conditions") or ():
-        if c.get("type") == "Degraded" and c.get("status") == "True" and c.get("reason") == UNSCHEDULABLE:
+        same = c.get("type") == "Degraded" and c.get("status") == "True" and c.get("reason") == reason
+        if same and (reason == UNSCHEDULABLE or c.get("message") == _clip(message)):
             return None
-    return "Warning", UNSCHEDULABLE, unschedulable
+    return "Warning", reason, message
 
 
 def _phase_status(p: PhasePlan, deployment: str) -> dict[str, Any]:
@@ -270,11 +278,12 @@ def placed_status(
     ready: tuple[bool, str],
     *,
     namespace_name: tuple[str, str],
-    unschedulable: str | None = None,
+    degraded: tuple[str, str] | None = None,
     now: str | None = None,
 ) -> dict[str, Any]:
     """Status of a workload whose plan placed it (``ready``: its Deployments' availability;
-    ``unschedulable``: why the scheduler finds no node for a child's pod, which is Degraded)."""
+    ``degraded``: (reason, message) of what keeps the children from being as planned — a
+    conflict, a refused write, a pod the scheduler finds no node for)."""
     now = now or now_rfc3339()
     name = namespace_name[1]
     conds = _base(previous)
@@ -290,18 +299,18 @@ def placed_status(
     conds = set_condition(
         conds, ConditionType.PLACED, True, "Placed", plan.describe(), generation=generation, now=now
     )
+    if degraded is not None and degraded[0] in (CHILD_CONFLICT, CHILD_REJECTED):
+        # The children are not what the plan asks for: not Ready, whatever runs.
+        ready = (False, degraded[1])
+        ready_reason = degraded[0]
+    else:
+        ready_reason = "Available" if ready[0] else "Progressing"
     conds = set_condition(
-        conds,
-        ConditionType.READY,
-        ready[0],
-        "Available" if ready[0] else "Progressing",
-        ready[1],
-        generation=generation,
-        now=now,
+        conds, ConditionType.READY, ready[0], ready_reason, ready[1], generation=generation, now=now
     )
-    if unschedulable:
+    if degraded is not None:
         conds = set_condition(
-            conds, ConditionType.DEGRADED, True, UNSCHEDULABLE, unschedulable, generation=generation, now=now
+            conds, ConditionType.DEGRADED, True, degraded[0], degraded[1], generation=generation, now=now
         )
     else:
         conds = set_condition(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from typing import Any
 
 from hetsched.operator.planning.plans import WorkloadPlan, plan_workloads
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import (
     ChildState,
+    Conflict,
     PodScheduling,
+    conflict_message,
     desired_children,
     parse_time,
     plan_actions,
@@ -33,6 +37,7 @@ from hetsched.operator.reconcile.status import (
 )
 from support.builders import CHAT, CODER, HUGE, pools_input, registration
 
+HASH = manifests.HASH_ANNOTATION
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:05:00Z"
 
@@ -171,32 +176,102 @@ def test_events_on_placement_change_only() -> None:
     assert placement_event(unplaced, PLANS["huge"], set()) is None
 
 
-def test_actions_write_changed_and_delete_stale_children() -> None:
+def _live(o: dict[str, Any], available: int | None = None, **meta: Any) -> ChildState:
+    """The child ``o`` as the API server returns it once applied (a uid, a version, defaults)."""
+    body = copy.deepcopy(o)
+    body["metadata"].update(uid=f"uid-{o['metadata']['name']}", resourceVersion="7", generation=1, **meta)
+    body["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1"  # not ours: no drift
+    if o["kind"] == "Deployment":
+        r = o["spec"]["replicas"]
+        body["spec"]["revisionHistoryLimit"] = 10
+        body["spec"]["template"]["spec"].update(restartPolicy="Always", dnsPolicy="ClusterFirst")
+        body["status"] = {
+            "observedGeneration": 1,
+            "updatedReplicas": r,
+            "availableReplicas": r if available is None else available,
+        }
+    else:
+        body["spec"]["clusterIP"] = "10.0.0.7"
+    return ChildState.from_body(o["kind"], body)
+
+
+def _index(desired: list[dict[str, Any]], **kw: Any) -> dict[tuple[str, str], ChildState]:
+    return {(o["kind"], o["metadata"]["name"]): _live(o, **kw) for o in desired}
+
+
+def test_actions_create_only_after_a_lookup_and_write_nothing_when_in_sync() -> None:
     reg = registration("chat", CHAT)
-    plan = PLANS["chat"]
-    desired = desired_children(reg, plan)
-    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in desired)
-    assert all(name.startswith("chat-") for _, name in kinds)
-    a = plan_actions(desired, {}, {})
-    assert len(a.apply) == len(desired) and a.delete == ()
-    existing = {
-        (o["kind"], o["metadata"]["name"]): ChildState(
-            o["kind"], o["metadata"]["name"], o["metadata"]["annotations"][manifests.HASH_ANNOTATION], reg.uid
-        )
-        for o in desired
+    desired = desired_children(reg, PLANS["chat"])
+    assert all(o["metadata"]["name"].startswith("chat-") for o in desired)
+    a = plan_actions(desired, {}, {}, workload="chat", uid=reg.uid)
+    assert a.writes == () and a.conflicts == () and a.delete == ()
+    assert [o["metadata"]["name"] for o in a.lookups] == [o["metadata"]["name"] for o in desired]
+    # Created, not in the index yet: neither a lookup nor a second write.
+    created = {(o["kind"], o["metadata"]["name"]): (o["metadata"]["annotations"][HASH], "") for o in desired}
+    assert plan_actions(desired, {}, created, workload="chat", uid=reg.uid).lookups == ()
+    # The index holds them, defaults and other controllers' annotations added: no write at all.
+    same = plan_actions(desired, _index(desired), {}, workload="chat", uid=reg.uid)
+    assert same.writes == () and same.lookups == () and same.conflicts == () and same.delete == ()
+
+
+def test_actions_repair_drift_once() -> None:
+    reg = registration("chat", {**CHAT, "disaggregation": "always"})
+    desired = desired_children(reg, plan_workloads([reg], pools_input())[reg.key])
+    deployment = next(o for o in desired if o["kind"] == "Deployment")
+    key = ("Deployment", deployment["metadata"]["name"])
+    scaled = copy.deepcopy(deployment)
+    scaled["spec"]["replicas"] += 3  # kubectl scale
+    existing = {**_index(desired), key: _live(scaled)}
+    a = plan_actions(desired, existing, {}, workload="chat", uid=reg.uid)
+    assert [(w.key, w.uid, w.live_version, w.why) for w in a.writes] == [
+        (key, f"uid-{key[1]}", "7", "spec.replicas")
+    ]
+    # Written; the index still shows the version before the write: not written again.
+    in_flight = {key: (deployment["metadata"]["annotations"][HASH], "7")}
+    assert plan_actions(desired, existing, in_flight, workload="chat", uid=reg.uid).writes == ()
+
+
+def test_actions_never_take_over_or_delete_what_the_workload_does_not_control() -> None:
+    reg = registration("chat", CHAT)
+    desired = desired_children(reg, PLANS["chat"])
+    foreign = {
+        k: replace(c, controller_uid="uid-other", holder="controlled by ConfigMap x (uid uid-other)")
+        for k, c in _index(desired).items()
     }
-    assert plan_actions(desired, existing, {}).apply == ()
-    existing[("Deployment", "chat-serve")] = ChildState("Deployment", "chat-serve", "old", reg.uid)
-    assert plan_actions(desired, existing, {}).delete == (("Deployment", "chat-serve"),)
-    # Just written but not yet in the index: no second write.
-    applied = {
-        (o["kind"], o["metadata"]["name"]): o["metadata"]["annotations"][manifests.HASH_ANNOTATION]
-        for o in desired
+    a = plan_actions(desired, foreign, {}, workload="chat", uid=reg.uid)
+    assert a.writes == () and a.delete == ()
+    assert [(c.kind, c.name) for c in a.conflicts] == [(o["kind"], o["metadata"]["name"]) for o in desired]
+    assert (
+        a.conflicts[0].message().endswith("is not this workload's: controlled by ConfigMap x (uid uid-other)")
+    )
+    assert "Nothing was written" in conflict_message(a.conflicts)
+    # A leftover of a deleted workload of the same name: the garbage collector will remove it.
+    leftover = _live(
+        desired[0],
+        ownerReferences=[{"kind": "AgentWorkload", "name": "chat", "uid": "old", "controller": True}],
+    )
+    msg = Conflict.of("chat", leftover).message()
+    assert "AgentWorkload chat (uid old)" in msg and "garbage collector" in msg
+    # Not desired any more: ours are deleted (by uid), another's labelled like ours are not.
+    ours = _live(desired[0], name="chat-old")
+    stale = {
+        ("Deployment", "chat-old"): replace(ours, name="chat-old", controller_uid=reg.uid),
+        ("Service", "chat-theirs"): replace(ours, kind="Service", name="chat-theirs", controller_uid=""),
     }
-    assert plan_actions(desired, {}, applied).apply == ()
-    # Adopted from another owner: rewritten.
-    foreign = {k: ChildState(v.kind, v.name, v.hash, "someone-else") for k, v in existing.items()}
-    assert len(plan_actions(desired, foreign, {}).apply) == len(desired)
+    a = plan_actions(desired, {**_index(desired), **stale}, {}, workload="chat", uid=reg.uid)
+    assert a.delete == (("Deployment", "chat-old", ours.uid),)
+
+
+def test_holder_names_the_controller_or_the_writer() -> None:
+    body = {"metadata": {"name": "s", "managedFields": [{"manager": "kubectl-create"}]}, "spec": {}}
+    assert (
+        ChildState.from_body("Service", body).holder
+        == "not controlled by any object (written by kubectl-create)"
+    )
+    owned = {"metadata": {"name": "s", "ownerReferences": [{"kind": "ConfigMap", "name": "c", "uid": "1"}]}}
+    assert (
+        ChildState.from_body("Service", owned).holder == "owned by ConfigMap c, none of them its controller"
+    )
 
 
 def test_readiness_from_child_states() -> None:
@@ -204,31 +279,25 @@ def test_readiness_from_child_states() -> None:
     plan = PLANS["chat"]
     desired = desired_children(reg, plan)
     deployments = [o for o in desired if o["kind"] == "Deployment"]
-    h = manifests.HASH_ANNOTATION
-
-    def state(o: dict[str, Any], available: int) -> ChildState:
-        r = o["spec"]["replicas"]
-        return ChildState(
-            "Deployment",
-            o["metadata"]["name"],
-            o["metadata"]["annotations"][h],
-            reg.uid,
-            r,
-            1,
-            1,
-            available,
-            r,
-        )
-
-    ready = {("Deployment", o["metadata"]["name"]): state(o, o["spec"]["replicas"]) for o in deployments}
+    ready = _index(desired)
     assert readiness(plan, desired, ready)[0] is True
     first = deployments[0]
     partial = dict(ready)
-    partial[("Deployment", first["metadata"]["name"])] = state(first, 0)
+    partial[("Deployment", first["metadata"]["name"])] = _live(first, available=0)
     ok, why = readiness(plan, desired, partial)
     assert not ok and "available" in why
     assert readiness(plan, desired, {})[1].count("not created yet") == len(deployments)
     assert readiness(PLANS["huge"], [], {}) == (False, "not placed")
+    # Drifted (scaled by hand): not ready until repaired.
+    scaled = copy.deepcopy(first)
+    scaled["spec"]["replicas"] += 1
+    drifted = {**ready, ("Deployment", first["metadata"]["name"]): _live(scaled)}
+    ok, why = readiness(plan, desired, drifted)
+    assert not ok and f"{first['metadata']['name']}: update in progress" in why
+    # Zero replicas are never ready.
+    zero = copy.deepcopy(first)
+    zero["spec"]["replicas"] = 0
+    assert _live(zero).ready() == (False, f"{first['metadata']['name']}: 0 replicas")
 
 
 def test_child_state_from_body() -> None:
@@ -243,7 +312,9 @@ def test_child_state_from_body() -> None:
         "status": {"observedGeneration": 2, "availableReplicas": 3, "updatedReplicas": 3},
     }
     c = ChildState.from_body("Deployment", body)
-    assert (c.hash, c.owner_uid, c.replicas, c.available) == ("h", "u", 3, 3)
+    assert (c.hash, c.controller_uid, c.replicas, c.available) == ("h", "", 3, 3)  # no controller
+    body["metadata"]["ownerReferences"][0]["controller"] = True
+    assert ChildState.from_body("Deployment", body).controller_uid == "u"
     assert c.ready()[0]
 
 
@@ -438,15 +509,17 @@ def test_unschedulable_status_and_event_once() -> None:
     ready = (False, "chat-decode: 0/1 replicas available")
     fine = placed_status(plan, 1, None, ready, namespace_name=("default", "chat"), now=NOW)
     assert _cond(fine, "Degraded")["status"] == "False"
-    s = placed_status(plan, 1, fine, ready, namespace_name=("default", "chat"), unschedulable=why, now=LATER)
+    s = placed_status(
+        plan, 1, fine, ready, namespace_name=("default", "chat"), degraded=("Unschedulable", why), now=LATER
+    )
     AgentWorkloadStatus.model_validate(s)
     degraded = _cond(s, "Degraded")
     assert (degraded["status"], degraded["reason"], degraded["message"]) == ("True", "Unschedulable", why)
     assert degraded["lastTransitionTime"] == LATER
     assert _cond(s, "Ready")["status"] == "False" and _cond(s, "Placed")["status"] == "True"
-    assert degraded_event(fine, why) == ("Warning", "Unschedulable", why)
-    assert degraded_event(s, why) is None  # already reported
-    assert degraded_event(s, why + " (other pod)") is None
+    assert degraded_event(fine, ("Unschedulable", why)) == ("Warning", "Unschedulable", why)
+    assert degraded_event(s, ("Unschedulable", why)) is None  # already reported
+    assert degraded_event(s, ("Unschedulable", why + " (other pod)")) is None
     assert degraded_event(s, None) is None
     # Recovered: Degraded False again, AsPlanned.
     back = placed_status(plan, 1, s, (True, "ok"), namespace_name=("default", "chat"), now=LATER)

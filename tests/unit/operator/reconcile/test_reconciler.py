@@ -4,6 +4,7 @@ Kopf."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import replace
 from typing import Any
@@ -14,6 +15,7 @@ from hetsched.operator.planning.intake import Key
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import ChildState
 from hetsched.operator.reconcile.reconciler import Reconciler
+from hetsched.operator.reconcile.writes import Refusals
 from support.builders import CHAT, HUGE, FakeApi, fast_planning_loop, pools_input, registration
 
 
@@ -36,25 +38,14 @@ class Harness:
         )
 
     def sync_index(self, ready: bool = True) -> None:
-        """What the watch would bring back: the applied objects, available if ``ready``."""
-        live = {(o["kind"], o["metadata"]["name"]): o for o in self.api.applied}
-        for kind, _ns, name in self.api.deleted:
-            live.pop((kind, name), None)
-        self.index = {}
-        for (kind, name), o in live.items():
-            key = (o["metadata"]["namespace"], o["metadata"]["labels"][manifests.WORKLOAD_LABEL])
-            replicas = o["spec"].get("replicas", 0) if kind == "Deployment" else 0
-            self.index.setdefault(key, {})[(kind, name)] = ChildState(
-                kind,
-                name,
-                o["metadata"]["annotations"][manifests.HASH_ANNOTATION],
-                o["metadata"]["ownerReferences"][0]["uid"],
-                replicas,
-                1,
-                1,
-                replicas if ready else 0,
-                replicas,
-            )
+        """What the watch would bring back: the objects labelled as ours, available if ``ready``."""
+        self.index = self.api.index(ready)
+
+    async def placed(self, name: str, spec: dict[str, Any], generation: int = 1) -> Key:
+        key = ("default", name)
+        self.planning_loop.register(registration(name, spec, generation=generation))
+        await self.planning_loop.plan_for(key, generation, timeout=30)
+        return key
 
 
 def test_converge_is_idempotent_and_reports_ready() -> None:
@@ -271,6 +262,173 @@ def test_queue_retries_failures() -> None:
             await asyncio.sleep(0.05)
         assert h.api.applied
         await h.reconciler.stop()
+        await h.planning_loop.stop()
+
+    asyncio.run(main())
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_a_name_held_by_another_object_is_a_conflict_and_nothing_is_written() -> None:
+    h = Harness()
+
+    async def main() -> None:
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        key = await h.placed("chat", {**CHAT, "disaggregation": "never"})
+        # The user's own Service has the name the colocated children need.
+        theirs = h.api.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": "chat-serve",
+                    "namespace": "default",
+                    "managedFields": [{"manager": "kubectl-create", "operation": "Update"}],
+                },
+                "spec": {"selector": {"app": "mine"}},
+            }
+        )
+        for _ in range(3):  # resyncs: the same verdict, one status write, one Event
+            assert await h.reconciler.converge(key) == "conflict"
+        assert h.api.applied == [] and h.api.deleted == []  # no partial set, nothing deleted
+        assert h.api.objects[("default", "Service", "chat-serve")] == theirs
+        status = h.api.status_patches[-1][2]
+        degraded, ready = _condition(status, "Degraded"), _condition(status, "Ready")
+        assert (degraded["status"], degraded["reason"]) == ("True", "ChildConflict")
+        assert degraded["message"].startswith(
+            "Service chat-serve exists and is not this workload's: not controlled by any object "
+            "(written by kubectl-create)"
+        )
+        assert (ready["status"], ready["reason"]) == ("False", "ChildConflict")
+        assert len(h.api.status_patches) == 1
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events] == ["Placed", "ChildConflict"]
+        assert h.metrics.reconcile_total.labels(result="conflict")._value.get() == 3
+        # The user removes their Service: the children are created (after a look that the names are free).
+        await h.api.delete("Service", "default", "chat-serve")
+        assert await h.reconciler.converge(key) == "placed"
+        assert {(o["kind"], o["metadata"]["name"]) for o in h.api.applied} == {
+            ("Deployment", "chat-serve"),
+            ("Service", "chat-serve"),
+        }
+        assert _condition(h.api.status_patches[-1][2], "Degraded")["reason"] == "AsPlanned"
+        await h.planning_loop.stop()
+
+    asyncio.run(main())
+
+
+def test_refused_writes_are_a_condition_an_event_and_a_bounded_retry() -> None:
+    h = Harness()
+    h.reconciler._refusals = Refusals(first=0.3, cap=0.6)
+    message = 'Deployment.apps "chat-serve" is invalid: denied by policy deny-images'
+    h.api.refuse = lambda o: message if o["kind"] == "Deployment" else None
+
+    async def main() -> None:
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        key = await h.placed("chat", {**CHAT, "disaggregation": "never"})
+        for _ in range(20):  # resyncs and watch events: no new attempt before the back-off
+            assert await h.reconciler.converge(key) == "rejected"
+        assert len(h.api.refused) == 1
+        assert [o["kind"] for o in h.api.applied] == ["Service"]  # the rest is written
+        status = h.api.status_patches[-1][2]
+        degraded = _condition(status, "Degraded")
+        assert (degraded["reason"], degraded["message"]) == (
+            "ChildRejected",
+            f"Deployment chat-serve: {message}",
+        )
+        assert _condition(status, "Ready")["reason"] == "ChildRejected"
+        assert len(h.api.status_patches) == 1
+        # The back-off doubles (0.3 s, 0.6 s, then the cap): over ~2 s, a handful of attempts.
+        h.reconciler.start()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            h.reconciler.enqueue([key])  # a resync every 0.1 s
+            await asyncio.sleep(0.1)
+        assert 3 <= len(h.api.refused) <= 5, len(h.api.refused)
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events].count("ChildRejected") == 1
+        # A new spec is a new write: tried at once, and accepted.
+        h.api.refuse = None
+        spec = {**CHAT, "disaggregation": "never", "serving": {"prefill": {"image": "vllm/vllm-openai:v1"}}}
+        await h.placed("chat", spec, generation=2)
+        assert await h.reconciler.converge(key) == "placed"
+        assert (
+            h.api.objects[("default", "Deployment", "chat-serve")]["spec"]["template"]["spec"]["containers"][
+                0
+            ]["image"]
+            == "vllm/vllm-openai:v1"
+        )
+        assert _condition(h.api.status_patches[-1][2], "Degraded")["reason"] == "AsPlanned"
+        await h.reconciler.stop()
+        await h.planning_loop.stop()
+
+    asyncio.run(main())
+
+
+def test_drift_is_repaired_once_and_a_quiet_resync_writes_nothing() -> None:
+    h = Harness()
+
+    async def main() -> None:
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        key = await h.placed("chat", {**CHAT, "disaggregation": "never"})
+        await h.reconciler.converge(key)
+        h.sync_index()
+        await h.reconciler.converge(key)  # Ready
+        writes = len(h.api.applied), len(h.api.status_patches)
+        for _ in range(5):
+            assert await h.reconciler.converge(key) == "unchanged"
+        assert (len(h.api.applied), len(h.api.status_patches)) == writes
+        # kubectl scale and kubectl set image on the Deployment:
+        live = h.api.objects[("default", "Deployment", "chat-serve")]
+        uid = live["metadata"]["uid"]
+        edited = copy.deepcopy(live)
+        edited["spec"]["replicas"] = 7
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:1"
+        h.api.put(edited)
+        h.sync_index()
+        assert await h.reconciler.converge(key) == "placed"
+        assert len(h.api.applied) == writes[0] + 1  # one write, onto that object
+        repaired = h.api.objects[("default", "Deployment", "chat-serve")]
+        assert repaired["metadata"]["uid"] == uid and repaired["spec"]["replicas"] != 7
+        assert repaired["spec"]["template"]["spec"]["containers"][0]["image"] != "someone/else:1"
+        assert await h.reconciler.converge(key) == "unchanged"  # the index still shows the edit: in flight
+        h.sync_index()
+        await h.reconciler.converge(key)  # Ready again (it was not while the child had drifted)
+        assert _condition(h.api.status_patches[-1][2], "Ready")["status"] == "True"
+        assert await h.reconciler.converge(key) == "unchanged"
+        assert len(h.api.applied) == writes[0] + 1
+        await h.planning_loop.stop()
+
+    asyncio.run(main())
+
+
+def test_a_status_written_by_someone_else_is_written_back() -> None:
+    h = Harness()
+
+    async def main() -> None:
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        key = await h.placed("chat", {**CHAT, "disaggregation": "never"})
+        await h.reconciler.converge(key)
+        ours = h.api.status_patches[-1][2]
+        h.reconciler.observe_status(key, ours)  # our own write coming back: nothing to do
+        assert key not in h.reconciler._queued
+        tampered = copy.deepcopy(ours)
+        tampered["prefill"]["replicas"] = 99
+        tampered["conditions"] = [c for c in tampered["conditions"] if c["type"] != "Degraded"]
+        tampered["note"] = "edited"
+        h.reconciler.observe_status(key, tampered)
+        assert key in h.reconciler._queued
+        assert await h.reconciler.converge(key) == "placed"
+        patch = h.api.status_patches[-1][2]
+        assert patch["prefill"]["replicas"] == ours["prefill"]["replicas"] and patch["note"] is None
+        assert [c["type"] for c in patch["conditions"]] == ["Estimated", "Placed", "Ready", "Degraded"]
+        assert await h.reconciler.converge(key) == "unchanged"
         await h.planning_loop.stop()
 
     asyncio.run(main())
