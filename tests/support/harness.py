@@ -306,3 +306,55 @@ def record(name: str, value: float, unit: str = "s") -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+# ---- what the API server counted ------------------------------------------------------------------
+# Writes the operator makes (and no controller of the test cluster makes to these resources): applies
+# of its children, patches of AgentWorkloads (status, Kopf's annotations), deletions of children,
+# Events. Counted by the API server itself (``apiserver_request_total``), so old and new operator
+# code are measured the same way.
+OPERATOR_WRITES = {
+    ("APPLY", "deployments"),
+    ("APPLY", "services"),
+    ("PATCH", "deployments"),
+    ("PATCH", "services"),
+    ("PATCH", "agentworkloads"),
+    ("DELETE", "deployments"),
+    ("DELETE", "services"),
+    ("POST", "events"),
+}
+
+
+def apiserver_requests(cluster: LocalCluster) -> dict[tuple[str, str, str], float]:
+    """``apiserver_request_total`` by (verb, resource, code), summed over subresources."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    out: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "apiserver_request":
+            continue
+        for s in family.samples:
+            if s.name == "apiserver_request_total":
+                key = (s.labels.get("verb", ""), s.labels.get("resource", ""), s.labels.get("code", ""))
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def request_delta(
+    after: dict[tuple[str, str, str], float], before: dict[tuple[str, str, str], float]
+) -> dict[tuple[str, str, str], float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+
+
+def operator_writes(delta: dict[tuple[str, str, str], float], *, failed: bool | None = None) -> float:
+    """Writes of the kinds the operator makes in ``delta`` (``failed``: only refused ones, or only
+    accepted ones; None: all)."""
+    total = 0.0
+    for (verb, resource, code), n in delta.items():
+        if (verb, resource) not in OPERATOR_WRITES:
+            continue
+        if failed is not None and (code.startswith("2") == failed):
+            continue
+        total += n
+    return total
