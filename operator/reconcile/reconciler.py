@@ -98,6 +98,7 @@ class Api(Protocol):
 
 
 HASH = manifests.HASH_ANNOTATION
+DELETION = "(deletion)"  # what a refused deletion is keyed by in Refusals, in place of a content hash
 
 
 def _earliest(a: float | None, b: float) -> float:
@@ -149,6 +150,7 @@ class Reconciler:
         self._in_flight: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._refusals = Refusals()
         self._failures: dict[Key, int] = {}  # converges in a row that failed (retry back-off)
+        self._status_refused: dict[Key, str] = {}  # the message of a refused status patch (one Event)
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,6 +179,7 @@ class Reconciler:
         self._written.pop(key, None)
         self._foreign.pop(key, None)
         self._failures.pop(key, None)
+        self._status_refused.pop(key, None)
         self._locks.pop(key, None)
         self._refusals.forget(key)
         timer = self._rechecks.pop(key, None)
@@ -322,9 +325,7 @@ class Reconciler:
             degraded = (CHILD_CONFLICT, conflict_message(conflicts))
         else:
             rejected = await self._write_children(reg, desired, writes)
-            for kind, child, uid in actions.delete:
-                await self.api.delete(kind, namespace, child, uid=uid)
-                self._in_flight.pop((namespace, kind, child), None)
+            rejected += await self._delete_children(reg, actions.delete)
             wrote = bool(writes or actions.delete)
             if rejected:
                 degraded = (CHILD_REJECTED, "; ".join(rejected))
@@ -405,6 +406,35 @@ class Reconciler:
             self._recheck(reg.key, retry_in)
         return rejected
 
+    async def _delete_children(self, reg: Registration, delete: Iterable[tuple[str, str, str]]) -> list[str]:
+        """Delete children of ours the plan no longer has; returns the refused deletions (retried
+        with the same back-off as refused writes)."""
+        namespace = reg.key[0]
+        now = time.monotonic()
+        rejected: list[str] = []
+        for kind, child, uid in delete:
+            object_key = (namespace, kind, child)
+            refusal = self._refusals.waiting(object_key, DELETION, now)
+            if refusal is not None:
+                rejected.append(f"{kind} {child} (deletion): {refusal.message}")
+                self._recheck(reg.key, refusal.retry_at - now)
+                continue
+            try:
+                await self.api.delete(kind, namespace, child, uid=uid)
+            except ApiError as exc:
+                if not exc.refused:
+                    raise
+                refusal = self._refusals.refused(reg.key, object_key, DELETION, exc.message, now)
+                log.warning(
+                    "deleting %s %s/%s refused by the API server: %s", kind, namespace, child, exc.message
+                )
+                rejected.append(f"{kind} {child} (deletion): {exc.message}")
+                self._recheck(reg.key, refusal.retry_at - now)
+                continue
+            self._refusals.accepted(object_key)
+            self._in_flight.pop(object_key, None)
+        return rejected
+
     async def _unschedulable(
         self,
         key: Key,
@@ -457,7 +487,18 @@ class Reconciler:
         base = self._foreign.get(key, self._status.get(key))
         patch = status_patch(base, status)
         if patch is not None:
-            await self.api.patch_workload_status(key[0], key[1], patch)
+            try:
+                await self.api.patch_workload_status(key[0], key[1], patch)
+            except ApiError as exc:
+                # No condition can say it (the status is what was refused): an Event, once per
+                # message, and the converge fails (retried with back-off).
+                if exc.refused and self._status_refused.get(key) != exc.message:
+                    self._status_refused[key] = exc.message
+                    reg = self.planning_loop.registrations.get(key)
+                    ref = object_ref(key[0], key[1], reg.uid if reg is not None else "")
+                    self._event(ref, "Warning", "StatusRejected", exc.message)
+                raise
+            self._status_refused.pop(key, None)
             self._written.setdefault(key, deque(maxlen=4)).append(stored)
         self._foreign.pop(key, None)
         self._status[key] = stored

@@ -96,6 +96,8 @@ class FakeApi:
         self.events: list[tuple[str, str, str, str]] = []
         self.fail_apply = False  # the API server fails to serve (503)
         self.refuse: Callable[[Mapping[str, Any]], str | None] | None = None  # a message: 422
+        self.refuse_delete: str | None = None  # a message: every deletion is refused (403)
+        self.refuse_status: str | None = None  # a message: every status patch is refused (422)
         self.pods: list[dict[str, Any]] = []  # what list_pods returns (filtered by selector)
         self.pod_lists: list[tuple[str, str]] = []
         self._version = 100
@@ -142,6 +144,8 @@ class FakeApi:
         return copy.deepcopy(found) if found is not None else None
 
     async def delete(self, kind: str, namespace: str, name: str, *, uid: str = "") -> None:
+        if self.refuse_delete is not None:
+            raise ApiError(403, "Forbidden", self.refuse_delete)
         current = self.objects.get((namespace, kind, name))
         if current is None or (uid and current["metadata"]["uid"] != uid):
             return
@@ -149,6 +153,8 @@ class FakeApi:
         self.deleted.append((kind, namespace, name))
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        if self.refuse_status is not None:
+            raise ApiError(422, "Invalid", self.refuse_status)
         self.status_patches.append((namespace, name, copy.deepcopy(dict(status))))
 
     async def post_event(self, ref: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from hetsched.operator.api.metrics import Metrics
 from hetsched.operator.api.state import OperatorState
+from hetsched.operator.kube import ApiError
 from hetsched.operator.planning.intake import Key
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import ChildState
@@ -429,6 +430,47 @@ def test_a_status_written_by_someone_else_is_written_back() -> None:
         assert patch["prefill"]["replicas"] == ours["prefill"]["replicas"] and patch["note"] is None
         assert [c["type"] for c in patch["conditions"]] == ["Estimated", "Placed", "Ready", "Degraded"]
         assert await h.reconciler.converge(key) == "unchanged"
+        await h.planning_loop.stop()
+
+    asyncio.run(main())
+
+
+def test_refused_deletions_and_status_patches_are_reported() -> None:
+    h = Harness()
+
+    async def main() -> None:
+        h.planning_loop.start()
+        h.planning_loop.set_pools(pools_input())
+        key = await h.placed("chat", {**CHAT, "disaggregation": "always"})
+        await h.reconciler.converge(key)
+        h.sync_index()
+        # A mode switch whose deletions RBAC refuses: the new children are written, the refusal is
+        # the condition, and it is not retried on every converge.
+        h.api.refuse_delete = 'deployments.apps "chat-prefill" is forbidden: no delete'
+        await h.placed("chat", {**CHAT, "disaggregation": "never"}, generation=2)
+        assert await h.reconciler.converge(key) == "rejected"
+        degraded = _condition(h.api.status_patches[-1][2], "Degraded")
+        assert degraded["reason"] == "ChildRejected" and "(deletion): deployments.apps" in degraded["message"]
+        assert ("Deployment", "chat-serve") in {(o["kind"], o["metadata"]["name"]) for o in h.api.applied}
+        h.sync_index()
+        patches = len(h.api.status_patches)
+        assert await h.reconciler.converge(key) == "rejected"
+        assert len(h.api.status_patches) == patches
+        # The status itself refused: an Event (once), and the converge fails (retried with back-off).
+        h.api.refuse_delete = None
+        h.api.refuse_status = "status.prefill.tp: Invalid value"
+        await h.placed(
+            "chat", {**CHAT, "disaggregation": "never", "demand": {"requestsPerSecond": 1}}, generation=3
+        )
+        for _ in range(2):
+            try:
+                await h.reconciler.converge(key)
+            except ApiError as exc:
+                assert exc.status == 422
+            else:
+                raise AssertionError("a refused status patch must fail the converge")
+        await asyncio.sleep(0.05)
+        assert [e[2] for e in h.api.events].count("StatusRejected") == 1
         await h.planning_loop.stop()
 
     asyncio.run(main())
