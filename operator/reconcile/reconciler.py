@@ -398,9 +398,10 @@ class Reconciler:
                 continue
             self._refusals.accepted(object_key)
             self._in_flight[object_key] = (content, write.live_version)
-            if write.uid:
-                log.info("%s %s/%s: repaired %s", kind, namespace, child, write.why)
+            if write.uid:  # an update: a new plan or spec, or drift (a hand edit) undone
+                log.info("%s %s/%s updated (it differed at %s)", kind, namespace, child, write.why)
                 if str((stored.get("metadata") or {}).get("resourceVersion")) == write.live_version:
+                    # The comparison saw a difference the API server did not: a drift.py bug.
                     log.warning("%s %s/%s: the write changed nothing (%s)", kind, namespace, child, write.why)
         if retry_in is not None:
             self._recheck(reg.key, retry_in)
