@@ -154,6 +154,13 @@ class KubeApi:
         )
         return list((await _json(response)).get("items") or [])
 
+    async def crd_installed(self, name: str) -> bool:
+        """Whether CustomResourceDefinition ``name`` exists and is not being deleted (a list by
+        name: the role may list CRDs, not get them)."""
+        crds = client.ApiextensionsV1Api(self.api_client)
+        listed = await crds.list_custom_resource_definition(field_selector=f"metadata.name={name}")
+        return any(i.metadata is not None and i.metadata.deletion_timestamp is None for i in listed.items)
+
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
             cm = await self.core.read_namespaced_config_map(name, namespace)

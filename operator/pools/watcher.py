@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hetsched.operator.pools.build import build_pools
 from hetsched.operator.pools.nodes import apply_not_ready_grace, fingerprint, is_full_disruption
 from hetsched.operator.pools.profiles import parse_profiles
+from hetsched.operator.settings import PROFILES_CRD
 from hetsched.scheduler.nodes import group_pools, project_node
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ async def pool_watcher(op: OperatorContext) -> None:
         op.pools_dirty.clear()
         raw_nodes = [proj for store in op.indices["nodes_idx"].values() for proj in store]
         raw_profiles = {name: spec for name, store in op.indices["profiles_idx"].items() for spec in store}
+        if PROFILES_CRD in op.missing_crds:  # Kopf's index keeps what it saw before the CRD went
+            raw_profiles = {}
         publisher.publish(raw_nodes, raw_profiles)
         await op.pools_dirty.wait()
 

@@ -20,6 +20,7 @@ from hetsched.operator.reconcile.status import (
     UNSCHEDULABLE,
     get_condition,
 )
+from hetsched.scheduler.pools import POOL_LABEL
 from hetsched.scheduler.spec import ServingSpec
 
 
@@ -38,6 +39,13 @@ def parse_time(value: Any) -> float | None:
     seconds = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
     whole_seconds = "." not in text
     return seconds + 1.0 if whole_seconds else seconds
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,11 @@ class ChildState:
     selector: str = ""
     progress_time: float | None = None
     progress_deadline_exceeded: bool = False
+    # Deployments only: the placement its pods carry (pool label, TP and batch annotations), which
+    # a status read back at start-up must agree with (``planning.seed``).
+    pool: str = ""
+    tp: int = 0
+    max_batch: int = 0
 
     @staticmethod
     def from_body(kind: str, body: Mapping[str, Any]) -> ChildState:
@@ -68,6 +81,8 @@ class ChildState:
         owners = meta.get("ownerReferences") or []
         match = ((spec.get("selector") or {}).get("matchLabels") or {}) if kind == "Deployment" else {}
         progressing = get_condition(status.get("conditions"), "Progressing") or {}
+        template = (spec.get("template") or {}).get("metadata") or {}
+        pod_annotations = template.get("annotations") or {}
         progress_time = parse_time(progressing.get("lastUpdateTime")) or parse_time(
             meta.get("creationTimestamp")
         )
@@ -85,6 +100,9 @@ class ChildState:
             progress_time=progress_time if kind == "Deployment" else None,
             progress_deadline_exceeded=progressing.get("status") == "False"
             and progressing.get("reason") == "ProgressDeadlineExceeded",
+            pool=str((template.get("labels") or {}).get(POOL_LABEL, "")),
+            tp=_count(pod_annotations.get(manifests.TP_ANNOTATION)),
+            max_batch=_count(pod_annotations.get(manifests.MAX_BATCH_ANNOTATION)),
         )
 
     def ready(self) -> tuple[bool, str]:

@@ -31,6 +31,7 @@ from hetsched.operator.planning.intake import Key, Registration
 from hetsched.operator.planning.loop import PlanningLoop
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import (
+    Actions,
     ChildState,
     PodScheduling,
     desired_children,
@@ -44,6 +45,7 @@ from hetsched.operator.reconcile.status import (
     degraded_event,
     placed_status,
     placement_event,
+    problem_event,
     problem_status,
     status_patch,
     unplaced_status,
@@ -232,6 +234,8 @@ class Reconciler:
         existing = self.children(key)
         applied = {(k, n): h for (ns, k, n), h in self._applied.items() if ns == namespace}
         actions = plan_actions(desired, existing, applied)
+        if reg.request is None:  # kept as its status recorded, without its model config: touch nothing
+            actions = Actions((), ())
         for obj in actions.apply:
             await self.api.apply(obj)
             meta = obj["metadata"]
@@ -247,12 +251,20 @@ class Reconciler:
             if not ready[0]:
                 unschedulable = await self._unschedulable(key, desired, existing)
             status = placed_status(
-                plan, reg.generation, previous, ready, namespace_name=key, unschedulable=unschedulable
+                plan,
+                reg.generation,
+                previous,
+                ready,
+                namespace_name=key,
+                unschedulable=unschedulable,
+                problem=reg.problem,
             )
         else:
             status = unplaced_status(plan, reg.generation, previous)
         event = placement_event(previous, plan, self.planning_loop.lost_pools)
         warning = degraded_event(previous, unschedulable)
+        if reg.problem is not None and plan.placed:
+            warning = problem_event(previous, *reg.problem)
         wrote = await self._write_status(reg, status)
         if event is not None:
             self._event(object_ref(namespace, name, reg.uid), *event)

@@ -106,6 +106,9 @@ class AgentWorkloadStatus(_Status):
     rejected_pools: list[RejectedPool] = Field(default_factory=list, max_length=MAX_REJECTED)
     pools_fingerprint: str | None = Field(default=None, max_length=64)
     last_plan_time: str | None = Field(default=None, max_length=64)
+    model_config_hash: str | None = Field(
+        default=None, max_length=64, description="hash of the model ConfigMap's config the plan used"
+    )
 
 
 class AcceleratorProfileStatus(_Status):
@@ -208,6 +211,16 @@ def camel(reason: str | None) -> str:
     return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^A-Za-z0-9]+", reason) if p)
 
 
+def problem_event(
+    previous: Mapping[str, Any] | None, reason: str, message: str
+) -> tuple[str, str, str] | None:
+    """The Warning to post when a placed workload becomes Degraded for ``reason`` (once)."""
+    for c in (previous or {}).get("conditions") or ():
+        if c.get("type") == "Degraded" and c.get("status") == "True" and c.get("reason") == reason:
+            return None
+    return "Warning", reason, message
+
+
 def degraded_event(
     previous: Mapping[str, Any] | None, unschedulable: str | None
 ) -> tuple[str, str, str] | None:
@@ -271,10 +284,13 @@ def placed_status(
     *,
     namespace_name: tuple[str, str],
     unschedulable: str | None = None,
+    problem: tuple[str, str] | None = None,
     now: str | None = None,
 ) -> dict[str, Any]:
     """Status of a workload whose plan placed it (``ready``: its Deployments' availability;
-    ``unschedulable``: why the scheduler finds no node for a child's pod, which is Degraded)."""
+    ``unschedulable``: why the scheduler finds no node for a child's pod, which is Degraded;
+    ``problem``: (reason, message) of a model config that went away or turned invalid while the
+    placement stays, which is Degraded too)."""
     now = now or now_rfc3339()
     name = namespace_name[1]
     conds = _base(previous)
@@ -299,7 +315,11 @@ def placed_status(
         generation=generation,
         now=now,
     )
-    if unschedulable:
+    if problem is not None:
+        conds = set_condition(
+            conds, ConditionType.DEGRADED, True, problem[0], problem[1], generation=generation, now=now
+        )
+    elif unschedulable:
         conds = set_condition(
             conds, ConditionType.DEGRADED, True, UNSCHEDULABLE, unschedulable, generation=generation, now=now
         )
@@ -329,6 +349,7 @@ def placed_status(
         "rejectedPools": _rejected(plan),
         "poolsFingerprint": plan.pools_fingerprint,
         "lastPlanTime": _keep_time(previous, plan, now),
+        "modelConfigHash": plan.revision or None,
     }
     return _clean(status)
 
