@@ -86,6 +86,8 @@ class OperatorContext:
     # Our CRDs that are not installed (or being deleted): while the AgentWorkload one is missing,
     # the operator knows no workload, writes nothing and is not ready.
     missing_crds: set[str] = field(default_factory=set)
+    # GPUs per node held by pods outside the watched namespaces (namespace-scoped only; ``foreign``).
+    held_outside: dict[str, int] = field(default_factory=dict)
 
     def forget_workload(self, key: Key) -> None:
         """A workload is gone (deleted, or its CRD went away): drop everything we held for it."""
@@ -196,6 +198,16 @@ class OperatorContext:
             self.crd_changed(crd, present)
         self.tasks.append(asyncio.create_task(pool_watcher(self), name="hetsched pool watcher"))
         self.tasks.append(asyncio.create_task(resync(self), name="hetsched resync"))
+        if not s.clusterwide:
+            from hetsched.operator.pools.foreign import foreign_pods_watcher
+            from hetsched.operator.pools.watcher import namespace_matches
+
+            def watched(namespace: str) -> bool:
+                return any(namespace_matches(namespace, pattern) for pattern in s.namespaces)
+
+            self.tasks.append(
+                asyncio.create_task(foreign_pods_watcher(self, watched), name="hetsched foreign pods")
+            )
 
     async def stop(self) -> None:
         for task in self.tasks:

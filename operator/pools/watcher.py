@@ -59,10 +59,17 @@ class PoolPublisher:
             loop.call_later(recheck + 0.05, op.pools_dirty.set)
         profiles, _bad = parse_profiles(raw_profiles)
         live = group_pools(nodes)
-        extra = [[p.name, p.spec.model_dump(mode="json")] for p in profiles], sorted(s.network_gbps.items())
+        held = dict(op.held_outside)
+        extra = (
+            [[p.name, p.spec.model_dump(mode="json")] for p in profiles],
+            sorted(s.network_gbps.items()),
+            sorted(held.items()),
+        )
         fp = fingerprint(live, extra)
         if fp != self.last:
-            pools = build_pools(live, profiles, network_gbps=s.network_gbps, fingerprint=fp)
+            pools = build_pools(
+                live, profiles, network_gbps=s.network_gbps, fingerprint=fp, held_outside=held
+            )
             op.state.set_pools(pools.views, fp)
             op.planning_loop.set_pools(pools)
             log.info("pools: %s", ", ".join(f"{v.pool.name}={v.pool.devices}" for v in pools.views) or "none")
