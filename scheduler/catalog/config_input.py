@@ -69,7 +69,7 @@ def loads_bounded(
             raise ValueError(f"{what}: not UTF-8: {exc.reason} at byte {exc.start}") from None
     depth = nesting_depth(text)
     if depth > max_depth:
-        raise ValueError(f"{what}: nested {depth} levels deep, more than {max_depth}")
+        raise ValueError(f"{what}: nested {depth:,} levels deep, more than {max_depth}")
 
     def parse_int(digits: str) -> int:
         if len(digits.lstrip("-")) > max_int_digits:
