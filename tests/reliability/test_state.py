@@ -103,12 +103,8 @@ def test_restart_moves_nothing(
             "/v1/plan",
             json={"workloads": [manifest(n, s, ns) for n, s in MIX.items()], "includeExisting": False},
         ).json()
-        preferred = {
-            w[p]["pool"]
-            for w in fresh["workloads"]
-            for p in ("prefill", "decode")
-            if (w.get(p) or {}).get("pool")
-        }
+        preferred = {ph["pool"] for w in fresh["workloads"] for ph in w["phases"].values() if ph.get("pool")}
+        assert preferred, fresh
         cordoned = preferred
         _cordon(cluster, cordoned, True)
         wait(
@@ -148,6 +144,7 @@ def test_restart_moves_nothing(
         time.sleep(3)
         after = {n: placement(w) for n, w in workloads(cluster, ns).items()}
         moved = sorted(n for n in MIX if after[n] != before[n])
+        print(f"preferred pools {sorted(preferred)}; before {before}; after {after}")
         record(f"restart ({sig.name}): workloads moved", len(moved), "workloads")
         record(f"restart ({sig.name}): operator ready after", ready)
         assert not moved, {n: (before[n], after[n]) for n in moved}
