@@ -118,7 +118,9 @@ class KubeApi:
         cont: str | None = None
         while True:
             paging: dict[str, Any] = {"_continue": cont} if cont else {}
-            page = await _json(await self.core.list_node(limit=page_size, _preload_content=False, **paging))
+            page = await read_json(
+                await self.core.list_node(limit=page_size, _preload_content=False, **paging)
+            )
             for node in page.get("items") or []:
                 meta = node.get("metadata") or {}
                 out.append(
@@ -152,7 +154,7 @@ class KubeApi:
         response = await self.core.list_namespaced_pod(
             namespace, label_selector=selector, _preload_content=False
         )
-        return list((await _json(response)).get("items") or [])
+        return list((await read_json(response)).get("items") or [])
 
     async def crd_installed(self, name: str) -> bool:
         """Whether CustomResourceDefinition ``name`` exists and is not being deleted (a list by
@@ -171,7 +173,7 @@ class KubeApi:
         return dict(cm.data or {})
 
 
-async def _json(response: Any) -> dict[str, Any]:
+async def read_json(response: Any) -> dict[str, Any]:
     """The body of a ``_preload_content=False`` call: an aiohttp response, whose errors are not
     raised for us."""
     async with response:

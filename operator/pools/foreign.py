@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hetsched.operator.kube import read_json
 from hetsched.scheduler.nodes import parse_quantity
 from hetsched.scheduler.pools import GPU_RESOURCE
 
@@ -89,9 +90,7 @@ async def foreign_pods_watcher(op: OperatorContext, watched: Callable[[str], boo
                 response = await core.list_pod_for_all_namespaces(
                     field_selector=FIELD_SELECTOR, limit=500, _preload_content=False, **paging
                 )
-                from hetsched.operator.kube import _json
-
-                page = await _json(response)
+                page = await read_json(response)
                 for pod in page.get("items") or ():
                     proj = _projection(pod)
                     if proj is not None:
