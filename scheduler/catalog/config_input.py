@@ -8,8 +8,9 @@ integer of 5,000 digits ``ValueError`` (Python's limit on integer strings), ``Na
 traceback. So:
 
 * :func:`loads_bounded` — JSON of at most ``max_bytes``, nested at most ``max_depth`` deep
-  (checked before parsing, without recursion), integers of at most ``max_int_digits`` digits, no
-  ``NaN``/``Infinity``; every failure a ``ValueError`` with a message;
+  (checked before parsing, without recursion), integers of at most ``max_int_digits`` digits;
+  every failure a ``ValueError`` with a message (``NaN``/``Infinity`` parse: published configs
+  use them, and the reader refuses non-finite numbers where a figure needs one);
 * :func:`read_model_config` (a ConfigMap's text) and :func:`read_model_config_file` (the CLI's
   ``--model-config``) — bounded JSON, a JSON object, then ``hf_config.load_hf_config``; any
   exception of the reader becomes a ``ValueError`` naming the source (the operator's intake
@@ -78,11 +79,8 @@ def loads_bounded(
             )
         return int(digits)
 
-    def parse_constant(name: str) -> Any:
-        raise ValueError(f"{what}: {name} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+    try:  # NaN and Infinity parse (published configs use them); the reader checks finiteness
+        return json.loads(text, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"{what}: malformed JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"

@@ -29,8 +29,6 @@ LLAMA = {
         ("[" * 100_000 + "]" * 100_000, "nested 100,000 levels deep"),
         ('{"a": ' + "9" * 5000 + "}", "an integer of 5,000 digits"),
         ('{"a": -' + "9" * 40 + "}", "an integer of 40 digits"),
-        ('{"a": NaN}', "NaN is not a JSON number"),
-        ('{"a": -Infinity}', "-Infinity is not a JSON number"),
         ("{a: 1,", "malformed JSON at line 1 column 2"),
         (b"\xff\xfe", "not UTF-8"),
         ("x" * (config_input.MAX_CONFIG_BYTES + 1), "more than the 524,288"),
