@@ -153,7 +153,7 @@ class HttpServer:
         port: int = 8080,
         limits: HttpLimits | None = None,
     ) -> None:
-        self.hosts = [hosts] if isinstance(hosts, str) else list(hosts)
+        self.hosts = [hosts] if isinstance(hosts, str) else list(dict.fromkeys(hosts))
         self.limits = limits or HttpLimits()
         config = uvicorn.Config(
             app,

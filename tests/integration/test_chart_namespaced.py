@@ -88,7 +88,7 @@ def test_namespaced_operator_with_the_chart_identity(
     args = [
         a.replace("$(POD_NAMESPACE)", RELEASE_NS).replace("$(POD_NAME)", "local-test-pod")
         for a in chart_args[2:]
-        if not a.startswith("--port=")
+        if not a.startswith(("--port=", "--host="))  # here: a loopback port of its own
     ]
     assert f"--namespace={WATCHED}" in args and "--leader-elect" in args
     op = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)
