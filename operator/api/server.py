@@ -13,7 +13,8 @@ bounds that, in :func:`limited_protocol` (uvicorn's h11 protocol with three addi
 * **connection limit**: at most ``max_connections`` open at once. A new connection beyond it
   evicts the one that has waited longest for its request (slow or idle clients go first, so a
   probe or a scrape still gets through); when every connection is busy with a request, the new
-  one gets ``503`` and is closed. Descriptors stay bounded by the limit (plus those being closed).
+  one gets ``503`` and is closed. The listen backlog is the limit too (asyncio accepts up to a
+  backlog's worth per wake-up), so descriptors stay below twice the limit even in a burst.
 
 The server binds the given addresses only (``--host``, repeatable; the default is ``$POD_IP`` when
 set, else loopback: never every interface unless asked — docs/security.md).
@@ -164,6 +165,9 @@ class HttpServer:
             access_log=False,
             http=limited_protocol(self.limits),
             timeout_keep_alive=self.limits.idle_timeout,  # type: ignore[arg-type]
+            # asyncio accepts up to ``backlog`` connections per wake-up before any protocol runs:
+            # with the limit as the backlog, descriptors stay below twice the limit in a burst.
+            backlog=self.limits.max_connections,
         )
         self.server = uvicorn.Server(config)
         self.sockets: list[socket.socket] = []

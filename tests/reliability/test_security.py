@@ -373,7 +373,8 @@ def test_slow_clients_cannot_exhaust_the_operator(rel_cluster: LocalCluster, liv
             time.sleep(1)
         record("operator descriptors: baseline", baseline, "fds")
         record("operator descriptors: peak with 600 slow connections", peak, "fds")
-        assert peak <= baseline + 100 + 30, (baseline, peak)  # the default limit is 100
+        # The default limit is 100 (and the listen backlog: a burst is accepted before it is cut).
+        assert peak <= baseline + 2 * 100 + 30, (baseline, peak)
         # Its own Kubernetes calls still work: a spec change is planned and converged.
         rel_cluster.kubectl(
             "patch",
