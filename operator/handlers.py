@@ -15,7 +15,11 @@ Watched:
   the pools dirty, and the pool watcher (``pools.watcher``) re-derives the pools (debounced);
 * the children (Deployments, Services labelled ``app.kubernetes.io/managed-by=hetsched``) —
   indexed (owner, content, replica counts) and their events re-converge the owner (Ready, drift);
-  an AgentWorkload's status events too (a status someone else wrote is written back).
+  an AgentWorkload's status events too (a status someone else wrote is written back);
+* ConfigMaps — an edit or deletion of one a workload reads re-runs its intake
+  (``planning.configmaps``; the others are dropped at once);
+* our CRDs — while the AgentWorkload CRD is missing (or being deleted) the operator forgets its
+  workloads, writes nothing and is not ready (``settings.OperatorContext.crd_changed``).
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from hetsched.operator.planning.configmaps import on_configmap_event
 from hetsched.operator.planning.intake import reconcile_workload
 from hetsched.operator.pools.profiles import profile_status
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import ChildState
-from hetsched.operator.settings import INDICES, OperatorContext
+from hetsched.operator.settings import CRDS, INDICES, OperatorContext
 from hetsched.scheduler.nodes import project_node
 from hetsched.scheduler.spec import API_GROUP, API_VERSION
 
@@ -110,7 +115,15 @@ async def cleanup(memo: Any, **_: Any) -> None:
 class _QuietWatchHandlers(logging.Filter):
     """Drop Kopf's "Handler 'node_event' succeeded." lines: one per watch event is noise."""
 
-    QUIET = ("node_event", "profile_event", "workload_event", "deployment_event", "service_event")
+    QUIET = (
+        "node_event",
+        "profile_event",
+        "workload_event",
+        "deployment_event",
+        "service_event",
+        "configmap_event",
+        "crd_event",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
@@ -144,14 +157,27 @@ async def workload_event(
     type: str | None, namespace: str | None, name: str, status: Any, memo: Any, **_: Any
 ) -> None:
     op = _op(memo)
-    if op.planning_loop is None or op.reconciler is None:
-        return
     key = (namespace or "", name)
     if type == "DELETED":
-        op.planning_loop.forget(key)
-        op.reconciler.forget(key)
-    elif type is not None:  # a status someone else wrote is repaired at once
+        op.forget_workload(key)
+    elif type is not None and op.reconciler is not None:  # a status someone else wrote: repaired
         op.reconciler.observe_status(key, json.loads(json.dumps(dict(status or {}))))
+
+
+# ---- what the workloads depend on ----------------------------------------------------------------
+@kopf.on.event("", "v1", "configmaps")
+async def configmap_event(
+    type: str | None, namespace: str | None, name: str, body: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
+    """Every ConfigMap of the watched namespaces passes here; only referenced ones matter."""
+    on_configmap_event(_op(memo), type, namespace or "", name, body.get("data"))
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+async def crd_event(type: str | None, name: str, meta: Mapping[str, Any], memo: Any, **_: Any) -> None:
+    """Our CRDs going away (deleted, or being deleted) or coming back."""
+    if name in CRDS:
+        _op(memo).crd_changed(name, type != "DELETED" and not meta.get("deletionTimestamp"))
 
 
 # ---- children -----------------------------------------------------------------------------------

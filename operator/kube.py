@@ -242,7 +242,9 @@ class KubeApi:
         cont: str | None = None
         while True:
             paging: dict[str, Any] = {"_continue": cont} if cont else {}
-            page = await _json(await self.core.list_node(limit=page_size, _preload_content=False, **paging))
+            page = await read_json(
+                await self.core.list_node(limit=page_size, _preload_content=False, **paging)
+            )
             for node in page.get("items") or []:
                 meta = node.get("metadata") or {}
                 out.append(
@@ -276,7 +278,14 @@ class KubeApi:
         response = await self.core.list_namespaced_pod(
             namespace, label_selector=selector, _preload_content=False
         )
-        return list((await _json(response)).get("items") or [])
+        return list((await read_json(response)).get("items") or [])
+
+    async def crd_installed(self, name: str) -> bool:
+        """Whether CustomResourceDefinition ``name`` exists and is not being deleted (a list by
+        name: the role may list CRDs, not get them)."""
+        crds = client.ApiextensionsV1Api(self.api_client)
+        listed = await crds.list_custom_resource_definition(field_selector=f"metadata.name={name}")
+        return any(i.metadata is not None and i.metadata.deletion_timestamp is None for i in listed.items)
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
@@ -288,7 +297,7 @@ class KubeApi:
         return dict(cm.data or {})
 
 
-async def _json(response: Any) -> dict[str, Any]:
+async def read_json(response: Any) -> dict[str, Any]:
     """The body of a ``_preload_content=False`` call: an aiohttp response, whose errors are not
     raised for us."""
     async with response:

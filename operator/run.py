@@ -47,6 +47,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -91,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hetsched.operator import handlers  # noqa: F401  (importing it registers the handlers)
     from hetsched.operator.api.app import Readiness, create_app
     from hetsched.operator.api.metrics import Metrics
-    from hetsched.operator.api.server import HttpServer
+    from hetsched.operator.api.server import HttpLimits, HttpServer, default_hosts
     from hetsched.operator.api.state import OperatorState
     from hetsched.operator.api.whatif import WhatIfBackend
     from hetsched.operator.settings import OperatorContext
@@ -139,12 +146,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_concurrent_plans=args.max_concurrent_plans,
         readiness=readiness,
     )
-    server = HttpServer(app, args.host, args.port)
+    limits = HttpLimits(
+        read_timeout=args.http_read_timeout,
+        idle_timeout=args.http_idle_timeout,
+        max_connections=args.http_max_connections,
+    )
+    server = HttpServer(app, args.host or default_hosts(), args.port, limits)
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("hetsched").setLevel(logging.DEBUG if args.debug else logging.INFO)
     server.start()
     print(
-        f"hetsched operator: HTTP API on http://{args.host}:{server.port} (/metrics, /v1/pools, /v1/workloads, /docs)",
+        f"hetsched operator: HTTP API on {', '.join(server.urls())} (/metrics, /v1/pools, /v1/workloads, /docs)",
         file=sys.stderr,
         flush=True,
     )
@@ -216,7 +228,31 @@ def _register_operator(subparsers: Any) -> None:
     run.add_argument(
         "--port", type=int, default=int(os.environ.get("HETSCHED_PORT", "8080")), help="HTTP port"
     )
-    run.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
+    run.add_argument(
+        "--host",
+        action="append",
+        help="HTTP bind address (repeatable; default: $POD_IP when set, else 127.0.0.1 — "
+        "0.0.0.0 serves every interface: see docs/security.md for who may reach the API)",
+    )
+    run.add_argument(
+        "--http-read-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds a client has to send a request's headers and body (default 10)",
+    )
+    run.add_argument(
+        "--http-idle-timeout",
+        type=_positive_seconds,
+        default=5.0,
+        help="seconds a kept-alive connection may wait for its next request (default 5)",
+    )
+    run.add_argument(
+        "--http-max-connections",
+        type=_positive_int,
+        default=100,
+        help="open HTTP connections at most; beyond, the one waiting longest for its request is "
+        "closed (default 100)",
+    )
     run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
     run.add_argument(
         "--policy",

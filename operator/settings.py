@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where used: `hetsched --help` reads OperatorSettin
     from hetsched.operator.api.metrics import Metrics
     from hetsched.operator.api.state import OperatorState
     from hetsched.operator.kube import KubeApi
+    from hetsched.operator.planning.configmaps import ConfigMapRefs
     from hetsched.operator.planning.intake import Key, Registration
     from hetsched.operator.planning.loop import PlanningLoop
     from hetsched.operator.planning.plans import WorkloadPlan
@@ -26,6 +27,17 @@ if TYPE_CHECKING:  # imported where used: `hetsched --help` reads OperatorSettin
     from hetsched.operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("hetsched.operator")
+WORKLOADS_CRD = "agentworkloads.hetsched.io"
+PROFILES_CRD = "acceleratorprofiles.hetsched.io"
+CRDS = (WORKLOADS_CRD, PROFILES_CRD)
+
+
+def _configmap_refs() -> ConfigMapRefs:
+    from hetsched.operator.planning.configmaps import ConfigMapRefs
+
+    return ConfigMapRefs()
+
+
 #: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
 INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", "deployments_idx", "services_idx")
 #: The indices of the children, one per child kind (each maps (namespace, workload) to ChildStates).
@@ -71,6 +83,44 @@ class OperatorContext:
     # What /readyz reports (the HTTP thread reads it); None: not served (tests).
     readiness: Readiness | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The model ConfigMaps the workloads read (``planning.configmaps``).
+    configmaps: ConfigMapRefs = field(default_factory=lambda: _configmap_refs())
+    # Our CRDs that are not installed (or being deleted): while the AgentWorkload one is missing,
+    # the operator knows no workload, writes nothing and is not ready.
+    missing_crds: set[str] = field(default_factory=set)
+    # GPUs per node held by pods outside the watched namespaces (namespace-scoped only; ``foreign``).
+    held_outside: dict[str, int] = field(default_factory=dict)
+
+    def forget_workload(self, key: Key) -> None:
+        """A workload is gone (deleted, or its CRD went away): drop everything we held for it."""
+        if self.planning_loop is not None:
+            self.planning_loop.forget(key)
+        if self.reconciler is not None:
+            self.reconciler.forget(key)
+        self.configmaps.forget(key)
+
+    def crd_changed(self, crd: str, present: bool) -> None:
+        """A CRD of ours appeared or went away (``handlers.crd_event``, and the check at start-up)."""
+        if present == (crd not in self.missing_crds):
+            return
+        if present:
+            self.missing_crds.discard(crd)
+            log.info("CustomResourceDefinition %s is installed", crd)
+        else:
+            self.missing_crds.add(crd)
+            log.warning("CustomResourceDefinition %s is not installed (or being deleted)", crd)
+        if crd == WORKLOADS_CRD and not present:
+            keys = set(self.configmaps.workloads)
+            if self.planning_loop is not None:
+                keys |= set(self.planning_loop.registrations) | set(self.planning_loop.invalid)
+            for key in sorted(keys):
+                self.forget_workload(key)
+            if keys:
+                log.warning("forgot %d workload(s): their objects went with their CRD", len(keys))
+        if self.readiness is not None:
+            self.readiness.missing_crds = frozenset(self.missing_crds)
+        if self.pools_dirty is not None:
+            self.pools_dirty.set()  # AcceleratorProfiles count only while their CRD is installed
 
     def pools(self) -> PoolsInput | None:
         return None if self.planning_loop is None else self.planning_loop.pools
@@ -141,8 +191,25 @@ class OperatorContext:
         self.indexed = asyncio.Event()
         self.planning_loop.start()
         self.reconciler.start()
+        for crd in CRDS:  # Kopf reports a CRD only when it changes: is it there at all?
+            try:
+                present = await self.kube.crd_installed(crd)
+            except Exception as exc:
+                log.warning("cannot tell whether CustomResourceDefinition %s is installed: %s", crd, exc)
+                continue
+            self.crd_changed(crd, present)
         self.tasks.append(asyncio.create_task(pool_watcher(self), name="hetsched pool watcher"))
         self.tasks.append(asyncio.create_task(resync(self), name="hetsched resync"))
+        if not s.clusterwide:
+            from hetsched.operator.pools.foreign import foreign_pods_watcher
+            from hetsched.operator.pools.watcher import namespace_matches
+
+            def watched(namespace: str) -> bool:
+                return any(namespace_matches(namespace, pattern) for pattern in s.namespaces)
+
+            self.tasks.append(
+                asyncio.create_task(foreign_pods_watcher(self, watched), name="hetsched foreign pods")
+            )
 
     async def stop(self) -> None:
         for task in self.tasks:

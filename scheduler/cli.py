@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hetsched.scheduler.catalog import agent_catalog, hardware_catalog, model_catalog
+from hetsched.scheduler.catalog.config_input import read_model_config_file
 from hetsched.scheduler.catalog.hardware import IDEAL, HardwareSpec
-from hetsched.scheduler.catalog.hf_config import load_hf_config
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator.analysis import Scenario, WorkloadAnalysis, analyze
 from hetsched.scheduler.estimator.cost import Precisions
@@ -56,7 +56,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_model(args: argparse.Namespace) -> ModelConfig:
     if args.model_config:
-        return load_hf_config(args.model_config)
+        return read_model_config_file(args.model_config)
     return model_catalog.get_model(args.model)
 
 

@@ -94,6 +94,7 @@ class Readiness:
         self.leader_election = leader_election
         self.lease = lease
         self.leading = threading.Event()
+        self.missing_crds: frozenset[str] = frozenset()  # set by the operator's thread
 
     def mark_indexed(self, how: str) -> bool:
         """Record that the indices are complete; True the first time."""
@@ -268,6 +269,9 @@ def create_app(
             reason = "the node pools have not been observed yet"
         elif not indexed:
             reason = "indexing the cluster: Kopf has not listed every watched object yet"
+        elif readiness is not None and readiness.missing_crds:
+            missing = ", ".join(sorted(readiness.missing_crds))
+            reason = f"CustomResourceDefinition {missing} not installed (or being deleted)"
         else:
             reason = ""
         body: dict[str, Any] = {

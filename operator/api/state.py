@@ -32,6 +32,7 @@ class PoolView:
     device_memory_bytes: float
     price_per_device_hour: float | None
     problem: str = ""  # why the pool is unusable, if it is
+    held_outside: int = 0  # devices held by pods outside the operator's namespaces
 
     def to_dict(self, allocated: int) -> dict[str, Any]:
         d: dict[str, Any] = self.pool.to_dict()
@@ -42,7 +43,8 @@ class PoolView:
             memoryBytes=self.memory_bytes,
             pricePerDeviceHour=self.price_per_device_hour,
             devicesAllocated=allocated,
-            devicesFree=max(0, self.pool.devices - allocated),
+            devicesHeldOutside=self.held_outside,
+            devicesFree=max(0, self.pool.devices - self.held_outside - allocated),
         )
         if self.problem:
             d["problem"] = self.problem

@@ -40,6 +40,7 @@ class Round:
     plans: Mapping[Key, WorkloadPlan]
     seconds: float
     error: str | None = None
+    revisions: Mapping[Key, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,7 +81,9 @@ class PlanningLoop:
             and old.generation == reg.generation
             and old.request == reg.request
             and old.uid == reg.uid
+            and old.revision == reg.revision
         ):
+            self.registrations[reg.key] = reg  # only its problem or seed differ: no new round
             return
         self.registrations[reg.key] = reg
         self._bump()
@@ -123,15 +126,29 @@ class PlanningLoop:
             return None
         return p
 
-    async def plan_for(self, key: Key, generation: int, timeout: float) -> WorkloadPlan:  # noqa: ASYNC109
-        """Wait until a round has planned ``key`` at ``generation`` (TimeoutError after ``timeout``)."""
+    async def plan_for(
+        self,
+        key: Key,
+        generation: int,
+        timeout: float,  # noqa: ASYNC109
+        revision: str | None = None,
+    ) -> WorkloadPlan:
+        """Wait until a round has planned ``key`` at ``generation`` (and ``revision``, if given;
+        a later generation also counts); TimeoutError after ``timeout``."""
         deadline = time.monotonic() + timeout
+
+        def seen(r: Round) -> bool:
+            g = r.generations.get(key, -1)
+            return g > generation or (
+                g == generation and (revision is None or r.revisions.get(key) == revision)
+            )
+
         async with self._published:
             while True:
                 r = self.result
-                if r is not None and r.generations.get(key, -1) >= generation and key in r.plans:
+                if r is not None and seen(r) and key in r.plans:
                     return r.plans[key]
-                if r is not None and r.error and r.generations.get(key, -1) >= generation:
+                if r is not None and r.error and seen(r):
                     raise RuntimeError(f"planning failed: {r.error}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -184,8 +201,9 @@ class PlanningLoop:
         assert self.pools is not None
         regs = sorted(self.registrations.values(), key=lambda r: r.key)
         pools = self.pools
-        previous = dict(self.result.plans) if self.result is not None else {}
+        previous = self._previous(regs, pools)
         generations = {r.key: r.generation for r in regs}
+        revisions = {r.key: r.revision for r in regs}
         t0 = time.perf_counter()
         error = None
         try:
@@ -197,7 +215,7 @@ class PlanningLoop:
             asyncio.get_running_loop().call_later(self.retry_after, self.request_round)
         seconds = time.perf_counter() - t0
         self.rounds += 1
-        new = Round(self.rounds, generations, pools.fingerprint, plans, seconds, error)
+        new = Round(self.rounds, generations, pools.fingerprint, plans, seconds, error, revisions)
         old = self.result
         self.result = new
         self._first_done = True
@@ -216,6 +234,29 @@ class PlanningLoop:
             self._published.notify_all()
         if changed and self.on_changed is not None:
             self.on_changed(changed)
+
+    def _previous(self, regs: list[Registration], pools: PoolsInput) -> dict[Key, WorkloadPlan]:
+        """Each workload's plan of the last round, else the placement its status recorded (its
+        seed: after a restart or a failover, the stable policy keeps what runs)."""
+        from hetsched.operator.planning.seed import seeded_plan
+
+        last = self.result.plans if self.result is not None else {}
+        out: dict[Key, WorkloadPlan] = {}
+        for reg in regs:
+            plan = last.get(reg.key)
+            if (plan is None or plan.generation != reg.generation) and reg.seed is not None:
+                plan = seeded_plan(
+                    reg.seed,
+                    reg.key,
+                    pools.cluster,
+                    max_model_len=0 if reg.request is None else reg.request.capacity_context,
+                    revision=reg.revision
+                    if reg.seed.model_config_hash is None
+                    else reg.seed.model_config_hash,
+                )
+            if plan is not None:
+                out[reg.key] = plan
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         r = self.result

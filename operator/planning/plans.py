@@ -74,6 +74,7 @@ class WorkloadPlan:
     message: str = ""
     suggestions: tuple[str, ...] = ()
     pools_fingerprint: str = ""
+    revision: str = ""  # the registration's revision it was planned for (its model config's hash)
 
     def signature(self) -> tuple[Any, ...]:
         """What a placement *is* (for change detection and events): mode, pools, TP, replicas, batch."""
@@ -213,7 +214,6 @@ def to_workload_plan(
     fingerprint: str,
     max_rejected: int = 24,
 ) -> WorkloadPlan:
-    req = reg.request
     if not w.placed:
         suggestions = tuple(s.detail for s in w.suggestions if s.feasible)[:3]
         return WorkloadPlan(
@@ -228,7 +228,10 @@ def to_workload_plan(
             message=w.detail or "no placement",
             suggestions=suggestions,
             pools_fingerprint=fingerprint,
+            revision=reg.revision,
         )
+    req = reg.request
+    assert req is not None
     colocated = w.mode == "colocated"
     prefill = _phase_plan(w.prefill, req, cluster, colocated, options)
     decode = _phase_plan(w.decode, req, cluster, colocated, options)
@@ -249,6 +252,7 @@ def to_workload_plan(
         cost_per_hour=w.cost_per_hour,
         rejected=_rejections(w, max_rejected),
         pools_fingerprint=fingerprint,
+        revision=reg.revision,
     )
 
 
@@ -286,7 +290,12 @@ def plan_workloads(
         keep = []
         for reg in regs:
             prev = previous.get(reg.key)
-            if prev is not None and prev.generation == reg.generation and _still_valid(prev, cluster):
+            if (
+                prev is not None
+                and prev.generation == reg.generation
+                and prev.revision == reg.revision
+                and _still_valid(prev, cluster)
+            ):
                 keep.append((reg, prev))
         # Devices lost (nodes gone): unpin the newest placements on an over-full pool until it fits.
         keep.sort(key=lambda rp: (rp[0].created, rp[0].key))
@@ -313,9 +322,23 @@ def plan_workloads(
             replicas_now.setdefault(pool, []).extend(sizes)
     todo = [r for r in regs if r.key not in pinned]
     out = dict(pinned)
+    for reg in [r for r in todo if r.request is None]:  # no model config to plan with: not placed
+        reason, message = reg.problem or ("ConfigMapNotFound", "the model config cannot be read")
+        out[reg.key] = WorkloadPlan(
+            key=reg.key,
+            generation=reg.generation,
+            placed=False,
+            model=reg.model_id,
+            agent="",
+            reason=reason,
+            message=f"{message}; its placement cannot be kept and no other can be planned without it",
+            pools_fingerprint=pools.fingerprint,
+            revision=reg.revision,
+        )
+    todo = [r for r in todo if r.request is not None]
     if todo:
         remaining = replace(cluster, pools=tuple(p.take(replicas_now.get(p.name, ())) for p in cluster.pools))
-        result = engine_plan([r.request for r in todo], remaining, options)
+        result = engine_plan([r.request for r in todo if r.request is not None], remaining, options)
         by_key = {(w.namespace, w.name): w for w in result.workloads}
         for reg in todo:
             out[reg.key] = to_workload_plan(by_key[reg.key], reg, remaining, options, pools.fingerprint)

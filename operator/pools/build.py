@@ -31,8 +31,13 @@ def build_pools(
     *,
     network_gbps: Mapping[str, float] | None = None,
     fingerprint: str = "",
+    held_outside: Mapping[str, int] | None = None,
 ) -> PoolsInput:
-    """The Cluster (hardware and price resolved) and the per-pool views for the API and metrics."""
+    """The Cluster (hardware and price resolved) and the per-pool views for the API and metrics.
+
+    ``held_outside``: GPUs per node held by pods outside the operator's namespaces
+    (``foreign.py``): taken off each node's free devices."""
+    held_outside = held_outside or {}
     pools: list[Pool] = []
     unavailable: list[UnavailablePool] = []
     views: list[PoolView] = []
@@ -40,6 +45,9 @@ def build_pools(
         rp: ResolvedPool = resolve_pool(lp, list(profiles))
         hw = rp.hardware
         problem = rp.problem
+        held = {
+            n: min(d, held_outside.get(n, 0)) for n, d in zip(lp.node_names, lp.node_devices, strict=False)
+        }
         if hw is not None and not problem and lp.nodes == 0:
             problem = f"no Ready, schedulable nodes ({lp.total_nodes} node(s): NotReady or cordoned)"
         views.append(
@@ -50,12 +58,16 @@ def build_pools(
                 device_memory_bytes=hw.memory_bytes if hw is not None else 0.0,
                 price_per_device_hour=rp.price_per_device_hour,
                 problem=problem,
+                held_outside=sum(held.values()),
             )
         )
         if hw is None or rp.problem:
             unavailable.append(UnavailablePool(lp.name, rp.reason, rp.problem, lp.devices))
             continue
         pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0)
+        if pool is not None and any(held.values()):
+            free = tuple(d - held[n] for n, d in zip(lp.node_names, lp.node_devices, strict=False))
+            pool = replace(pool, free_devices=sum(free), node_devices=tuple(d for d in free if d > 0))
         if pool is not None:  # like cluster_from_nodes: a pool without usable nodes is not offered at all
             pools.append(pool)
     # Pools named in --network-gbps come and go with their nodes: pairs of absent pools are left out.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hetsched.operator.pools.build import build_pools
 from hetsched.operator.pools.nodes import apply_not_ready_grace, fingerprint, is_full_disruption
 from hetsched.operator.pools.profiles import parse_profiles
+from hetsched.operator.settings import PROFILES_CRD
 from hetsched.scheduler.nodes import group_pools, project_node
 
 if TYPE_CHECKING:
@@ -58,10 +59,17 @@ class PoolPublisher:
             loop.call_later(recheck + 0.05, op.pools_dirty.set)
         profiles, _bad = parse_profiles(raw_profiles)
         live = group_pools(nodes)
-        extra = [[p.name, p.spec.model_dump(mode="json")] for p in profiles], sorted(s.network_gbps.items())
+        held = dict(op.held_outside)
+        extra = (
+            [[p.name, p.spec.model_dump(mode="json")] for p in profiles],
+            sorted(s.network_gbps.items()),
+            sorted(held.items()),
+        )
         fp = fingerprint(live, extra)
         if fp != self.last:
-            pools = build_pools(live, profiles, network_gbps=s.network_gbps, fingerprint=fp)
+            pools = build_pools(
+                live, profiles, network_gbps=s.network_gbps, fingerprint=fp, held_outside=held
+            )
             op.state.set_pools(pools.views, fp)
             op.planning_loop.set_pools(pools)
             log.info("pools: %s", ", ".join(f"{v.pool.name}={v.pool.devices}" for v in pools.views) or "none")
@@ -101,6 +109,8 @@ async def pool_watcher(op: OperatorContext) -> None:
         op.pools_dirty.clear()
         raw_nodes = [proj for store in op.indices["nodes_idx"].values() for proj in store]
         raw_profiles = {name: spec for name, store in op.indices["profiles_idx"].items() for spec in store}
+        if PROFILES_CRD in op.missing_crds:  # Kopf's index keeps what it saw before the CRD went
+            raw_profiles = {}
         publisher.publish(raw_nodes, raw_profiles)
         await op.pools_dirty.wait()
 

@@ -28,6 +28,7 @@ from hetsched.operator.reconcile.status import (
     UNSCHEDULABLE,
     get_condition,
 )
+from hetsched.scheduler.pools import POOL_LABEL
 from hetsched.scheduler.spec import ServingSpec
 
 
@@ -46,6 +47,13 @@ def parse_time(value: Any) -> float | None:
     seconds = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
     whole_seconds = "." not in text
     return seconds + 1.0 if whole_seconds else seconds
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,11 @@ class ChildState:
     holder: str = ""
     # The object without status and managed fields (compact JSON): what drift is checked against.
     live: str = ""
+    # Deployments only: the placement its pods carry (pool label, TP and batch annotations), which
+    # a status read back at start-up must agree with (``planning.seed``).
+    pool: str = ""
+    tp: int = 0
+    max_batch: int = 0
 
     @staticmethod
     def from_body(kind: str, body: Mapping[str, Any]) -> ChildState:
@@ -84,6 +97,8 @@ class ChildState:
         controller = next((o for o in owners if o.get("controller")), None)
         match = ((spec.get("selector") or {}).get("matchLabels") or {}) if kind == "Deployment" else {}
         progressing = get_condition(status.get("conditions"), "Progressing") or {}
+        template = (spec.get("template") or {}).get("metadata") or {}
+        pod_annotations = template.get("annotations") or {}
         progress_time = parse_time(progressing.get("lastUpdateTime")) or parse_time(
             meta.get("creationTimestamp")
         )
@@ -107,6 +122,9 @@ class ChildState:
             resource_version=str(meta.get("resourceVersion") or ""),
             holder=_holder(controller, owners, meta.get("managedFields") or []),
             live=json.dumps(live, separators=(",", ":"), sort_keys=True, default=str),
+            pool=str((template.get("labels") or {}).get(POOL_LABEL, "")),
+            tp=_count(pod_annotations.get(manifests.TP_ANNOTATION)),
+            max_batch=_count(pod_annotations.get(manifests.MAX_BATCH_ANNOTATION)),
         )
 
     def drift(self, desired: Mapping[str, Any]) -> str | None:

@@ -27,6 +27,8 @@ MANAGER = "hetsched"
 WORKLOAD_LABEL = "hetsched.io/workload"
 PHASE_LABEL = "hetsched.io/phase"
 HASH_ANNOTATION = "hetsched.io/spec-hash"
+TP_ANNOTATION = "hetsched.io/tp"  # on the pod template: the placement's TP and batch
+MAX_BATCH_ANNOTATION = "hetsched.io/max-batch"
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_ARGS = (
     "--model",
@@ -260,8 +262,8 @@ def deployment(ref: WorkloadRef, plan: PhaseDeployment) -> dict[str, Any]:
                 "metadata": {
                     "labels": pod_labels,
                     "annotations": {
-                        "hetsched.io/tp": str(plan.tp),
-                        "hetsched.io/max-batch": str(plan.max_batch),
+                        TP_ANNOTATION: str(plan.tp),
+                        MAX_BATCH_ANNOTATION: str(plan.max_batch),
                     },
                 },
                 "spec": pod_spec,

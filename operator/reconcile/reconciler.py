@@ -46,6 +46,7 @@ from hetsched.operator.planning.intake import Key, Registration
 from hetsched.operator.planning.loop import PlanningLoop
 from hetsched.operator.reconcile import manifests
 from hetsched.operator.reconcile.children import (
+    Actions,
     ChildState,
     Conflict,
     PodScheduling,
@@ -302,6 +303,8 @@ class Reconciler:
         existing = self.children(key)
         in_flight = {(k, n): v for (ns, k, n), v in self._in_flight.items() if ns == namespace}
         actions = plan_actions(desired, existing, in_flight, workload=name, uid=reg.uid)
+        if reg.request is None:  # kept as its status recorded, without its model config: touch nothing
+            actions = Actions((), (), (), ())
         conflicts = list(actions.conflicts)
         writes = list(actions.writes)
         now = time.monotonic()
@@ -329,6 +332,8 @@ class Reconciler:
             wrote = bool(writes or actions.delete)
             if rejected:
                 degraded = (CHILD_REJECTED, "; ".join(rejected))
+        if degraded is None and reg.problem is not None:  # the model config went away or turned invalid
+            degraded = reg.problem
         if plan.placed:
             ready = readiness(plan, desired, existing)
             if degraded is None and not ready[0]:

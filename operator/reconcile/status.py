@@ -108,6 +108,9 @@ class AgentWorkloadStatus(_Status):
     rejected_pools: list[RejectedPool] = Field(default_factory=list, max_length=MAX_REJECTED)
     pools_fingerprint: str | None = Field(default=None, max_length=64)
     last_plan_time: str | None = Field(default=None, max_length=64)
+    model_config_hash: str | None = Field(
+        default=None, max_length=64, description="hash of the model ConfigMap's config the plan used"
+    )
 
 
 class AcceleratorProfileStatus(_Status):
@@ -283,7 +286,8 @@ def placed_status(
 ) -> dict[str, Any]:
     """Status of a workload whose plan placed it (``ready``: its Deployments' availability;
     ``degraded``: (reason, message) of what keeps the children from being as planned — a
-    conflict, a refused write, a pod the scheduler finds no node for)."""
+    conflict, a refused write, a pod the scheduler finds no node for — or of a model config that
+    went away or turned invalid while the placement stays)."""
     now = now or now_rfc3339()
     name = namespace_name[1]
     conds = _base(previous)
@@ -338,6 +342,7 @@ def placed_status(
         "rejectedPools": _rejected(plan),
         "poolsFingerprint": plan.pools_fingerprint,
         "lastPlanTime": _keep_time(previous, plan, now),
+        "modelConfigHash": plan.revision or None,
     }
     return _clean(status)
 

@@ -60,10 +60,13 @@ def test_workload_rights_only_in_the_watched_namespace(
         ("patch", "agentworkloads.hetsched.io"),
         ("create", "deployments.apps"),
         ("get", "configmaps"),
-        ("list", "pods"),
+        ("watch", "configmaps"),
     ):
         assert can_i(cluster, subject, verb, resource, "-n", WATCHED), (verb, resource)
         assert not can_i(cluster, subject, verb, resource, "-n", OTHER), (verb, resource)
+    # GPUs held by pods outside the watched namespaces count as used: pods are read everywhere.
+    assert can_i(cluster, subject, "list", "pods", "-A") and can_i(cluster, subject, "watch", "pods", "-A")
+    assert not can_i(cluster, subject, "get", "pods/log", "-n", OTHER)
     assert not can_i(cluster, subject, "list", "agentworkloads.hetsched.io", "-A")
     assert can_i(cluster, subject, "list", "nodes")
     assert can_i(cluster, subject, "list", "namespaces")
@@ -85,7 +88,7 @@ def test_namespaced_operator_with_the_chart_identity(
     args = [
         a.replace("$(POD_NAMESPACE)", RELEASE_NS).replace("$(POD_NAME)", "local-test-pod")
         for a in chart_args[2:]
-        if not a.startswith("--port=")
+        if not a.startswith(("--port=", "--host="))  # here: a loopback port of its own
     ]
     assert f"--namespace={WATCHED}" in args and "--leader-elect" in args
     op = OperatorProcess(kubeconfig, tmp_path / "operator.log", *args)

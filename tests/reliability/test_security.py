@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from support.harness import (
     create_namespace,
     delete_namespace,
     manifest,
+    record,
     start_operator,
     stop_operator,
     tracebacks,
@@ -330,3 +333,91 @@ def test_live_request_bodies_are_bounded(rel_cluster: LocalCluster, live: Operat
     )
     assert r.status_code == 413
     assert live.get("/healthz").status_code == 200 and live.ready()
+
+
+# ---- slow and idle clients ----------------------------------------------------------------------------
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.integration
+def test_slow_clients_cannot_exhaust_the_operator(rel_cluster: LocalCluster, live: Operator) -> None:
+    """600 connections that send nothing or a header byte now and then (slowloris): the operator
+    keeps at most its connection limit open (the longest-waiting go first), answers /healthz at
+    once throughout, keeps placing workloads, and closes the slow ones after the read timeout.
+    (Before: every connection was kept forever — one descriptor each, until none were left for
+    the operator's own Kubernetes calls.)"""
+    import socket
+
+    pid = live.process.pid
+    host, port = live.url.removeprefix("http://").split(":")
+    baseline = _fds(pid)
+    slow: list[socket.socket] = []
+    peak = baseline
+    try:
+        for i in range(600):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            if i % 2:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            slow.append(s)
+            if i % 100 == 99:
+                peak = max(peak, _fds(pid))
+                t0 = time.monotonic()
+                assert live.get("/healthz", timeout=5).status_code == 200
+                record(f"/healthz with {i + 1} slow connections open", time.monotonic() - t0)
+        for _ in range(3):
+            for s in slow[1::2]:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X")
+            peak = max(peak, _fds(pid))
+            time.sleep(1)
+        record("operator descriptors: baseline", baseline, "fds")
+        record("operator descriptors: peak with 600 slow connections", peak, "fds")
+        # The default limit is 100 (and the listen backlog: a burst is accepted before it is cut).
+        assert peak <= baseline + 2 * 100 + 30, (baseline, peak)
+        # Its own Kubernetes calls still work: a spec change is planned and converged.
+        rel_cluster.kubectl(
+            "patch",
+            "aw",
+            "chat",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec":{"demand":{"requestsPerSecond":3}}}',
+        )
+        wait(lambda: converged(rel_cluster, NS, ["chat"]), 60, "the change converged")
+        # The read timeout (10 s) closes what is left of the slow ones.
+        deadline = time.monotonic() + 30
+        open_ = slow
+        while open_ and time.monotonic() < deadline:
+            still = []
+            for s in open_:
+                s.settimeout(0.01)
+                try:
+                    if s.recv(1024) == b"":
+                        continue  # closed by the server
+                except TimeoutError:
+                    pass
+                except OSError:
+                    continue
+                still.append(s)
+            open_ = still
+            time.sleep(0.5)
+        assert not open_, f"{len(open_)} slow connections still open after 30 s"
+        assert _fds(pid) <= baseline + 10
+    finally:
+        for s in slow:
+            s.close()
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_chart_binds_the_pod_ip_and_loopback_only(helm: tuple[Path, dict[str, str]], variant: str) -> None:
+    docs = render(helm, VARIANTS[variant])
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert "--host=$(POD_IP)" in args and "--host=127.0.0.1" in args, args
+    assert not any("0.0.0.0" in a for a in args), args
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"

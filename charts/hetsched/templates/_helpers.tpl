@@ -84,9 +84,10 @@ cluster-wide by the ClusterRole, or per watched namespace by a Role.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Model configs: read, and watched so that an edit re-plans (only referenced ones are used).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 # Only for a child Deployment stuck past the unschedulable grace period: why its pods are Pending.
 - apiGroups: [""]
   resources: ["pods"]

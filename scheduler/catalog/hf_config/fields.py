@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -162,24 +161,14 @@ class Fields:
 
 
 def read_json(source: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
-    """A config file (or the ``config.json`` of a directory) and the path it was read from."""
+    """A config file (or the ``config.json`` of a directory) and the path it was read from, read
+    within bounds (size, nesting, integer digits: ``catalog.config_input``)."""
+    from hetsched.scheduler.catalog.config_input import loads_bounded, read_bounded_file
+
     path = Path(source)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"
-        ) from None
-    except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply") from None
+    data = loads_bounded(read_bounded_file(path), what=str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     return data, str(path)
