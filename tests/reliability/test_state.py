@@ -86,17 +86,36 @@ MIX = {
 }
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+# Leader election with short timings: a failover is a standby taking the Lease of a killed leader.
+LEASE = (
+    "--leader-elect",
+    "--leader-elect-lease-duration",
+    "8",
+    "--leader-elect-renew-deadline",
+    "5",
+    "--leader-elect-retry-period",
+    "1",
+)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill", "failover"])
 def test_restart_moves_nothing(
-    rel_cluster: LocalCluster, make_namespace: Any, tmp_path: Path, sig: signal.Signals
+    rel_cluster: LocalCluster, make_namespace: Any, tmp_path: Path, how: str
 ) -> None:
     """Placed one by one while the pools a fresh plan prefers were cordoned, then uncordoned: the
-    stable policy keeps them where they are. A restart must too: every placement, child uid and
-    child spec unchanged, no write. (Before, the restart planned all of them afresh and moved
+    stable policy keeps them where they are. A restart (SIGTERM, SIGKILL) or a failover (the
+    leader SIGKILLed, a standby replica takes the Lease) must too: every placement, child uid and
+    child spec unchanged, no write. (Before, the new process planned all of them afresh and moved
     them to the pools it preferred.)"""
     cluster = rel_cluster
-    ns = make_namespace(f"hs-st-restart-{sig.name.lower()}")
-    op = start_operator(cluster, tmp_path / "first.log", namespaces=ns)
+    ns = make_namespace(f"hs-st-restart-{how}")
+    failover = how == "failover"
+    sig = signal.SIGTERM if how == "sigterm" else signal.SIGKILL
+    lease = (*LEASE, "--leader-elect-namespace", ns) if failover else ()
+    op = start_operator(
+        cluster, tmp_path / "first.log", *lease, namespaces=ns, identity="first" if failover else ""
+    )
+    standby: Operator | None = None
     cordoned: set[str] = set()
     try:
         fresh = op.post(
@@ -130,12 +149,24 @@ def test_restart_moves_nothing(
         moved_while_running = {n for n, p in before.items() if any(ph[0] in preferred for ph in p[1:])}
         ids = child_ids(cluster, ns)
         assert len(ids) >= 2 * len(MIX), ids
+        if failover:  # a standby waits for the Lease while the leader runs
+            standby = start_operator(
+                cluster, tmp_path / "second.log", *lease, namespaces=ns, wait_ready=False, identity="second"
+            )
+            time.sleep(2)
+            if standby.ready():
+                stop_operator(standby)
+                raise AssertionError("the standby is ready while the leader holds the Lease")
     finally:
         if cordoned:
             _cordon(cluster, cordoned, False)
         stop_operator(op, sig)
     t0 = time.monotonic()
-    op = start_operator(cluster, tmp_path / "second.log", namespaces=ns)
+    if standby is not None:
+        op = standby
+        wait(op.ready, 90, "the standby leading and ready", interval=0.2)
+    else:
+        op = start_operator(cluster, tmp_path / "second.log", namespaces=ns)
     try:
         ready = time.monotonic() - t0
         # Every workload went through the intake, and every one was converged since.
@@ -145,8 +176,8 @@ def test_restart_moves_nothing(
         after = {n: placement(w) for n, w in workloads(cluster, ns).items()}
         moved = sorted(n for n in MIX if after[n] != before[n])
         print(f"preferred pools {sorted(preferred)}; before {before}; after {after}")
-        record(f"restart ({sig.name}): workloads moved", len(moved), "workloads")
-        record(f"restart ({sig.name}): operator ready after", ready)
+        record(f"restart ({how}): workloads moved", len(moved), "workloads")
+        record(f"restart ({how}): operator ready after", ready)
         assert not moved, {n: (before[n], after[n]) for n in moved}
         assert child_ids(cluster, ns) == ids
         counts = reconciles(op)
@@ -248,6 +279,16 @@ def test_configmap_edit_replans_and_deletion_keeps_the_placement(
 
 
 # ---- the CRD going away -----------------------------------------------------------------------------
+def _established(cluster: LocalCluster) -> bool:
+    """Whether the AgentWorkload CRD is served (``kubectl wait`` fails instead of waiting on a CRD
+    just created, whose status has no conditions yet)."""
+    r = cluster.kubectl("get", "crd", "agentworkloads.hetsched.io", "-o", "json", check=False)
+    if r.returncode != 0:
+        return False
+    conds = (json.loads(r.stdout).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conds)
+
+
 def test_crd_removal_forgets_the_workloads_without_a_write_storm(
     rel_cluster: LocalCluster, make_namespace: Any, tmp_path: Path
 ) -> None:
@@ -282,9 +323,7 @@ def test_crd_removal_forgets_the_workloads_without_a_write_storm(
         assert not children(cluster, ns)
         # Back: ready again, and a workload created now is placed with a whole status.
         cluster.kubectl("apply", "--server-side", "-f", str(crd))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/agentworkloads.hetsched.io", "--timeout=60s"
-        )
+        wait(lambda: _established(cluster), 60, "the CRD established")
         wait(lambda: op.get("/readyz").status_code == 200, 60, "ready again")
         apply(cluster, manifest("chat", CHAT, ns))
         w = wait_condition(cluster, ns, "chat", "Placed", "True", timeout=120)
@@ -294,13 +333,7 @@ def test_crd_removal_forgets_the_workloads_without_a_write_storm(
     finally:
         stop_operator(op)
         cluster.kubectl("apply", "--server-side", "-f", str(crd), check=False)
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/agentworkloads.hetsched.io",
-            "--timeout=60s",
-            check=False,
-        )
+        wait(lambda: _established(cluster), 60, "the CRD established")
 
 
 # ---- devices held outside the watched namespaces ----------------------------------------------------
