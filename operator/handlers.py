@@ -13,8 +13,10 @@ Watched:
   change pool hardware;
 * Nodes — indexed as small projections (``scheduler.nodes.project_node``); every node event marks
   the pools dirty, and the pool watcher (``pools.watcher``) re-derives the pools (debounced);
-* the children (Deployments, Services labelled ``app.kubernetes.io/managed-by=hetsched``) —
-  indexed (content hash, replica counts) and their events re-converge the owner (Ready, drift).
+* the children (Deployments, Services, and the P/D router's ServiceAccounts, Roles and
+  RoleBindings, labelled ``app.kubernetes.io/managed-by=hetsched``) — indexed (content hash,
+  replica counts) and their events re-converge the owner (Ready, drift). InferencePools (an
+  optional CRD) are written but not watched.
 """
 
 from __future__ import annotations
@@ -78,6 +80,28 @@ def services_idx(namespace: str | None, labels: Mapping[str, str], body: Mapping
     return None if not workload else {(namespace, workload): ChildState.from_body("Service", body)}
 
 
+@kopf.index("", "v1", "serviceaccounts", labels=MANAGED)
+def serviceaccounts_idx(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("ServiceAccount", body)}
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+def roles_idx(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("Role", body)}
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
+def rolebindings_idx(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("RoleBinding", body)}
+
+
 # ---- lifecycle ----------------------------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
@@ -109,7 +133,16 @@ async def cleanup(memo: Any, **_: Any) -> None:
 class _QuietWatchHandlers(logging.Filter):
     """Drop Kopf's "Handler 'node_event' succeeded." lines: one per watch event is noise."""
 
-    QUIET = ("node_event", "profile_event", "workload_event", "deployment_event", "service_event")
+    QUIET = (
+        "node_event",
+        "profile_event",
+        "workload_event",
+        "deployment_event",
+        "service_event",
+        "serviceaccount_event",
+        "role_event",
+        "rolebinding_event",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
@@ -171,6 +204,30 @@ async def service_event(
 ) -> None:
     if type == "DELETED":
         _child_event(_op(memo), type, "Service", namespace or "", name, labels)
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED)
+async def serviceaccount_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    if type == "DELETED":
+        _child_event(_op(memo), type, "ServiceAccount", namespace or "", name, labels)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+async def role_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    if type == "DELETED":
+        _child_event(_op(memo), type, "Role", namespace or "", name, labels)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
+async def rolebinding_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    if type == "DELETED":
+        _child_event(_op(memo), type, "RoleBinding", namespace or "", name, labels)
 
 
 def _child_event(

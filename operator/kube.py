@@ -23,6 +23,25 @@ FIELD_MANAGER = "hetsched"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
+#: The kinds of child the operator writes: kind → (API path prefix, plural).
+CHILD_KINDS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
+}
+
+
+def child_path(kind: str, namespace: str, name: str) -> str:
+    """The REST path of a namespaced child object; ValueError for a kind we do not write."""
+    try:
+        prefix, plural = CHILD_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"cannot write kind {kind} (known: {', '.join(sorted(CHILD_KINDS))})") from None
+    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+
 
 class KubeApi:
     def __init__(self, api_client: client.ApiClient) -> None:
@@ -46,27 +65,52 @@ class KubeApi:
         await self.api_client.close()
 
     async def apply(self, obj: Mapping[str, Any]) -> None:
+        """Server-side apply of a child (any kind of :data:`CHILD_KINDS`)."""
         meta = obj["metadata"]
-        body = json.loads(json.dumps(obj))
-        common: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
-        if obj["kind"] == "Deployment":
-            await self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **common)
-        elif obj["kind"] == "Service":
-            await self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **common)
-        else:
-            raise ValueError(f"cannot apply kind {obj['kind']}")
+        path = child_path(str(obj["kind"]), meta["namespace"], meta["name"])
+        await self.api_client.call_api(
+            path,
+            "PATCH",
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            header_params={"Content-Type": APPLY, "Accept": "application/json"},
+            body=json.loads(json.dumps(obj)),
+            response_types_map={200: "object", 201: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a child (its dependents in the background); gone already is fine."""
         try:
-            if kind == "Deployment":
-                await self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
-            elif kind == "Service":
-                await self.core.delete_namespaced_service(name, namespace)
-            else:
-                raise ValueError(f"cannot delete kind {kind}")
+            await self.api_client.call_api(
+                child_path(kind, namespace, name),
+                "DELETE",
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                body={"propagationPolicy": "Background"},
+                response_types_map={200: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def has_crd(self, name: str) -> bool:
+        """Whether a CustomResourceDefinition exists (False also when we may not read CRDs)."""
+        try:
+            await self.api_client.call_api(
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                "GET",
+                header_params={"Accept": "application/json"},
+                response_types_map={200: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return True
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self.custom.patch_namespaced_custom_object_status(

@@ -26,8 +26,11 @@ if TYPE_CHECKING:  # imported where used: `hetsched --help` reads OperatorSettin
     from hetsched.operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("hetsched.operator")
+#: The Kopf indices of the children, by kind (``children`` merges them per workload).
+CHILD_INDICES = ("deployments_idx", "services_idx", "serviceaccounts_idx", "roles_idx", "rolebindings_idx")
 #: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
-INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", "deployments_idx", "services_idx")
+INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", *CHILD_INDICES)
+INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class OperatorSettings:
     kubeconfig: str | None = None
     solver: str = "milp"
     solver_time_limit_seconds: float = 10.0
+    # An InferencePool per workload naming this endpoint-picker Service (when the CRD is installed).
+    inference_pool_epp: str | None = None
 
 
 @dataclass
@@ -85,7 +90,7 @@ class OperatorContext:
     def children(self, key: Key) -> dict[tuple[str, str], ChildState]:
         """The workload's children as the Kopf indices hold them, by (kind, name)."""
         out: dict[tuple[str, str], ChildState] = {}
-        for index in ("deployments_idx", "services_idx"):
+        for index in CHILD_INDICES:
             idx = self.indices.get(index)
             if idx is None or key not in idx:
                 continue
@@ -99,6 +104,7 @@ class OperatorContext:
         from hetsched.operator.planning.loop import PlanningLoop
         from hetsched.operator.planning.plans import plan_workloads
         from hetsched.operator.pools.watcher import pool_watcher
+        from hetsched.operator.reconcile.manifests import RenderOptions
         from hetsched.operator.reconcile.reconciler import Reconciler
         from hetsched.scheduler.placement.options import PlanOptions
 
@@ -134,6 +140,15 @@ class OperatorContext:
             workers=s.workers,
             unschedulable_grace=s.unschedulable_grace_seconds,
         )
+        if s.inference_pool_epp:
+            if await self.kube.has_crd(INFERENCE_POOL_CRD):
+                self.reconciler.render_options = RenderOptions(inference_pool_epp=s.inference_pool_epp)
+            else:
+                log.warning(
+                    "--inference-pool-epp %s: the InferencePool CRD (%s) is not installed; no InferencePools",
+                    s.inference_pool_epp,
+                    INFERENCE_POOL_CRD,
+                )
         self.planning_loop.on_changed = self.reconciler.enqueue
         self.pools_dirty = asyncio.Event()
         self.indexed = asyncio.Event()

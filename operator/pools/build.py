@@ -55,7 +55,7 @@ def build_pools(
         if hw is None or rp.problem:
             unavailable.append(UnavailablePool(lp.name, rp.reason, rp.problem, lp.devices))
             continue
-        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0)
+        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0, serving=rp.serving)
         if pool is not None:  # like cluster_from_nodes: a pool without usable nodes is not offered at all
             pools.append(pool)
     # Pools named in --network-gbps come and go with their nodes: pairs of absent pools are left out.

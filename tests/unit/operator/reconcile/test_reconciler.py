@@ -68,7 +68,16 @@ def test_converge_is_idempotent_and_reports_ready() -> None:
         await h.planning_loop.plan_for(key, 1, timeout=30)
         assert await h.reconciler.converge(key) == "placed"
         n_applied = len(h.api.applied)
-        assert n_applied in (2, 4)  # colocated (Deployment + Service) or disaggregated (2 + 2)
+        # colocated: engine Deployment + Service; disaggregated: 2 engines + Service + the router's
+        # Deployment, ServiceAccount, Role and RoleBinding
+        assert n_applied in (2, 7)
+        kinds = sorted({o["kind"] for o in h.api.applied})
+        assert kinds in (
+            ["Deployment", "Service"],
+            ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"],
+        )
+        assert status["endpoint"] if (status := h.api.status_patches[-1][2]) else False
+        assert status["endpoint"] == "http://chat.default.svc:8000/v1"
         assert len(h.api.status_patches) == 1
         status = h.api.status_patches[-1][2]
         assert status["conditions"][2]["type"] == "Ready" and status["conditions"][2]["status"] == "False"
@@ -99,9 +108,17 @@ def test_mode_switch_deletes_stale_children() -> None:
             await h.planning_loop.plan_for(key, gen, timeout=30)
             await h.reconciler.converge(key)
             h.sync_index()
-        names = {name for kind, ns, name in h.api.deleted}
-        assert names == {"chat-prefill", "chat-decode"}
-        assert {k[1] for k in h.index[key]} == {"chat-serve"}
+        deleted = {(kind, name) for kind, ns, name in h.api.deleted}
+        assert deleted == {
+            ("Deployment", "chat-prefill"),
+            ("Deployment", "chat-decode"),
+            ("Deployment", "chat-router"),
+            ("ServiceAccount", "chat-router"),
+            ("Role", "chat-router"),
+            ("RoleBinding", "chat-router"),
+        }
+        # The workload's Service stays (it now selects the colocated engine pods).
+        assert {k[1] for k in h.index[key]} == {"chat-serve", "chat"}
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events] == ["Placed", "Replaced"]
         await h.planning_loop.stop()
@@ -201,10 +218,11 @@ def test_unschedulable_child_degrades_once_and_recovers() -> None:
         assert sorted(s for _ns, s in h.api.pod_lists) == [
             "hetsched.io/phase=decode,hetsched.io/workload=chat",
             "hetsched.io/phase=prefill,hetsched.io/workload=chat",
+            "hetsched.io/phase=router,hetsched.io/workload=chat",
         ]
         patches = len(h.api.status_patches)
         assert await h.reconciler.converge(key) == "unchanged"  # same verdict: no write, cached pods
-        assert len(h.api.status_patches) == patches and len(h.api.pod_lists) == 2
+        assert len(h.api.status_patches) == patches and len(h.api.pod_lists) == 3
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events].count("Unschedulable") == 1
         # The pod gets a node, the Deployments become available: Degraded False, no pod list.
