@@ -95,11 +95,12 @@ class KubeApi:
             if exc.status != 404:
                 raise
 
-    async def has_crd(self, name: str) -> bool:
-        """Whether a CustomResourceDefinition exists (False also when we may not read CRDs)."""
+    async def serves(self, group_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``group_version`` (a CRD installed and
+        established). API discovery, which every authenticated user may read: no RBAC needed."""
         try:
-            await self.api_client.call_api(
-                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+            doc = await self.api_client.call_api(
+                f"/apis/{group_version}",
                 "GET",
                 header_params={"Accept": "application/json"},
                 response_types_map={200: "object"},
@@ -110,7 +111,8 @@ class KubeApi:
             if exc.status in (403, 404):
                 return False
             raise
-        return True
+        resources = (doc or {}).get("resources") or [] if isinstance(doc, dict) else []
+        return any(r.get("name") == plural for r in resources)
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self.custom.patch_namespaced_custom_object_status(

@@ -31,6 +31,7 @@ CHILD_INDICES = ("deployments_idx", "services_idx", "serviceaccounts_idx", "role
 #: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
 INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", *CHILD_INDICES)
 INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
+INFERENCE_POOL_API = ("inference.networking.k8s.io/v1", "inferencepools")
 
 
 @dataclass
@@ -141,7 +142,7 @@ class OperatorContext:
             unschedulable_grace=s.unschedulable_grace_seconds,
         )
         if s.inference_pool_epp:
-            if await self.kube.has_crd(INFERENCE_POOL_CRD):
+            if await self.kube.serves(*INFERENCE_POOL_API):
                 self.reconciler.render_options = RenderOptions(inference_pool_epp=s.inference_pool_epp)
             else:
                 log.warning(
