@@ -214,7 +214,10 @@ def engine_container(
         "max_batch": target.max_batch,
         "max_model_len": target.max_model_len,
         "phase": phase,
-        "host": f"$({POD_IP_ENV})" if pd else "0.0.0.0",
+        # All of the pod's addresses: the Service, the router and the kubelet's probes reach it on
+        # the pod IP, `kubectl port-forward` on localhost. (NIXL's side channel is what advertises
+        # the pod IP to the other phase: VLLM_NIXL_SIDE_CHANNEL_HOST below.)
+        "host": "0.0.0.0",
         "port": port,
     }
     values.update(dict.fromkeys(PD_PLACEHOLDERS))

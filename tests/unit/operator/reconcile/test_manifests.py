@@ -237,7 +237,7 @@ def test_vllm_pd_wiring_between_two_gpu_generations() -> None:
             "kv_role": role,
             "kv_buffer_device": "cpu",
         }
-        assert c["args"][c["args"].index("--host") + 1] == "$(POD_IP)"
+        assert c["args"][c["args"].index("--host") + 1] == "0.0.0.0"  # port-forward works too
         env = _env(d)
         assert c["env"][0] == {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
         assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"] == "$(POD_IP)"
@@ -455,3 +455,60 @@ def test_serving_pods_do_not_mount_a_service_account_token(phase: str) -> None:
         assert pod["automountServiceAccountToken"] is False
         assert "serviceAccountName" not in pod and "serviceAccount" not in pod
         assert [v["name"] for v in pod["volumes"]] == ["dshm"]  # no projected token volume either
+
+
+def _guaranteed_with_whole_cores(pod: dict[str, Any]) -> list[str]:
+    """Why a pod would not get an exclusive cpuset from the static CPU manager (empty: it would):
+    Guaranteed QoS (cpu and memory requests == limits in every container) and whole-number cpu."""
+    problems = []
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        req, lim = c["resources"].get("requests", {}), c["resources"].get("limits", {})
+        for r in ("cpu", "memory"):
+            if r not in lim or req.get(r) != lim[r]:
+                problems.append(f"{c['name']}: {r} requests {req.get(r)} != limits {lim.get(r)}")
+        if not str(lim.get("cpu", "")).isdigit():
+            problems.append(f"{c['name']}: cpu {lim.get('cpu')} is not a whole number")
+    return problems
+
+
+@pytest.mark.parametrize("phase", ["colocated", "prefill", "decode"])
+@pytest.mark.parametrize("cpus_per_device", [1.0, 3.0, 7.5, 64.0, 256.0])
+def test_cpu_engine_pods_are_guaranteed_with_whole_cores(phase: str, cpus_per_device: float) -> None:
+    """vLLM's VLLM_CPU_OMP_THREADS_BIND=auto binds OpenMP to the pod's cpuset, which the kubelet's
+    static CPU manager gives only to Guaranteed pods asking for whole cores."""
+    path = kv_path(ServingChoice(), XEON, XEON) if phase != "colocated" else None
+    d = manifests.deployment(DEFAULT, _cpu_plan(phase, cpus_per_device=cpus_per_device), path)
+    pod = d["spec"]["template"]["spec"]
+    assert _guaranteed_with_whole_cores(pod) == []
+    assert _env(d)["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
+    cores = int(_container(d)["resources"]["limits"]["cpu"])
+    assert 1 <= cores <= max(1, int(cpus_per_device))
+    # A P/D engine reserves 2 cores (its scheduler and NIXL's thread) off the OpenMP list when it
+    # has more: a node that has 3 or more cores per socket gives it at least 3.
+    if cpus_per_device >= 3:
+        assert cores >= 3
+
+
+def test_guaranteed_check_finds_fractional_and_unequal_resources() -> None:
+    pod = {
+        "containers": [
+            {
+                "name": "a",
+                "resources": {
+                    "requests": {"cpu": "500m", "memory": "1Gi"},
+                    "limits": {"cpu": "500m", "memory": "1Gi"},
+                },
+            },
+            {
+                "name": "b",
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "1Gi"},
+                    "limits": {"cpu": "2", "memory": "1Gi"},
+                },
+            },
+        ]
+    }
+    assert _guaranteed_with_whole_cores(pod) == [
+        "a: cpu 500m is not a whole number",
+        "b: cpu requests 1 != limits 2",
+    ]
