@@ -315,7 +315,7 @@ def _explain(
         miss = c.closest_miss()
         reason = miss.reason if miss is not None else Reason.POOL_EXCLUDED
         detail = (
-            f"no pool can serve it; closest: {miss.pool} ({miss.kind}): {miss.detail}"
+            f"no pool can serve it; closest: {miss.pool} ({miss.kind}, {miss.reason.value}): {miss.detail}"
             if miss is not None
             else "no pool is allowed or known"
         )

@@ -294,7 +294,7 @@ def _check_lost(cluster: LocalCluster, ns: str, pool: str, t0: float, how: str) 
     wait(lambda: not consistency_problems(cluster, ns), 60, "children following the new plan")
     assert not any(
         c["kind"] == "Deployment"
-        and c["spec"]["template"]["spec"]["nodeSelector"].get("hetsched.io/pool") == pool
+        and c["spec"]["template"]["spec"].get("nodeSelector", {}).get("hetsched.io/pool") == pool
         for c in children(cluster, ns)
     )
 
