@@ -709,3 +709,64 @@ def test_node_list_reads_every_page_as_plain_dicts(cluster: LocalCluster) -> Non
         assert isinstance(labels, dict) and isinstance(status.get("conditions"), list), name
         proj = project_node(name, labels, spec, status)
         assert proj is not None and proj["ready"] and proj["pool"] == labels["hetsched.io/pool"], proj
+
+
+# A stand-in for the Gateway API Inference Extension's CRD: the group, version and kind hetsched
+# writes, with an open schema (what the real CRD validates is the InferencePool's own business).
+INFERENCE_POOL_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {
+        "name": "inferencepools.inference.networking.k8s.io",
+        # *.k8s.io groups need it; "unapproved..." is accepted (the API server flags the CRD).
+        "annotations": {"api-approved.kubernetes.io": "unapproved, a test stand-in"},
+    },
+    "spec": {
+        "group": "inference.networking.k8s.io",
+        "scope": "Namespaced",
+        "names": {"plural": "inferencepools", "singular": "inferencepool", "kind": "InferencePool"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def test_inference_pool_when_its_crd_is_installed(cluster: LocalCluster, crds: None, tmp_path: Path) -> None:
+    """With --inference-pool-epp and the InferencePool CRD served, each workload also gets an
+    InferencePool over its engine pods naming the endpoint picker; it goes with the workload."""
+    ns = "hs-ip-pool"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(INFERENCE_POOL_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.inference.networking.k8s.io")
+    op = start_operator(cluster, tmp_path / "op.log", "--inference-pool-epp", "epp", namespaces="hs-ip-*")
+    try:
+        apply(cluster, manifest("chat", CHAT, ns))
+        wait_condition(cluster, ns, "chat", "Placed", "True")
+
+        def pool() -> dict[str, Any] | None:
+            r = cluster.kubectl("get", "inferencepool", "chat", "-n", ns, "-o", "json", check=False)
+            return json.loads(r.stdout) if r.returncode == 0 else None
+
+        obj = wait(pool, 60, "the InferencePool")
+        assert obj["spec"]["selector"] == {
+            "matchLabels": {"hetsched.io/workload": "chat", "hetsched.io/engine": "vllm"}
+        }
+        assert obj["spec"]["targetPorts"] == [{"number": 8000}]
+        assert obj["spec"]["endpointPickerRef"]["name"] == "epp"
+        assert obj["metadata"]["ownerReferences"][0]["kind"] == "AgentWorkload"
+        cluster.kubectl("delete", "aw", "chat", "-n", ns, "--wait=true", "--timeout=60s")
+        wait(lambda: pool() is None, 90, "garbage collection of the InferencePool")
+    finally:
+        stop_operator(op)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "crd", "inferencepools.inference.networking.k8s.io", "--wait=false", check=False
+        )
