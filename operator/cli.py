@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "hetsched.operator.devcluster.cli",
     "hetsched.scheduler.placement.cli",
     "hetsched.operator.run",
+    "hetsched.operator.render",
     "hetsched.scheduler.calibration.cli",
 )
 

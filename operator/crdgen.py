@@ -375,6 +375,7 @@ def agentworkload_crd() -> dict[str, Any]:
         {"name": "Decode Regime", "type": "string", "jsonPath": ".status.decode.regime"},
         {"name": "$/Mtok", "type": "number", "jsonPath": ".status.dollarsPerMillionTokens"},
         {"name": "Ready", "type": "string", "jsonPath": ready},
+        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
         {"name": "Mode", "type": "string", "jsonPath": ".status.mode", "priority": 1},
         {"name": "TTFT", "type": "number", "jsonPath": ".status.ttftSeconds", "priority": 1},
         {"name": "TPOT", "type": "number", "jsonPath": ".status.tpotSeconds", "priority": 1},

@@ -13,9 +13,11 @@ Watched:
   change pool hardware;
 * Nodes — indexed as small projections (``scheduler.nodes.project_node``); every node event marks
   the pools dirty, and the pool watcher (``pools.watcher``) re-derives the pools (debounced);
-* the children (Deployments, Services labelled ``app.kubernetes.io/managed-by=hetsched``) —
-  indexed (owner, content, replica counts) and their events re-converge the owner (Ready, drift);
-  an AgentWorkload's status events too (a status someone else wrote is written back);
+* the children (Deployments, Services, and the P/D router's ServiceAccounts, Roles and
+  RoleBindings, labelled ``app.kubernetes.io/managed-by=hetsched``) — indexed (owner, content,
+  replica counts) and their events re-converge the owner (Ready, drift); InferencePools (an optional
+  CRD) are written but not watched; an AgentWorkload's status events too (a status someone else
+  wrote is written back);
 * ConfigMaps — an edit or deletion of one a workload reads re-runs its intake
   (``planning.configmaps``; the others are dropped at once);
 * our CRDs — while the AgentWorkload CRD is missing (or being deleted) the operator forgets its
@@ -84,6 +86,28 @@ def services_idx(namespace: str | None, labels: Mapping[str, str], body: Mapping
     return None if not workload else {(namespace, workload): ChildState.from_body("Service", body)}
 
 
+@kopf.index("", "v1", "serviceaccounts", labels=MANAGED)
+def serviceaccounts_idx(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("ServiceAccount", body)}
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+def roles_idx(namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("Role", body)}
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
+def rolebindings_idx(
+    namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+) -> Any:
+    workload = labels.get(manifests.WORKLOAD_LABEL)
+    return None if not workload else {(namespace, workload): ChildState.from_body("RoleBinding", body)}
+
+
 # ---- lifecycle ----------------------------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
@@ -123,6 +147,9 @@ class _QuietWatchHandlers(logging.Filter):
         "service_event",
         "configmap_event",
         "crd_event",
+        "serviceaccount_event",
+        "role_event",
+        "rolebinding_event",
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -203,6 +230,27 @@ async def service_event(
     **_: Any,
 ) -> None:
     _child_event(_op(memo), type, "Service", namespace or "", name, labels)
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED)
+async def serviceaccount_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    _child_event(_op(memo), type, "ServiceAccount", namespace or "", name, labels)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=MANAGED)
+async def role_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    _child_event(_op(memo), type, "Role", namespace or "", name, labels)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=MANAGED)
+async def rolebinding_event(
+    type: str | None, namespace: str | None, name: str, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    _child_event(_op(memo), type, "RoleBinding", namespace or "", name, labels)
 
 
 def _child_event(

@@ -2,7 +2,7 @@
 tests replace with a fake.
 
 Children are written with server-side apply (field manager ``hetsched``, forced: the operator owns
-the fields it sets), generically for every kind in :data:`RESOURCES`, and never onto an object
+the fields it sets), generically for every kind in :data:`CHILD_KINDS`, and never onto an object
 that is not theirs: a create carries a precondition that fails when the object exists, an update
 the uid of the child it updates (``uid mismatch`` when the name now belongs to another object).
 Apply bodies are ASCII JSON whose escapes YAML reads (:func:`apply_body`: the API server parses an
@@ -34,12 +34,6 @@ FIELD_MANAGER = "hetsched"
 APPLY = "application/apply-patch+yaml; charset=utf-8"
 MERGE = "application/merge-patch+json"
 JSON = "application/json"
-# Kinds the operator writes: kind -> (API path prefix, plural). A new child kind is a row here (and
-# an index and a watch in handlers.py).
-RESOURCES: dict[str, tuple[str, str]] = {
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "Service": ("/api/v1", "services"),
-}
 # A create is an apply that must not find the object: with a resourceVersion in the body the API
 # server applies only to the object at that version (409 Conflict otherwise), and creates the object
 # when there is none. No object is at version 1 (etcd's first revision is the cluster's first write).
@@ -83,6 +77,26 @@ def apply_body(obj: Mapping[str, Any]) -> bytes:
     (controls, U+2028, emoji) arrives as it is."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return re.sub(r"[^\x20-\x7e]", _escape, text).encode("ascii")
+
+
+#: The kinds of child the operator writes: kind → (API path prefix, plural).
+CHILD_KINDS: dict[str, tuple[str, str]] = {
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "Service": ("/api/v1", "services"),
+    "ServiceAccount": ("/api/v1", "serviceaccounts"),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
+}
+
+
+def child_path(kind: str, namespace: str, name: str) -> str:
+    """The REST path of a namespaced child object; ValueError for a kind we do not write."""
+    try:
+        prefix, plural = CHILD_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"cannot write kind {kind} (known: {', '.join(sorted(CHILD_KINDS))})") from None
+    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
 
 
 class KubeApi:
@@ -136,10 +150,7 @@ class KubeApi:
 
     @staticmethod
     def _path(kind: str, namespace: str, name: str) -> str:
-        if kind not in RESOURCES:
-            raise ValueError(f"cannot write kind {kind}")
-        prefix, plural = RESOURCES[kind]
-        return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+        return child_path(kind, namespace, name)
 
     async def apply(self, obj: Mapping[str, Any], *, create: bool = False, uid: str = "") -> dict[str, Any]:
         """Server-side apply of ``obj`` (forced); returns the object the API server stored.
@@ -194,6 +205,18 @@ class KubeApi:
             if exc.status == 404 or (uid and exc.status == 409):
                 return
             raise
+
+    async def serves(self, group_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``group_version`` (a CRD installed and
+        established). API discovery, which every authenticated user may read: no RBAC needed."""
+        try:
+            doc = await self._request("GET", f"/apis/{group_version}")
+        except ApiError as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        resources = doc.get("resources") or []
+        return any(r.get("name") == plural for r in resources)
 
     async def patch_workload_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await self._request(

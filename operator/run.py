@@ -117,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         not_ready_grace_seconds=args.not_ready_grace_seconds,
         unschedulable_grace_seconds=args.unschedulable_grace_seconds,
         startup_grace_seconds=args.startup_grace_seconds,
+        inference_pool_epp=args.inference_pool_epp,
     )
     lease = None
     if args.leader_elect:  # checked before anything starts
@@ -306,6 +307,14 @@ def _register_operator(subparsers: Any) -> None:
         help=f"concurrent convergences (default {DEFAULTS.workers})",
     )
     run.add_argument("--solver", choices=("milp", "greedy"), default=DEFAULTS.solver, help="placement solver")
+    run.add_argument(
+        "--inference-pool-epp",
+        metavar="SERVICE",
+        default=os.environ.get("HETSCHED_INFERENCE_POOL_EPP") or None,
+        help="give each workload an InferencePool (Gateway API Inference Extension) whose endpoint "
+        "picker is this Service in the workload's namespace, when the InferencePool CRD is installed "
+        "(docs/serving.md)",
+    )
     run.add_argument("--max-body-bytes", type=int, default=1 << 20, help="HTTP request body limit (1 MiB)")
     run.add_argument(
         "--max-concurrent-plans",

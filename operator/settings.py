@@ -38,10 +38,12 @@ def _configmap_refs() -> ConfigMapRefs:
     return ConfigMapRefs()
 
 
-#: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
-INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", "deployments_idx", "services_idx")
 #: The indices of the children, one per child kind (each maps (namespace, workload) to ChildStates).
-CHILD_INDICES = ("deployments_idx", "services_idx")
+CHILD_INDICES = ("deployments_idx", "services_idx", "serviceaccounts_idx", "roles_idx", "rolebindings_idx")
+#: The Kopf indices ``handlers.py`` declares, handed to :meth:`OperatorContext.start`.
+INDICES = ("nodes_idx", "workloads_idx", "profiles_idx", *CHILD_INDICES)
+INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
+INFERENCE_POOL_API = ("inference.networking.k8s.io/v1", "inferencepools")
 
 
 @dataclass
@@ -65,6 +67,8 @@ class OperatorSettings:
     kubeconfig: str | None = None
     solver: str = "milp"
     solver_time_limit_seconds: float = 10.0
+    # An InferencePool per workload naming this endpoint-picker Service (when the CRD is installed).
+    inference_pool_epp: str | None = None
 
 
 @dataclass
@@ -151,6 +155,7 @@ class OperatorContext:
         from hetsched.operator.planning.loop import PlanningLoop
         from hetsched.operator.planning.plans import plan_workloads
         from hetsched.operator.pools.watcher import pool_watcher
+        from hetsched.operator.reconcile.manifests import RenderOptions
         from hetsched.operator.reconcile.reconciler import Reconciler
         from hetsched.scheduler.placement.options import PlanOptions
 
@@ -186,6 +191,15 @@ class OperatorContext:
             workers=s.workers,
             unschedulable_grace=s.unschedulable_grace_seconds,
         )
+        if s.inference_pool_epp:
+            if await self.kube.serves(*INFERENCE_POOL_API):
+                self.reconciler.render_options = RenderOptions(inference_pool_epp=s.inference_pool_epp)
+            else:
+                log.warning(
+                    "--inference-pool-epp %s: the InferencePool CRD (%s) is not installed; no InferencePools",
+                    s.inference_pool_epp,
+                    INFERENCE_POOL_CRD,
+                )
         self.planning_loop.on_changed = self.reconciler.enqueue
         self.pools_dirty = asyncio.Event()
         self.indexed = asyncio.Event()

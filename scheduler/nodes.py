@@ -15,7 +15,8 @@ AcceleratorProfiles first (``operator/pools/profiles.py``); both read the price 
 * cordoned (``spec.unschedulable``) and NotReady nodes do not count (no Ready condition at all
   counts as NotReady); a pool whose nodes are all cordoned or NotReady is not offered to the
   planner, and one whose hardware is unknown is unavailable (reason ``hardware-unknown``);
-* devices of a GPU node = its allocatable ``nvidia.com/gpu``; a CPU pool (no node with
+* devices of a GPU node = its allocatable device resources (``nvidia.com/gpu``, ``amd.com/gpu``, ...:
+  the engine registry's vendors); a CPU pool (no node with
   allocatable GPUs) has one device per socket: the ``hetsched.io/devices-per-node`` label,
   default 1 — a "device" of a CPU hardware entry is one socket, and a replica does not span nodes;
 * devices per node of a pool (the largest TP degree) = the most common value among its nodes; the
@@ -37,11 +38,12 @@ from typing import Any
 
 import yaml
 from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.engines.platform import PoolServing
+from hetsched.scheduler.engines.registry import registry
 from hetsched.scheduler.pools import (
     DEVICES_LABEL,
     GPU_MEMORY_LABEL,
     GPU_PRODUCT_LABEL,
-    GPU_RESOURCE,
     HARDWARE_LABEL,
     HARDWARE_UNKNOWN,
     POOL_LABEL,
@@ -116,7 +118,7 @@ def project_node(
         "product": product or "",
         "hardware": labels.get(HARDWARE_LABEL, ""),
         "price": price,
-        "gpus": int(parse_quantity(alloc.get(GPU_RESOURCE))),
+        "gpus": int(sum(parse_quantity(alloc.get(r)) for r in registry().device_resources())),
         "devicesLabel": devices_label,
         "gpuMemoryMiB": int(gpu_memory_mib) if gpu_memory_mib and gpu_memory_mib.isdigit() else 0,
         "cpu": parse_quantity(alloc.get("cpu")),
@@ -257,7 +259,9 @@ def label_price(pool: LivePool) -> float | None:
     return pool.price_label
 
 
-def pool_from_live(live: LivePool, hardware: HardwareSpec, price: float, used: int = 0) -> Pool | None:
+def pool_from_live(
+    live: LivePool, hardware: HardwareSpec, price: float, used: int = 0, serving: PoolServing | None = None
+) -> Pool | None:
     """The planner's Pool of an observed pool with its hardware and price, ``used`` devices taken;
     None when none of its nodes is Ready and schedulable (the pool is not offered)."""
     if live.nodes == 0:
@@ -272,6 +276,9 @@ def pool_from_live(live: LivePool, hardware: HardwareSpec, price: float, used: i
         node_selector=dict(live.node_selector),
         taints=tuple(Taint(key=k, value=v, effect=e) for k, v, e in live.taints),
         node_devices=live.node_devices,
+        node_cpu=live.cpu_per_node,
+        node_memory=live.memory_per_node,
+        serving=serving,
     )
 
 

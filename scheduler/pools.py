@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.engines.platform import PoolServing
 from hetsched.scheduler.units import GB
 from pydantic import (
     AliasChoices,
@@ -85,6 +86,10 @@ class PoolEntry(_Wire):
     )
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
+    serving: PoolServing | None = Field(
+        default=None,
+        description="serving overrides: images per engine, device resource, RDMA (docs/serving.md)",
+    )
 
     @model_validator(mode="after")
     def _free(self) -> PoolEntry:
@@ -132,6 +137,11 @@ class Pool:
     # Free devices of each node, when known (a node list); () = the free devices on as few whole
     # nodes of ``devices_per_node`` as they fill. A replica's devices must all sit on one node.
     node_devices: tuple[int, ...] = ()
+    # What a node offers besides devices (allocatable CPUs and bytes; 0: unknown): CPU pods are
+    # sized in whole cores of a device's (socket's) share of them.
+    node_cpu: float = 0.0
+    node_memory: float = 0.0
+    serving: PoolServing | None = None  # the pool's serving overrides (pool file, AcceleratorProfile)
 
     @property
     def total_devices(self) -> int:
@@ -316,6 +326,13 @@ def resolve_hardware(
     ) + f" (label the nodes {HARDWARE_LABEL}=<catalog key> or add a hardware entry)"
 
 
+def _quantity(value: str) -> float:
+    """nodeCpu / nodeMemory as a number (a Kubernetes quantity; 0 when it does not parse)."""
+    from hetsched.scheduler.nodes import parse_quantity
+
+    return parse_quantity(value)
+
+
 def build_cluster(
     pool_file: PoolFile | Mapping[str, Any] | str | Path,
     *,
@@ -355,6 +372,9 @@ def build_cluster(
                 ),
                 node_selector=selector,
                 taints=tuple(entry.taints),
+                node_cpu=_quantity(entry.node_cpu),
+                node_memory=_quantity(entry.node_memory),
+                serving=entry.serving,
             )
         )
     pairs, default = network_bandwidths(pool_file.network_bandwidth_gbps, [p.name for p in pool_file.pools])

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import yaml
 from hetsched.scheduler.catalog.hardware import DeviceKind
+from hetsched.scheduler.engines.platform import PoolServing
+from hetsched.scheduler.engines.registry import registry
 from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.units import kube_quantity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,6 +50,18 @@ EXTENDED_RESOURCE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 def _cel_string(pattern: str) -> str:
     """A pattern as a CEL string literal."""
     return "'" + pattern.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# The CEL rule the API server checks an image reference with (the models check the same pattern).
+_IMAGE_RULE: dict[str, Any] = {
+    "x-kubernetes-validations": [
+        {
+            "rule": f"self.matches({_cel_string(IMAGE_PATTERN)})",
+            "message": "not an image reference the kubelet can pull: [registry[:port]/]name[:tag][@digest], "
+            "the name in lower case",
+        }
+    ]
+}
 
 
 # Bounded strings and lists: the API server estimates the cost of every CEL rule from these bounds.
@@ -259,24 +273,32 @@ class EnvVar(_Spec):
         return self
 
 
-class ContainerSpec(_Spec):
-    """The serving container of one phase. ``args`` may use {model}, {tp}, {max_batch},
-    {max_model_len}, {phase} and {port}, filled in from the plan."""
+#: Extended resources the plan sets (TP devices per replica): never in a container's resources.
+DEVICE_RESOURCES = registry().device_resources()
+_DEVICE_LIST = "[" + ", ".join(f"'{r}'" for r in DEVICE_RESOURCES) + "]"
 
-    image: str = Field(
+
+class ContainerSpec(_Spec):
+    """The serving container of one phase. ``args`` may use {model}, {served_model_name}, {tp},
+    {max_batch}, {max_model_len}, {phase}, {host} and {port}, filled in from the plan, and the P/D
+    wiring's {kv_transfer_config}, {kv_role}, {side_channel_port}, {pd_role} and {bootstrap_port}
+    (docs/serving.md)."""
+
+    image: str | None = Field(
+        default=None,
         min_length=1,
         max_length=512,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": f"self.matches({_cel_string(IMAGE_PATTERN)})",
-                    "message": "not an image reference the kubelet can pull: [registry[:port]/]name[:tag][@digest], "
-                    "the name in lower case",
-                }
-            ]
-        },
+        description="default: the engine's image for the pool's hardware (CUDA, ROCm or CPU build)",
+        json_schema_extra=_IMAGE_RULE,
     )
-    args: list[Arg] = Field(default_factory=list, max_length=128)
+    args: list[Arg] = Field(
+        default_factory=list,
+        max_length=128,
+        description="default: the engine's arguments; the P/D wiring is appended unless they use its placeholders",
+    )
+    extra_args: list[Arg] = Field(
+        default_factory=list, max_length=64, description="appended to the arguments (the engine's or args)"
+    )
     port: int = Field(default=8000, ge=1, le=65535)
     env: list[EnvVar] = Field(
         default_factory=list,
@@ -286,7 +308,7 @@ class ContainerSpec(_Spec):
     resources: dict[str, ResourceList] = Field(
         default_factory=dict,
         max_length=2,
-        description="requests/limits besides nvidia.com/gpu, which the plan sets",
+        description="requests/limits besides the devices (nvidia.com/gpu, amd.com/gpu, ...), which the plan sets",
     )
 
     model_config = ConfigDict(
@@ -297,8 +319,11 @@ class ContainerSpec(_Spec):
                     "message": "resources: only requests and limits may be set",
                 },
                 {
-                    "rule": "!has(self.resources) || self.resources.all(k, !('nvidia.com/gpu' in self.resources[k]))",
-                    "message": "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree",
+                    "rule": "!has(self.resources) || self.resources.all(k, self.resources[k].all(r, !(r in "
+                    + _DEVICE_LIST
+                    + ")))",
+                    "message": "resources: leave out device resources (nvidia.com/gpu, amd.com/gpu, ...), the "
+                    "plan sets them to the tensor-parallel degree",
                 },
                 {
                     "rule": "!has(self.resources) || !('requests' in self.resources) || !('limits' in self.resources)"
@@ -322,7 +347,7 @@ class ContainerSpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> ContainerSpec:
-        if not re.fullmatch(IMAGE_PATTERN, self.image):
+        if self.image is not None and not re.fullmatch(IMAGE_PATTERN, self.image):
             raise ValueError(
                 f"image {self.image!r}: not an image reference the kubelet can pull: "
                 "[registry[:port]/]name[:tag][@digest], the name in lower case"
@@ -335,9 +360,10 @@ class ContainerSpec(_Spec):
         for key, quantities in self.resources.items():
             if key not in ("requests", "limits"):
                 raise ValueError("resources: only requests and limits may be set")
-            if "nvidia.com/gpu" in quantities:
+            if any(r in quantities for r in DEVICE_RESOURCES):
                 raise ValueError(
-                    "resources: leave out nvidia.com/gpu, the plan sets it to the tensor-parallel degree"
+                    "resources: leave out device resources (nvidia.com/gpu, amd.com/gpu, ...), the plan "
+                    "sets them to the tensor-parallel degree"
                 )
             values[key] = {name: _resource(key, name, q) for name, q in quantities.items()}
         requests, limits = values.get("requests", {}), values.get("limits", {})
@@ -379,12 +405,83 @@ def _resource(kind: str, name: str, quantity: str) -> Decimal:
     return value
 
 
-class ServingSpec(_Spec):
-    """Containers for the phases; ``decode`` defaults to ``prefill`` (and ``colocated`` to ``decode``)."""
+class EngineName(StrEnum):
+    VLLM = "vllm"
+    SGLANG = "sglang"
 
-    prefill: ContainerSpec
+
+class KvConnectorName(StrEnum):
+    NIXL = "nixl"
+    MOONCAKE = "mooncake"
+
+
+class RouterSpec(_Spec):
+    """The P/D router in front of a disaggregated workload (``<name>-router``)."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="default: the engine's router",
+        json_schema_extra=_IMAGE_RULE,
+    )
+    replicas: int = Field(default=1, ge=1, le=16)
+    resources: dict[str, ResourceList] = Field(
+        default_factory=dict, max_length=2, description="requests/limits (default: 250m/256Mi, limits 2/1Gi)"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.resources) || self.resources.all(k, k == 'requests' || k == 'limits')",
+                    "message": "resources: only requests and limits may be set",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterSpec:
+        if self.image is not None and not re.fullmatch(IMAGE_PATTERN, self.image):
+            raise ValueError(
+                f"router.image {self.image!r}: not an image reference the kubelet can pull: "
+                "[registry[:port]/]name[:tag][@digest], the name in lower case"
+            )
+        for key, quantities in self.resources.items():
+            if key not in ("requests", "limits"):
+                raise ValueError("resources: only requests and limits may be set")
+            for name, q in quantities.items():
+                _resource(key, name, q)
+        return self
+
+
+class ServingSpec(_Spec):
+    """How the phases are served (docs/serving.md). Containers: ``decode`` defaults to ``prefill``,
+    ``colocated`` to ``decode``; a phase without a container runs the engine's image for its pool's
+    hardware with the engine's arguments."""
+
+    engine: EngineName | None = Field(
+        default=None, description="default: the engine the images name, else vllm"
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="what {model} renders to (a path in the image or a volume, an object-store URI); "
+        "default: the Hugging Face id of spec.model",
+    )
+    kv_connector: KvConnectorName | None = Field(
+        default=None, description="KV connector between prefill and decode (default: the engine's, nixl)"
+    )
+    allow_experimental_pairs: bool = Field(
+        default=False,
+        description="allow prefill/decode pairs the engine only moves KV between experimentally (CPU↔GPU)",
+    )
+    prefill: ContainerSpec | None = None
     decode: ContainerSpec | None = None
     colocated: ContainerSpec | None = None
+    router: RouterSpec | None = None
 
 
 class AgentWorkloadSpec(_Spec):
@@ -510,7 +607,13 @@ class AcceleratorProfileSpec(_Spec):
     )
     description: str | None = Field(default=None, max_length=1024)
     kind: DeviceKind | None = None
-    vendor: str | None = Field(default=None, max_length=63)
+    vendor: str | None = Field(default=None, max_length=63, description="NVIDIA, AMD, Intel, ...")
+    architecture: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="device generation (hopper, ampere, cdna3, ...)",
+    )
     memory: str | None = Field(default=None, min_length=1, max_length=32, description="per device, e.g. 80GB")
     bandwidth: str | None = Field(
         default=None, min_length=1, max_length=32, description="memory bandwidth per device, e.g. 3.35TB/s"
@@ -527,10 +630,17 @@ class AcceleratorProfileSpec(_Spec):
     network_bandwidth: str | None = Field(
         default=None, min_length=1, max_length=32, description="e.g. 400Gb/s"
     )
+    host_bandwidth: str | None = Field(
+        default=None, min_length=1, max_length=32, description="device ↔ host link per direction, e.g. 64GB/s"
+    )
     power: str | None = Field(default=None, min_length=1, max_length=32, description="per device, e.g. 700W")
     price_per_hour: float | None = Field(default=None, ge=0, le=10_000, description="USD per device-hour")
     price_source: str | None = Field(default=None, max_length=512)
     source: str | None = Field(default=None, max_length=1024, description="where the figures come from")
+    serving: PoolServing | None = Field(
+        default=None,
+        description="serving overrides for the matched pools: images per engine, device resource, RDMA",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -540,9 +650,9 @@ class AcceleratorProfileSpec(_Spec):
                     "message": "set matchPool or matchGpuProduct (or both)",
                 },
                 {
-                    "rule": "has(self.basedOn) || has(self.pricePerHour) || has(self.memory)",
+                    "rule": "has(self.basedOn) || has(self.pricePerHour) || has(self.memory) || has(self.serving)",
                     "message": "set basedOn, the hardware figures (memory, bandwidth, peakTflops, power), "
-                    "or pricePerHour alone to override the price",
+                    "pricePerHour alone to override the price, or serving alone to override how pools serve",
                 },
                 {
                     "rule": "has(self.basedOn) || !(has(self.memory) || has(self.bandwidth) || "
@@ -565,10 +675,10 @@ class AcceleratorProfileSpec(_Spec):
         if self.match_pool is None and self.match_gpu_product is None:
             raise ValueError("set matchPool or matchGpuProduct (or both)")
         figures = [f for f in _HARDWARE_FIGURES if getattr(self, f) is not None]
-        if self.based_on is None and self.price_per_hour is None and not figures:
+        if self.based_on is None and self.price_per_hour is None and not figures and self.serving is None:
             raise ValueError(
                 "set basedOn, the hardware figures (memory, bandwidth, peakTflops, power), "
-                "or pricePerHour alone to override the price"
+                "pricePerHour alone to override the price, or serving alone to override how pools serve"
             )
         if self.based_on is None and figures and len(figures) != len(_HARDWARE_FIGURES):
             raise ValueError(
@@ -590,7 +700,7 @@ class AcceleratorProfileSpec(_Spec):
     def hardware_entry(self, default_name: str) -> dict[str, Any]:
         """The custom-hardware entry (``load_hardware_yaml`` format) this profile describes."""
         entry: dict[str, Any] = self.model_dump(
-            by_alias=True, exclude_none=True, exclude={"match_pool", "match_gpu_product"}
+            by_alias=True, exclude_none=True, exclude={"match_pool", "match_gpu_product", "serving"}
         )
         entry.setdefault("name", default_name)
         if "kind" in entry:

@@ -186,11 +186,20 @@ def up(args: argparse.Namespace) -> int:
     print()
     print(kubectl("get", "aw", "-A").stdout)
     print(summary(items, httpx.get(url + "/v1/pools", timeout=10).json(), stuck))
+    print(KWOK_NOTE)
     print(f"\nmetrics:  {url}/metrics      API: {url}/v1/pools  {url}/v1/workloads  docs: {url}/docs")
     print(f"operator: pid {pid}, log {log_file}")
     print('kubectl:  eval "$(hetsched cluster env)"; kubectl get aw -A; kubectl get deploy,pods -A -o wide')
     print(f"stop:     make demo-down        (demo took {time.monotonic() - started:.0f}s)")
     return 0
+
+
+#: KWOK nodes report pods Running without running them: the endpoints exist but nothing answers.
+KWOK_NOTE = (
+    "\nnote:     the nodes are KWOK's: pods are scheduled and reported Running, but no container runs,\n"
+    "          so the endpoints above do not answer here. On a real cluster (kind, GPU nodes) they serve\n"
+    "          the OpenAI API: docs/serving.md."
+)
 
 
 def _condition(aw: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -264,6 +273,9 @@ def summary(items: list[dict[str, Any]], pools: dict[str, Any], stuck: dict[str,
             f"TTFT {_seconds(st.get('ttftSeconds'))} (SLO {_seconds(slo.get('ttftSeconds'))}), "
             f"TPOT {_seconds(st.get('tpotSeconds'))} (SLO {_seconds(slo.get('tpotSeconds'))})"
         )
+        if st.get("endpoint"):
+            via = "the P/D router" if st["mode"] == "disaggregated" else "the engine pods"
+            lines.append(f"  {'':<28} endpoint {st['endpoint']} (OpenAI API, Service -> {via})")
         ready = _condition(aw, "Ready")
         if ready.get("status") != "True":
             why = stuck.get(name) or ready.get("message") or ready.get("reason") or "not ready"

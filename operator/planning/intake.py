@@ -25,10 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import kopf
 from hetsched.operator.planning.configmaps import Seen, content_hash
-from hetsched.operator.reconcile.manifests import DEFAULT_IMAGE
 from hetsched.scheduler.catalog.config_input import guarded_load, read_model_config
 from hetsched.scheduler.catalog.models import ModelConfig
-from hetsched.scheduler.estimator.engines import engine_of_image
 from hetsched.scheduler.placement.request import WorkloadRequest, resolve_workload
 from hetsched.scheduler.spec import AgentWorkloadSpec, format_validation_error
 from pydantic import ValidationError
@@ -85,9 +83,14 @@ def resolve(
         except ValueError as exc:
             raise ModelConfigError(f"spec.model.configMap: {exc}") from None
     req = resolve_workload(dict(spec), name=name, namespace=namespace, model=model)
-    if not spec.get("serving"):  # the children run the default image: plan with its engine's terms
-        req = replace(req, engine=engine_of_image(DEFAULT_IMAGE))
-    model_id = req.model.hf_id or (spec.get("model") or {}).get("name") or req.model.name
+    pinned = (req.serving.prefill_image, req.serving.decode_image, req.serving.colocated_image)
+    if req.engine is None and not any(pinned):
+        # The children run the registry's image of the chosen engine (vLLM by default): its terms.
+        req = replace(req, engine=req.serving.engine)
+    # {model}: the Hugging Face id the workload names (the catalog maps ids onto its entries, an
+    # -Instruct id onto its base model's figures), else the catalog entry's id, else its name.
+    named = str((spec.get("model") or {}).get("name") or "")
+    model_id = named if "/" in named else (req.model.hf_id or named or req.model.name)
     return req, str(model_id)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 from hetsched.operator.planning.intake import Key, Registration
 from hetsched.operator.pools.build import PoolsInput, with_used
 from hetsched.operator.reconcile.manifests import TaintRef
+from hetsched.scheduler.engines.platform import Platform, platform_of
 from hetsched.scheduler.estimator.analysis import analyze_phase, decode_context
-from hetsched.scheduler.estimator.cost import Phase
+from hetsched.scheduler.estimator.cost import Phase, estimate_phase
 from hetsched.scheduler.placement.options import PlanOptions
 from hetsched.scheduler.placement.planner import plan as engine_plan
 from hetsched.scheduler.placement.request import WorkloadRequest
@@ -51,6 +52,13 @@ class PhasePlan:
     node_selector: Mapping[str, str]
     taints: tuple[TaintRef, ...]
     gpu: bool
+    # What the manifests need of the pool and the replica: the pool's platform (build, vendor,
+    # device resource, overrides), a replica's resident weights and one request's KV at the
+    # serving context (max_model_len), and the node's CPUs per device (CPU pods' whole cores).
+    platform: Platform | None = None
+    weight_bytes: float = 0.0
+    kv_bytes_per_request: float = 0.0
+    cpus_per_device: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,16 @@ def _phase_plan(
             utilization=options.utilization,
         )
     perf = a.performance
+    # One request holding the whole serving context (C + P + O): what the KV cache is sized for.
+    memory = estimate_phase(
+        req.model,
+        Phase.DECODE,
+        batch=1,
+        new_tokens=1,
+        context_tokens=max(0, req.capacity_context - 1),
+        precisions=req.precisions,
+        tp=pp.tp,
+    )
     return PhasePlan(
         phase=pp.phase,
         pool=pp.pool,
@@ -192,6 +210,10 @@ def _phase_plan(
         node_selector=dict(pool.node_selector),
         taints=tuple(TaintRef(t.key, t.value, t.effect) for t in pool.taints),
         gpu=hw.kind.value != "cpu",
+        platform=platform_of(hw, pool.serving),
+        weight_bytes=memory.weight_resident_bytes,
+        kv_bytes_per_request=memory.kv_bytes_per_request,
+        cpus_per_device=pool.node_cpu / pool.devices_per_node if pool.node_cpu > 0 else 0.0,
     )
 
 
@@ -269,6 +291,8 @@ def _still_valid(p: WorkloadPlan, cluster: Cluster) -> bool:
             return False
         if dict(pool.node_selector) != dict(ph.node_selector):
             return False
+        if ph.platform is not None and platform_of(pool.hardware, pool.serving) != ph.platform:
+            return False  # the pool's serving overrides changed: its children render anew
     return True
 
 

@@ -64,7 +64,7 @@ def build_pools(
         if hw is None or rp.problem:
             unavailable.append(UnavailablePool(lp.name, rp.reason, rp.problem, lp.devices))
             continue
-        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0)
+        pool = pool_from_live(lp, hw, rp.price_per_device_hour or 0.0, serving=rp.serving)
         if pool is not None and any(held.values()):
             free = tuple(d - held[n] for n, d in zip(lp.node_names, lp.node_devices, strict=False))
             pool = replace(pool, free_devices=sum(free), node_devices=tuple(d for d in free if d > 0))

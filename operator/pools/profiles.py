@@ -24,6 +24,7 @@ from typing import Any
 from hetsched.operator.reconcile.status import now_rfc3339, set_condition
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.hardware import HardwareSpec
+from hetsched.scheduler.engines.platform import PoolServing
 from hetsched.scheduler.nodes import LivePool, label_price
 from hetsched.scheduler.pools import HARDWARE_UNKNOWN, PRICE_INVALID
 from hetsched.scheduler.spec import AcceleratorProfileSpec, format_validation_error
@@ -46,6 +47,7 @@ class ResolvedPool:
     price_source: str
     problem: str = ""  # why the pool cannot be planned on ("" when it can)
     reason: str = ""  # HARDWARE_UNKNOWN or PRICE_INVALID with a problem
+    serving: PoolServing | None = None  # the first matching profile's serving overrides (pool first)
 
 
 def parse_profile(name: str, spec: Mapping[str, Any]) -> Profile:
@@ -128,7 +130,8 @@ def resolve_pool(pool: LivePool, profiles: list[Profile]) -> ResolvedPool:
                 price_source = "node label hetsched.io/price-per-device-hour"
     if price is None and hardware is not None and not problem:
         price, price_source = hardware.price_per_hour, hardware.price_source or "catalog"
-    return ResolvedPool(pool, hardware, source, price, price_source, problem, reason)
+    serving = next((p.spec.serving for p in (*by_pool, *by_product) if p.spec.serving is not None), None)
+    return ResolvedPool(pool, hardware, source, price, price_source, problem, reason, serving)
 
 
 def profile_status(
@@ -148,7 +151,11 @@ def profile_status(
             "observedGeneration": generation,
         }, str(exc)
     hardware = profile.hardware.name if profile.hardware is not None else None
-    what = f"hardware {hardware}" if hardware else "price override"
+    what = (
+        f"hardware {hardware}"
+        if hardware
+        else ("price override" if profile.spec.price_per_hour is not None else "serving override")
+    )
     match = ", ".join(
         f"{k}={v}"
         for k, v in (("pool", profile.spec.match_pool), ("gpu product", profile.spec.match_gpu_product))

@@ -22,14 +22,15 @@ from typing import Any
 
 from hetsched.operator.planning.intake import Registration
 from hetsched.operator.planning.plans import WorkloadPlan
-from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile import endpoint, manifests
 from hetsched.operator.reconcile.drift import drift
 from hetsched.operator.reconcile.status import (
     UNSCHEDULABLE,
     get_condition,
 )
+from hetsched.scheduler.placement.request import serving_choice
 from hetsched.scheduler.pools import POOL_LABEL
-from hetsched.scheduler.spec import ServingSpec
+from hetsched.scheduler.spec import AgentWorkloadSpec, ServingSpec
 
 
 # ---- children ---------------------------------------------------------------------------------
@@ -156,17 +157,34 @@ class ChildState:
         return max(0.0, now - self.progress_time)
 
 
-def desired_children(reg: Registration, plan: WorkloadPlan) -> list[dict[str, Any]]:
-    """Deployments and Services the plan asks for (ValueError: serving args that do not render)."""
-    if not plan.placed:
-        return []
+def workload_ref(reg: Registration, options: manifests.RenderOptions | None = None) -> manifests.WorkloadRef:
+    """What the manifests need of a registered workload: names, owner, model, serving choices."""
     serving_doc = reg.spec.get("serving")
     serving = ServingSpec.model_validate(serving_doc) if serving_doc else None
-    ref = manifests.WorkloadRef(
-        name=reg.key[1], namespace=reg.key[0], uid=reg.uid, model=reg.model_id, serving=serving
+    return manifests.WorkloadRef(
+        name=reg.key[1],
+        namespace=reg.key[0],
+        uid=reg.uid,
+        model=(serving.model if serving is not None and serving.model else None) or reg.model_id,
+        serving=serving,
+        served_model_name=reg.model_id,
+        # A workload kept at its recorded placement without a readable model config has no
+        # request: the serving choice comes from its spec alone.
+        choice=reg.request.serving
+        if reg.request is not None
+        else serving_choice(AgentWorkloadSpec.model_validate(reg.spec)),
+        options=options or manifests.RenderOptions(),
     )
-    out: list[dict[str, Any]] = manifests.children(ref, manifests.phase_deployments(plan))
-    return out
+
+
+def desired_children(
+    reg: Registration, plan: WorkloadPlan, options: manifests.RenderOptions | None = None
+) -> list[dict[str, Any]]:
+    """Every object the plan asks for (``endpoint.children``); ValueError naming the field when the
+    serving containers do not render."""
+    if not plan.placed:
+        return []
+    return endpoint.children(workload_ref(reg, options), manifests.phase_deployments(plan))
 
 
 def _holder(controller: Mapping[str, Any] | None, owners: Sequence[Mapping[str, Any]], managed: Any) -> str:

@@ -135,6 +135,8 @@ class Reconciler:
         self.post_event = post_event
         self.workers = workers
         self.unschedulable_grace = unschedulable_grace
+        # Cluster-wide rendering choices (the InferencePool's endpoint picker, when its CRD exists).
+        self.render_options = manifests.RenderOptions()
         # A stalled child's pods are listed at most once per this many seconds (event bursts).
         self.pod_list_ttl = min(5.0, max(unschedulable_grace / 2, 0.5))
         self._pods: dict[tuple[str, str], tuple[float, tuple[PodScheduling, ...]]] = {}
@@ -293,7 +295,7 @@ class Reconciler:
         namespace, name = key
         previous = self._status.get(key)
         try:
-            desired = desired_children(reg, plan)
+            desired = desired_children(reg, plan, self.render_options)
         except ValueError as exc:
             status = problem_status(
                 reg.generation, previous, "InvalidServing", f"spec.serving: {exc}", estimated=True

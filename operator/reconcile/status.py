@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from hetsched.operator.reconcile import manifests
+from hetsched.operator.reconcile.endpoint import endpoint_url
 from hetsched.scheduler.units import GIB
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -97,6 +98,11 @@ class AgentWorkloadStatus(_Status):
     observed_generation: int | None = Field(default=None, ge=0)
     conditions: list[Condition] = Field(default_factory=list, max_length=8)
     mode: str | None = Field(default=None, max_length=16, description="disaggregated or colocated")
+    endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        description="OpenAI-compatible base URL of the workload's Service (http://<name>.<namespace>.svc:8000/v1)",
+    )
     model: str | None = Field(default=None, max_length=253, description="resolved model name")
     agent: str | None = Field(default=None, max_length=63)
     prefill: PhaseStatus | None = None
@@ -331,6 +337,7 @@ def placed_status(
         "observedGeneration": generation,
         "conditions": conds,
         "mode": plan.mode,
+        "endpoint": endpoint_url(name, namespace_name[0]),
         "model": plan.model,
         "agent": plan.agent,
         "prefill": pre,
@@ -377,6 +384,7 @@ def unplaced_status(
         "observedGeneration": generation,
         "conditions": conds,
         "mode": None,
+        "endpoint": None,
         "model": plan.model,
         "agent": plan.agent,
         "prefill": None,
@@ -418,6 +426,7 @@ def problem_status(
         "observedGeneration": generation,
         "conditions": conds,
         "mode": None,
+        "endpoint": None,
         "prefill": None,
         "decode": None,
         "ttftSeconds": None,

@@ -53,8 +53,8 @@ from hetsched.scheduler.calibration.fit import (
     predict_with,
 )
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
+from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.estimator.efficiency import FITTED_PATH, efficiency_for
-from hetsched.scheduler.estimator.engines import engine_of_backend
 
 _Subparsers = Any  # argparse's private _SubParsersAction
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ from hetsched.scheduler.calibration.dataset import (
     architecture_key,
     group_labels,
 )
+from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.estimator.efficiency import family_of
-from hetsched.scheduler.estimator.engines import engine_of_backend
 from hetsched.scheduler.estimator.serving import ColocatedSetup, colocated_times, disaggregated_times
 from hetsched.scheduler.estimator.steps import EfficiencyTerms, StepTerms
 

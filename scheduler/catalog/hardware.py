@@ -72,6 +72,11 @@ class HardwareSpec(BaseModel):
     description: str = ""
     kind: DeviceKind = DeviceKind.GPU
     vendor: str = ""
+    architecture: str = Field(
+        default="",
+        description="device generation (hopper, ampere, ada, cdna3, ...): pools of one vendor and "
+        "architecture can register each other's device memory for KV transfer; empty: unknown",
+    )
     memory_bytes: float = Field(gt=0, description="device DRAM/HBM capacity in bytes")
     memory_bandwidth: float = Field(gt=0, description="peak DRAM bandwidth, bytes/s")
     peak_flops: dict[str, float] = Field(
@@ -82,6 +87,12 @@ class HardwareSpec(BaseModel):
     )
     intra_node_link: str = ""
     network_bandwidth: float = Field(gt=0, description="per-device scale-out network bandwidth, bytes/s")
+    host_bandwidth: float = Field(
+        default=32e9,
+        gt=0,
+        description="device ↔ host memory link (PCIe), bytes/s per direction: KV staged through host "
+        "memory crosses it (CPUs: unused, their memory is the host's)",
+    )
     power_watts: float = Field(gt=0)
     price_per_hour: float = Field(ge=0, description="USD per device-hour (overridable per pool)")
     gfd_products: tuple[str, ...] = Field(default=(), description="nvidia.com/gpu.product label values")

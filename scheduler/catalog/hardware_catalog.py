@@ -167,6 +167,7 @@ _YAML_FIELDS = {
     "description": "description",
     "kind": "kind",
     "vendor": "vendor",
+    "architecture": "architecture",
     "memory": "memory_bytes",
     "memorybytes": "memory_bytes",
     "bandwidth": "memory_bandwidth",
@@ -176,6 +177,7 @@ _YAML_FIELDS = {
     "intranodebandwidth": "intra_node_bandwidth",
     "intranodelink": "intra_node_link",
     "networkbandwidth": "network_bandwidth",
+    "hostbandwidth": "host_bandwidth",
     "power": "power_watts",
     "powerwatts": "power_watts",
     "priceperhour": "price_per_hour",
@@ -190,6 +192,7 @@ _YAML_NAMES = (
     "description",
     "kind",
     "vendor",
+    "architecture",
     "memory",
     "bandwidth",
     "peakTflops",
@@ -197,6 +200,7 @@ _YAML_NAMES = (
     "intraNodeBandwidth",
     "intraNodeLink",
     "networkBandwidth",
+    "hostBandwidth",
     "power",
     "pricePerHour",
     "priceSource",
@@ -298,7 +302,7 @@ def hardware_from_entry(entry: object, where: str) -> HardwareSpec:
         here = f"{where}.{raw_key}"
         if field == "memory_bytes":
             spec[field] = parse_bytes(value, here)
-        elif field in ("memory_bandwidth", "intra_node_bandwidth", "network_bandwidth"):
+        elif field in ("memory_bandwidth", "intra_node_bandwidth", "network_bandwidth", "host_bandwidth"):
             spec[field] = parse_rate(value, here)
         elif field == "power_watts":
             spec[field] = parse_power(value, here)

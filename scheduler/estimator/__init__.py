@@ -8,7 +8,7 @@
   vectorised (``step_terms``, ``step_seconds``, ``kv_capacity``);
 * :mod:`.serving` — the serving model: TTFT, TPOT and throughput of a replica, colocated or
   disaggregated, with batching and queueing (``predict_colocated``, ``predict_disaggregated``);
-* :mod:`.engines` — which serving engine an image or a benchmark backend runs;
+* (engines: ``hetsched.scheduler.engines`` — which serving engine an image or a benchmark backend runs);
 * :mod:`.efficiency` — the calibrated fractions of peak each hardware family reaches, read from
   ``data/efficiency.json`` (written by ``hetsched calibrate``).
 

@@ -11,7 +11,7 @@ errors of the measured serving runs in ``benchmarks/data/serving-measurements.cs
 parameter set over all the data; that is an extrapolation, and ``fitted_by`` says so.
 
 ``ENGINE_EFFICIENCY`` holds the terms that are serving-engine software (the fixed cost per request
-and per layer), one set per engine (``hetsched.scheduler.estimator.engines``: ``vllm``, ``sglang``,
+and per layer), one set per engine (``hetsched.scheduler.engines``: ``vllm``, ``sglang``,
 ``trtllm``). ``efficiency_for(hardware, engine)`` / ``with_engine`` put them into the hardware's
 entry; an unknown engine (``None``) keeps the shared values.
 """

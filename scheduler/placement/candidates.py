@@ -36,6 +36,7 @@ from hetsched.scheduler.estimator.efficiency import with_engine
 from hetsched.scheduler.estimator.serving import (
     ServingPrediction,
 )
+from hetsched.scheduler.placement.engine_limits import EngineLimits
 from hetsched.scheduler.placement.estimates import EstimateCache
 from hetsched.scheduler.placement.options import (
     DOMINATED_STAGE,
@@ -134,8 +135,10 @@ class CandidateGenerator:
                 )
             )
         self._engine_pools: dict[str, list[_PoolCtx]] = {}
-        self._bandwidth: dict[tuple[str, str], float] = {}
         self._price = {p.name: p.price_per_device_hour for p in cluster.pools}
+        self.limits = EngineLimits(cluster)
+        # Decode configurations restricted to the TP degrees a KV connector accepts (per request).
+        self._alt_decode: dict[tuple[int, str, frozenset[int]], PhaseConfig | None] = {}
 
     def pools_for(self, engine: str | None) -> list[_PoolCtx]:
         """The pools, priced with the serving ``engine``'s fitted terms (``calibrated.with_engine``)
@@ -157,13 +160,6 @@ class CandidateGenerator:
                 for c in self.pools
             ]
         return ctxs
-
-    def bandwidth(self, a: str, b: str) -> float:
-        key = (a, b)
-        bw = self._bandwidth.get(key)
-        if bw is None:
-            bw = self._bandwidth[key] = self.cluster.bandwidth_between(a, b)
-        return bw
 
     # -- memory --------------------------------------------------------------------------------
     def _fits_or_reject(
@@ -231,9 +227,15 @@ class CandidateGenerator:
     # so once a pool's best uses ≤ tp devices no larger TP can beat it; along a batch ladder, once
     # one replica covers the demand a larger batch only adds latency.
     def _decode_best(
-        self, req: WorkloadRequest, sid: int, ctx: _PoolCtx, rec: RejectionRecorder
+        self,
+        req: WorkloadRequest,
+        sid: int,
+        ctx: _PoolCtx,
+        rec: RejectionRecorder,
+        tps: frozenset[int] | None = None,
     ) -> tuple[PhaseConfig | None, int]:
-        """The decode configuration of a pool using the fewest devices (TPOT = the decode step)."""
+        """The decode configuration of a pool using the fewest devices (TPOT = the decode step),
+        among the TP degrees ``tps`` (None: any)."""
         name = ctx.pool.name
         best: PhaseConfig | None = None
         best_key: tuple[float, ...] = ()
@@ -245,6 +247,8 @@ class CandidateGenerator:
         for tp, bmax in self._fits_or_reject(req, sid, ctx, "decode", req.capacity_context, rec):
             if best is not None and best.devices <= tp:
                 break
+            if tps is not None and tp not in tps:
+                continue
             cap = min(bmax, req.max_batch or bmax, self.options.max_batch, sessions or bmax)
             for b in batch_ladder(cap):
                 tpot = self.cache.step_time(req, sid, ctx.pool.hardware, ctx.hid, _DECODE, tp, b)
@@ -424,6 +428,7 @@ class CandidateGenerator:
     # -- workload ------------------------------------------------------------------------------
     def generate(self, req: WorkloadRequest) -> WorkloadCandidates:
         rec = RejectionRecorder(self.options.record_all_rejections)
+        self._alt_decode.clear()
         pools = self.pools_for(req.engine)
         limit = req.model.context_limit
         if limit is not None and req.capacity_context > limit:
@@ -449,7 +454,7 @@ class CandidateGenerator:
         colocated: dict[str, Option] = {}
         if allow_coloc:
             for ctx in pools:
-                if req.allows("prefill", ctx.pool.name) and req.allows("decode", ctx.pool.name):
+                if self.limits.allowed(req, "colocated", ctx.pool.name, rec):
                     opt, n = self._colocated_best(req, sid, ctx, rec)
                     evals += n
                     if opt is not None:
@@ -460,14 +465,14 @@ class CandidateGenerator:
             decode_best: dict[str, PhaseConfig] = {}
             prefill_cfgs: dict[str, list[_PrefillCfg]] = {}
             for ctx in pools:
-                if req.allows("decode", ctx.pool.name):
+                if self.limits.allowed(req, "decode", ctx.pool.name, rec):
                     cfg, n = self._decode_best(req, sid, ctx, rec)
                     evals += n
                     if cfg is not None:
                         decode_best[ctx.pool.name] = cfg
                         rec.feasible.add(("decode", ctx.pool.name))
             for ctx in pools:
-                if req.allows("prefill", ctx.pool.name):
+                if self.limits.allowed(req, "prefill", ctx.pool.name, rec):
                     cfgs, n = self._prefill_configs(req, sid, ctx, rec)
                     evals += n
                     if cfgs:
@@ -537,17 +542,20 @@ class CandidateGenerator:
                     dec.tp,
                     dec.batch,
                 )
-        for p, cfgs in prefill_cfgs.items():
+        for p, all_cfgs in prefill_cfgs.items():
             pctx = ctxs[p]
-            kv_bytes = cfgs[0].cost.kv_bytes_per_request
-            min_tp = min(c.tp for c in cfgs)
-            for d, dec in decode_best.items():
+            kv_bytes = all_cfgs[0].cost.kv_bytes_per_request
+            for d, best_dec in decode_best.items():
+                cfgs, dec = self._engine_pair(req, sid, p, d, all_cfgs, best_dec, rec)
+                if not cfgs:
+                    continue
+                min_tp = min(c.tp for c in cfgs)
                 quick = self._dominated(p, d, min_tp, dec, colocated)  # a replica needs ≥ TP devices
                 if quick is not None:
                     self._record_dominated(p, d, *quick, rec)
                     continue
                 dctx = ctxs[d]
-                bw = self.bandwidth(p, d)
+                bw = self.limits.kv_bandwidth(req.serving, p, d)
                 kv_s = kv_bytes / bw
                 room = pctx.total - (dec.devices if p == d else 0)
                 heap: list[tuple[int, int, int, int, int, int]] = []  # devices, tp, -Bp, index, replicas, N
@@ -718,6 +726,48 @@ class CandidateGenerator:
                     )
                 )
         return out, evals
+
+    def _engine_pair(
+        self,
+        req: WorkloadRequest,
+        sid: int,
+        p: str,
+        d: str,
+        cfgs: list[_PrefillCfg],
+        dec: PhaseConfig,
+        rec: RejectionRecorder,
+    ) -> tuple[list[_PrefillCfg], PhaseConfig]:
+        """The prefill configurations of ``p`` the engine can pair with a decode on ``d``, and that
+        decode: none when the engine cannot move KV between the pools (``kv-transfer``); else those
+        whose TP its connector accepts beside ``dec`` (the pool's cheapest decode), or beside the
+        cheapest decode at a TP the rule accepts (NIXL: decode TP ≥ prefill TP; equal TP), and
+        ``engine-tp`` when there is none."""
+        path = self.limits.path(req.serving, p, d)
+        if not path.ok:
+            for kind, pool in (("prefill", p), ("decode", d)):
+                rec.reject(
+                    kind, pool, Reason.KV_TRANSFER, math.inf, f"prefill on {p}, decode on {d}: {path.detail}"
+                )
+            return [], dec
+        ok = [c for c in cfgs if self.limits.tp_ok(req.serving, c.tp, dec.tp)[0]]
+        if ok:
+            return ok, dec
+        ctx = next(c for c in self.pools_for(req.engine) if c.pool.name == d)
+        for tp in sorted({c.tp for c in cfgs}):
+            wanted = frozenset(t for t in ctx.tps if self.limits.tp_ok(req.serving, tp, t)[0])
+            key = (id(req), d, wanted)
+            if key not in self._alt_decode:
+                alt, _ = self._decode_best(req, sid, ctx, RejectionRecorder(False), wanted)
+                self._alt_decode[key] = alt
+            alt = self._alt_decode[key]
+            if alt is not None:
+                ok = [c for c in cfgs if self.limits.tp_ok(req.serving, c.tp, alt.tp)[0]]
+                if ok:
+                    return ok, alt
+        why = self.limits.tp_ok(req.serving, cfgs[0].tp, dec.tp)[1]
+        detail = f"{why}, and no decode configuration on {d} at a TP it accepts"
+        self.limits.reject_pair(rec, p, d, Reason.ENGINE_TP, detail, (cfgs[0].tp, dec.tp))
+        return [], dec
 
     @staticmethod
     def _record_dominated(p: str, d: str, co: Option, cost_lb: float, rec: RejectionRecorder) -> None:

@@ -46,6 +46,9 @@ class Reason(StrEnum):
     MODE = "mode"  # only the other serving mode could use it, and spec.disaggregation forbids it
     COST = "cost"  # feasible, but the chosen placement is cheaper
     CONTEXT_LIMIT = "context-limit"  # the request's context exceeds the model's own limit (any pool)
+    NO_ENGINE_BUILD = "no-engine-build"  # the serving engine has no image for the pool's hardware
+    KV_TRANSFER = "kv-transfer"  # the engine cannot move KV between this prefill and decode pool
+    ENGINE_TP = "engine-tp"  # the engine's KV connector does not accept this prefill/decode TP pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,14 @@ class Rejection:
 
 # How far a candidate got before it was rejected; a later stage is a closer miss.
 STAGES = {
+    Reason.NO_ENGINE_BUILD: 0,
     Reason.CAPACITY: 0,
     Reason.TP_EXCEEDS_NODE: 1,
     Reason.SLO: 2,
     Reason.DEMAND: 3,
     Reason.PAIRING: 4,
+    Reason.KV_TRANSFER: 4,
+    Reason.ENGINE_TP: 4,
 }
 PAIR_STAGE = 4  # rejections of a pool pair (KV transfer, queueing): the phases themselves fit
 DOMINATED_STAGE = 5  # a pool pair whose every option a colocated one dominates: feasible, not needed

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from hetsched.scheduler.estimator.serving import Parallel, predict_colocated, predict_disaggregated
 from hetsched.scheduler.placement.candidates import CandidateGenerator
+from hetsched.scheduler.placement.engine_limits import EngineLimits
 from hetsched.scheduler.placement.estimates import EstimateCache
 from hetsched.scheduler.placement.explain import known_pools, phase_rejections, suggest
 from hetsched.scheduler.placement.options import (
@@ -179,7 +180,12 @@ def _per_mtok(cost_per_hour: float, tokens_per_hour: float) -> float | None:
 
 
 def _verify(
-    o: Option, req: WorkloadRequest, cluster: Cluster, options: PlanOptions, warnings: list[str]
+    o: Option,
+    req: WorkloadRequest,
+    cluster: Cluster,
+    options: PlanOptions,
+    warnings: list[str],
+    limits: EngineLimits,
 ) -> None:
     """Re-evaluate a chosen option with ``serving.predict_*`` themselves; flag any disagreement."""
     if o.mode is Mode.COLOCATED:
@@ -205,7 +211,7 @@ def _verify(
             decode=Parallel(tp=o.decode.tp),
             prefill_batch=o.prefill.batch,
             decode_batch=o.decode.batch,
-            kv_transfer_bandwidth=cluster.bandwidth_between(pp.name, dp.name),
+            kv_transfer_bandwidth=limits.kv_bandwidth(req.serving, pp.name, dp.name),
             prefill_efficiency=options.efficiency,
             decode_efficiency=options.efficiency,
             utilization=options.utilization,
@@ -274,7 +280,7 @@ def _explain(
     pre_rej = phase_rejections("prefill", c, o, cluster, remaining)
     dec_rej = phase_rejections("decode", c, o, cluster, remaining)
     if o is not None:
-        _verify(o, req, cluster, options, warnings)
+        _verify(o, req, cluster, options, warnings, gen.limits)
         tokens = _tokens_per_hour(o, req)
         return WorkloadPlacement(
             name=req.name,
@@ -309,7 +315,7 @@ def _explain(
         miss = c.closest_miss()
         reason = miss.reason if miss is not None else Reason.POOL_EXCLUDED
         detail = (
-            f"no pool can serve it; closest: {miss.pool} ({miss.kind}): {miss.detail}"
+            f"no pool can serve it; closest: {miss.pool} ({miss.kind}, {miss.reason.value}): {miss.detail}"
             if miss is not None
             else "no pool is allowed or known"
         )

@@ -19,9 +19,10 @@ from typing import Any
 from hetsched.scheduler import catalog
 from hetsched.scheduler.catalog.agents import AgentProfile
 from hetsched.scheduler.catalog.models import ModelConfig
+from hetsched.scheduler.engines import engine_of_images
+from hetsched.scheduler.engines.platform import ServingChoice, choose_engine
 from hetsched.scheduler.estimator.analysis import Scenario
 from hetsched.scheduler.estimator.cost import Precisions
-from hetsched.scheduler.estimator.engines import engine_of_images
 from hetsched.scheduler.estimator.serving import RequestShape
 from hetsched.scheduler.spec import (
     AgentWorkload,
@@ -65,6 +66,9 @@ class WorkloadRequest:
     # The serving engine of spec.serving's images (engines.engine_of_images): its fitted terms
     # refine the calibrated efficiency; None (no serving spec, an unknown or mixed image): shared.
     engine: str | None = None
+    # What will serve it (engine, KV connector, pinned images, experimental pairs): the engine's
+    # limits (builds per pool, KV transfer between pools, TP rules) bound the placement.
+    serving: ServingChoice = field(default_factory=ServingChoice)
 
     def __post_init__(self) -> None:
         if (self.requests_per_second is None) == (self.concurrent_sessions is None):
@@ -222,6 +226,7 @@ def resolve_workload(
         max_batch=spec.max_batch,
         max_context_tokens=spec.max_context_tokens,
         engine=_serving_engine(spec),
+        serving=serving_choice(spec),
     )
 
 
@@ -233,11 +238,34 @@ def precisions_from_spec(model: ModelConfig, spec: PrecisionSpec) -> Precisions:
 
 
 def _serving_engine(spec: AgentWorkloadSpec) -> str | None:
-    """The engine the workload's serving containers run (None without ``spec.serving``)."""
+    """The engine whose calibrated terms apply: ``spec.serving.engine``, else the one its images
+    name (None without ``spec.serving``, or with no or mixed images: the shared terms)."""
     s = spec.serving
     if s is None:
         return None
+    if s.engine is not None:
+        return s.engine.value
     return engine_of_images(c.image for c in (s.prefill, s.decode, s.colocated) if c is not None)
+
+
+def serving_choice(spec: AgentWorkloadSpec) -> ServingChoice:
+    """What serves the workload: ``spec.serving``'s engine (else its images', else vLLM), KV
+    connector, experimental pairs and the images it pins per phase."""
+    s = spec.serving
+    if s is None:
+        return ServingChoice()
+    images = {
+        phase: (c.image if c is not None else None)
+        for phase, c in (("prefill", s.prefill), ("decode", s.decode), ("colocated", s.colocated))
+    }
+    return ServingChoice(
+        engine=choose_engine(s.engine.value if s.engine else None, list(images.values())),
+        connector=s.kv_connector.value if s.kv_connector else None,
+        experimental_pairs=s.allow_experimental_pairs,
+        prefill_image=images["prefill"],
+        decode_image=images["decode"],
+        colocated_image=images["colocated"],
+    )
 
 
 def resolve_manifest(

@@ -124,6 +124,14 @@ def pods_running_on_pool(cluster: LocalCluster, ns: str, workload: str, phase: s
     )
 
 
+def router_objects(cluster: LocalCluster, ns: str, workload: str) -> set[tuple[str, str]]:
+    """(kind, name) of the workload's ServiceAccounts, Roles and RoleBindings."""
+    items = cluster.kubectl_json(
+        "get", "serviceaccounts,roles,rolebindings", "-n", ns, "-l", f"hetsched.io/workload={workload}"
+    )["items"]
+    return {(o["kind"], o["metadata"]["name"]) for o in items}
+
+
 def events(cluster: LocalCluster, ns: str, name: str) -> list[str]:
     items = cluster.kubectl_json(
         "get",
@@ -154,7 +162,8 @@ def test_apply_places_and_runs_pods_on_the_chosen_pools(
                 f"{name}-prefill": ("prefill", status["prefill"]),
                 f"{name}-decode": ("decode", status["decode"]),
             }
-        assert set(children) == set(expected)
+        router = {f"{name}-router"} if status["mode"] == "disaggregated" else set()
+        assert set(children) == set(expected) | router
         for dname, (phase, ph) in expected.items():
             d = children[dname]
             pod = d["spec"]["template"]["spec"]
@@ -163,16 +172,23 @@ def test_apply_places_and_runs_pods_on_the_chosen_pools(
             limits = pod["containers"][0]["resources"]["limits"]
             assert limits["nvidia.com/gpu"] == str(ph["tp"])
             assert d["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
-            svc = cluster.kubectl_json("get", "service", dname, "-n", ns)
-            assert svc["spec"]["selector"] == {"hetsched.io/workload": name, "hetsched.io/phase": phase}
             wait(
                 lambda n=name, p=phase, pool=ph["pool"]: pods_running_on_pool(cluster, ns, n, p, pool),
                 90,
                 f"{dname} pods Running on pool {ph['pool']}",
             )
+        # One endpoint: the Service named after the workload, in front of the engine pods
+        # (colocated) or of the P/D router (disaggregated); its URL in status.endpoint.
+        svc = cluster.kubectl_json("get", "service", name, "-n", ns)
+        target = "colocated" if status["mode"] == "colocated" else "router"
+        assert svc["spec"]["selector"] == {"hetsched.io/workload": name, "hetsched.io/phase": target}
+        assert status["endpoint"] == f"http://{name}.{ns}.svc:8000/v1"
         assert "Placed" in wait(lambda n=name: events(cluster, ns, n) or None, 30, f"events of {name}")
+    services = {s["metadata"]["name"] for s in cluster.kubectl_json("get", "services", "-n", ns)["items"]}
+    assert services == {"chat", "coder"}
     table = cluster.kubectl("get", "aw", "-n", ns).stdout
     assert "PREFILL POOL" in table and "$/MTOK" in table and "chat" in table
+    assert "ENDPOINT" in table and f"http://chat.{ns}.svc:8000/v1" in table
 
 
 def test_spec_update_replans_and_switches_mode(cluster: LocalCluster, operator: Operator, ns: str) -> None:
@@ -180,10 +196,17 @@ def test_spec_update_replans_and_switches_mode(cluster: LocalCluster, operator: 
     obj = wait_condition(cluster, ns, "chat", "Placed", "True")
     assert obj["status"]["mode"] == "disaggregated"
     wait(
-        lambda: set(deployments(cluster, ns, "chat")) == {"chat-prefill", "chat-decode"} or None,
+        lambda: (
+            set(deployments(cluster, ns, "chat")) == {"chat-prefill", "chat-decode", "chat-router"} or None
+        ),
         60,
-        "two phases",
+        "two phases and the router",
     )
+    assert set(router_objects(cluster, ns, "chat")) == {
+        ("ServiceAccount", "chat-router"),
+        ("Role", "chat-router"),
+        ("RoleBinding", "chat-router"),
+    }
     cluster.kubectl(
         "patch", "aw", "chat", "-n", ns, "--type", "merge", "-p", '{"spec":{"disaggregation":"never"}}'
     )
@@ -194,7 +217,11 @@ def test_spec_update_replans_and_switches_mode(cluster: LocalCluster, operator: 
         lambda: set(deployments(cluster, ns, "chat")) == {"chat-serve"} or None, 60, "stale children deleted"
     )
     services = {s["metadata"]["name"] for s in cluster.kubectl_json("get", "services", "-n", ns)["items"]}
-    assert services == {"chat-serve"}
+    assert services == {"chat"}
+    # The router and its identity went with the split; the Service now selects the engine pods.
+    wait(lambda: not router_objects(cluster, ns, "chat"), 60, "the router's RBAC deleted")
+    svc = cluster.kubectl_json("get", "service", "chat", "-n", ns)
+    assert svc["spec"]["selector"] == {"hetsched.io/workload": "chat", "hetsched.io/phase": "colocated"}
     assert "Replaced" in wait(
         lambda: [r for r in events(cluster, ns, "chat") if r == "Replaced"] or None, 30, "event"
     )
@@ -266,6 +293,79 @@ def test_infeasible_and_invalid_get_conditions_others_unaffected(
     wait_condition(cluster, ns, "chat", "Placed", "True")
     assert not deployments(cluster, ns, "huge") and not deployments(cluster, ns, "unknown")
     assert "Infeasible" in wait(lambda: events(cluster, ns, "huge") or None, 30, "event")
+
+
+def managed_children(cluster: LocalCluster, ns: str, workload: str) -> set[tuple[str, str]]:
+    """(kind, name) of every object hetsched may create for a workload."""
+    items = cluster.kubectl_json(
+        "get",
+        "deployments,services,serviceaccounts,roles,rolebindings",
+        "-n",
+        ns,
+        "-l",
+        f"hetsched.io/workload={workload}",
+    )["items"]
+    return {(o["kind"], o["metadata"]["name"]) for o in items}
+
+
+def test_engine_without_kv_path_between_its_pools_gets_a_condition_and_no_children(
+    cluster: LocalCluster, operator: Operator, ns: str
+) -> None:
+    """A disaggregated workload pinned to a CPU prefill pool and a GPU decode pool: vLLM's NIXL
+    connector has no published CPU↔GPU run, so the pair is refused by name (kv-transfer) and
+    nothing is created; opting into experimental pairs places it with every child at once."""
+    split = {
+        **CHAT,
+        "slo": {"ttftSeconds": 30, "tpotSeconds": 1},
+        "disaggregation": "always",
+        "pools": {"prefill": ["cpu-amx"], "decode": ["l4"]},
+    }
+    apply(cluster, manifest("split", split, ns), manifest("chat", CHAT, ns))
+    obj = wait_condition(cluster, ns, "split", "Degraded", "True")
+    placed = condition(obj, "Placed")
+    assert placed is not None and placed["status"] == "False"
+    message = placed["message"]
+    assert "(prefill, kv-transfer)" in message, message
+    assert "prefill on cpu-amx, decode on l4" in message, message
+    assert "allowExperimentalPairs" in message, message
+    assert obj["status"].get("endpoint") is None
+    rejected = obj["status"]["rejectedPools"]
+    assert any(r["pool"] == "cpu-amx" and r["reason"].startswith("kv-transfer: ") for r in rejected), rejected
+    wait_condition(cluster, ns, "chat", "Placed", "True")  # the other workload is unaffected
+    wait(lambda: ("Service", "chat") in managed_children(cluster, ns, "chat") or None, 60, "chat's children")
+    assert managed_children(cluster, ns, "split") == set()
+    # Opting in: placed, and every child of the P/D split exists (not a part of them).
+    cluster.kubectl(
+        "patch",
+        "aw",
+        "split",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"spec": {"serving": {"allowExperimentalPairs": True}}}),
+    )
+    obj = wait_condition(cluster, ns, "split", "Placed", "True", generation=2)
+    assert obj["status"]["mode"] == "disaggregated"
+    assert obj["status"]["endpoint"] == f"http://split.{ns}.svc:8000/v1"
+    want = {
+        ("Deployment", "split-prefill"),
+        ("Deployment", "split-decode"),
+        ("Deployment", "split-router"),
+        ("Service", "split"),
+        ("ServiceAccount", "split-router"),
+        ("Role", "split-router"),
+        ("RoleBinding", "split-router"),
+    }
+    wait(lambda: managed_children(cluster, ns, "split") == want or None, 60, "every child of the split")
+    role = cluster.kubectl_json("get", "role", "split-router", "-n", ns)
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    prefill = cluster.kubectl_json("get", "deployment", "split-prefill", "-n", ns)
+    c = prefill["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"].startswith("vllm/vllm-openai-cpu:")
+    assert c["resources"]["requests"] == c["resources"]["limits"]
+    assert '"kv_buffer_device":"cpu"' in " ".join(c["args"])
 
 
 def test_configmap_model_waits_then_places(cluster: LocalCluster, operator: Operator, ns: str) -> None:
@@ -374,7 +474,9 @@ def test_losing_a_pool_replans(cluster: LocalCluster, operator: Operator, ns: st
         )
         d = deployments(cluster, ns, "chat")
         assert all(
-            x["spec"]["template"]["spec"]["nodeSelector"]["hetsched.io/pool"] != first for x in d.values()
+            # the router (disaggregated) runs on any node: no pool to leave
+            x["spec"]["template"]["spec"].get("nodeSelector", {}).get("hetsched.io/pool") != first
+            for x in d.values()
         )
         # Deleting the nodes of the new pool moves it again.
         second_nodes = [
@@ -607,3 +709,64 @@ def test_node_list_reads_every_page_as_plain_dicts(cluster: LocalCluster) -> Non
         assert isinstance(labels, dict) and isinstance(status.get("conditions"), list), name
         proj = project_node(name, labels, spec, status)
         assert proj is not None and proj["ready"] and proj["pool"] == labels["hetsched.io/pool"], proj
+
+
+# A stand-in for the Gateway API Inference Extension's CRD: the group, version and kind hetsched
+# writes, with an open schema (what the real CRD validates is the InferencePool's own business).
+INFERENCE_POOL_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {
+        "name": "inferencepools.inference.networking.k8s.io",
+        # *.k8s.io groups need it; "unapproved..." is accepted (the API server flags the CRD).
+        "annotations": {"api-approved.kubernetes.io": "unapproved, a test stand-in"},
+    },
+    "spec": {
+        "group": "inference.networking.k8s.io",
+        "scope": "Namespaced",
+        "names": {"plural": "inferencepools", "singular": "inferencepool", "kind": "InferencePool"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+            }
+        ],
+    },
+}
+
+
+def test_inference_pool_when_its_crd_is_installed(cluster: LocalCluster, crds: None, tmp_path: Path) -> None:
+    """With --inference-pool-epp and the InferencePool CRD served, each workload also gets an
+    InferencePool over its engine pods naming the endpoint picker; it goes with the workload."""
+    ns = "hs-ip-pool"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(INFERENCE_POOL_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.inference.networking.k8s.io")
+    op = start_operator(cluster, tmp_path / "op.log", "--inference-pool-epp", "epp", namespaces="hs-ip-*")
+    try:
+        apply(cluster, manifest("chat", CHAT, ns))
+        wait_condition(cluster, ns, "chat", "Placed", "True")
+
+        def pool() -> dict[str, Any] | None:
+            r = cluster.kubectl("get", "inferencepool", "chat", "-n", ns, "-o", "json", check=False)
+            return json.loads(r.stdout) if r.returncode == 0 else None
+
+        obj = wait(pool, 60, "the InferencePool")
+        assert obj["spec"]["selector"] == {
+            "matchLabels": {"hetsched.io/workload": "chat", "hetsched.io/engine": "vllm"}
+        }
+        assert obj["spec"]["targetPorts"] == [{"number": 8000}]
+        assert obj["spec"]["endpointPickerRef"]["name"] == "epp"
+        assert obj["metadata"]["ownerReferences"][0]["kind"] == "AgentWorkload"
+        cluster.kubectl("delete", "aw", "chat", "-n", ns, "--wait=true", "--timeout=60s")
+        wait(lambda: pool() is None, 90, "garbage collection of the InferencePool")
+    finally:
+        stop_operator(op)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "crd", "inferencepools.inference.networking.k8s.io", "--wait=false", check=False
+        )

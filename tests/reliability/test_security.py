@@ -49,6 +49,12 @@ CHART = REPO / "charts" / "hetsched"
 WRITES_ALLOWED: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): {"create", "patch", "delete"},
     ("", "services"): {"create", "patch", "delete"},
+    # The P/D router's identity and its namespaced Role (pods get/list/watch; docs/serving.md).
+    # The API server accepts those only with permissions the operator holds (no escalate/bind).
+    ("", "serviceaccounts"): {"create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "roles"): {"create", "patch", "delete"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"create", "patch", "delete"},
+    ("inference.networking.k8s.io", "inferencepools"): {"create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("hetsched.io", "agentworkloads"): {"patch"},  # Kopf's progress annotations
@@ -66,8 +72,6 @@ FORBIDDEN_RESOURCES = {
     "pods/attach",
     "pods/portforward",
     "nodes/proxy",
-    "roles",
-    "rolebindings",
     "clusterroles",
     "clusterrolebindings",
     "certificatesigningrequests/approval",
@@ -84,6 +88,7 @@ VARIANTS = {
         "prometheusRule.enabled=true",
         "grafanaDashboard.enabled=true",
         "operator.logLevel=debug",
+        "operator.inferencePool.endpointPicker=epp",
     ],
 }
 
@@ -234,7 +239,9 @@ WATCHED = (NS, "default", "kube-system")
 def snapshot(cluster: LocalCluster) -> dict[tuple[str, str, str], str]:
     """(kind, namespace, name) -> resourceVersion of everything the operator could write."""
     out: dict[tuple[str, str, str], str] = {}
-    kinds = "agentworkloads,deployments,services,configmaps,events,leases,pods,serviceaccounts"
+    kinds = (
+        "agentworkloads,deployments,services,configmaps,events,leases,pods,serviceaccounts,roles,rolebindings"
+    )
     for ns in WATCHED:
         for item in cluster.kubectl_json("get", kinds, "-n", ns)["items"]:
             if item["kind"] in ("Pod", "Event") and ns != NS:

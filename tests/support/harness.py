@@ -115,14 +115,19 @@ def workloads(cluster: LocalCluster, ns: str) -> dict[str, dict[str, Any]]:
     return {w["metadata"]["name"]: w for w in items}
 
 
+#: The kinds of child the operator writes (docs/serving.md), as ``kubectl get`` names them.
+CHILD_KINDS = "deployments,services,serviceaccounts,roles,rolebindings"
+ROUTER_KINDS = ("Deployment", "ServiceAccount", "Role", "RoleBinding")
+
+
 def children(cluster: LocalCluster, ns: str) -> list[dict[str, Any]]:
-    """The operator's Deployments and Services in ``ns`` (those not being deleted)."""
-    items = cluster.kubectl_json("get", "deployments,services", "-n", ns, "-l", MANAGED)["items"]
+    """The operator's children in ``ns`` (those not being deleted)."""
+    items = cluster.kubectl_json("get", CHILD_KINDS, "-n", ns, "-l", MANAGED)["items"]
     return [i for i in items if not i["metadata"].get("deletionTimestamp")]
 
 
 def expected_children(status: dict[str, Any]) -> set[str]:
-    """Deployment (= Service) names the status says a placed workload has."""
+    """Engine Deployment names the status says a placed workload has."""
     return {
         str(status[phase]["deployment"])
         for phase in ("prefill", "decode")
@@ -130,12 +135,21 @@ def expected_children(status: dict[str, Any]) -> set[str]:
     }
 
 
+def expected_objects(name: str, status: dict[str, Any]) -> set[tuple[str, str]]:
+    """(kind, name) of every child a placed workload has: its engine Deployments, the Service named
+    after it, and when disaggregated the router's Deployment, ServiceAccount, Role and RoleBinding."""
+    out = {("Deployment", d) for d in expected_children(status)} | {("Service", name)}
+    if status.get("mode") == "disaggregated":
+        out |= {(kind, f"{name}-router") for kind in ROUTER_KINDS}
+    return out
+
+
 def consistency_problems(cluster: LocalCluster, ns: str) -> list[str]:
     """Everything wrong with the workloads of ``ns`` and their children (empty when converged).
 
     Converged means: every workload's status is for its current generation; a placed one has
-    exactly the Deployments and Services its status names (one each, owned by it, with the
-    replicas and pool of the status); an unplaced one has none; and no child exists whose owner
+    exactly the children its status implies (``expected_objects``: one each, owned by it, engine
+    Deployments with the replicas and pool of the status); an unplaced one has none; and no child exists whose owner
     is gone or is not one of these workloads (orphan) or that its owner does not name (stale).
     """
     problems: list[str] = []
@@ -151,9 +165,8 @@ def consistency_problems(cluster: LocalCluster, ns: str) -> list[str]:
             )
         placed = condition(w, "Placed")
         if placed is not None and placed["status"] == "True":
-            for child in expected_children(status):
-                want[("Deployment", child)] = name
-                want[("Service", child)] = name
+            for key in expected_objects(name, status):
+                want[key] = name
     seen: dict[tuple[str, str], int] = {}
     for c in children(cluster, ns):
         kind, cname = c["kind"], c["metadata"]["name"]

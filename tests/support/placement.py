@@ -20,6 +20,7 @@ from hetsched.scheduler.estimator.serving import (
     predict_disaggregated,
 )
 from hetsched.scheduler.placement import PlanOptions, Reason, WorkloadRequest
+from hetsched.scheduler.placement.engine_limits import EngineLimits
 from hetsched.scheduler.placement.estimates import EstimateCache
 from hetsched.scheduler.placement.result import Plan
 from hetsched.scheduler.pools import Cluster, Pool
@@ -179,6 +180,7 @@ def check_plan(
     opts = options or PlanOptions()
     by_key = {r.key: r for r in requests}
     used: dict[str, int] = {}
+    limits = EngineLimits(cl)
     for w in result.workloads:
         req = by_key[w.key]
         if not w.placed:
@@ -200,6 +202,8 @@ def check_plan(
         for ph, p in ((pre, pp), (dec, dp)):
             assert ph.tp is not None and ph.tp <= p.devices_per_node and ph.tp & (ph.tp - 1) == 0
             assert req.allows(ph.phase, p.name)
+            kind = "colocated" if w.mode == "colocated" else ph.phase
+            assert limits.why_not_runs(req.serving, kind, p.name) is None  # the engine has an image there
 
         def fits(p: Pool, tp: int, batch: int, context: int, req: WorkloadRequest = req) -> bool:
             c = estimate_phase(
@@ -238,6 +242,9 @@ def check_plan(
             used[dp.name] = used.get(dp.name, 0) + dec.replicas * dec.tp
         else:
             assert w.mode == "disaggregated"
+            # The engine can move KV between the pools, at these TP degrees (engine_limits).
+            assert limits.path(req.serving, pp.name, dp.name).ok
+            assert limits.tp_ok(req.serving, pre.tp, dec.tp)[0]
             assert fits(pp, pre.tp, pre.batch, req.prefill_context)
             assert fits(dp, dec.tp, dec.batch, req.capacity_context)
             pred = predict_disaggregated(
@@ -249,7 +256,7 @@ def check_plan(
                 decode=Parallel(tp=dec.tp),
                 prefill_batch=pre.batch,
                 decode_batch=dec.batch,
-                kv_transfer_bandwidth=cl.bandwidth_between(pp.name, dp.name),
+                kv_transfer_bandwidth=limits.kv_bandwidth(req.serving, pp.name, dp.name),
                 prefill_efficiency=opts.efficiency,
                 decode_efficiency=opts.efficiency,
                 utilization=opts.utilization,

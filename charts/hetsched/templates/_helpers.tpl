@@ -82,16 +82,28 @@ cluster-wide by the ClusterRole, or per watched namespace by a Role.
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services"]
+  resources: ["services", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The P/D router's Role (pods get/list/watch) and its RoleBinding. Kubernetes lets the operator
+# create a Role or RoleBinding only with permissions it holds itself (no escalate/bind verbs).
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Model configs: read, and watched so that an edit re-plans (only referenced ones are used).
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch"]
-# Only for a child Deployment stuck past the unschedulable grace period: why its pods are Pending.
+# Why a child Deployment stuck past the unschedulable grace period has Pending pods (list); get,
+# list, watch are also what the P/D router's Role grants, which the operator may only grant holding them.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.operator.inferencePool.endpointPicker }}
+# An InferencePool per workload (Gateway API Inference Extension), when its CRD is installed.
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["create", "patch", "delete"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

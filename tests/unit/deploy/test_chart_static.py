@@ -294,7 +294,11 @@ def test_rbac_templates_grant_exactly_the_documented_table() -> None:
     for m in RBAC_RULE.finditer(text):
         for group in _names(m.group(1)) or [""]:
             for resource in _names(m.group(2)):
-                if (group, resource) in {("", "namespaces"), ("coordination.k8s.io", "leases")}:
+                if (group, resource) in {
+                    ("", "namespaces"),
+                    ("coordination.k8s.io", "leases"),
+                    ("inference.networking.k8s.io", "inferencepools"),  # with an endpoint picker only
+                }:
                     continue
                 granted.setdefault((group, resource), [])
                 granted[(group, resource)] = sorted(set(granted[(group, resource)]) | set(_names(m.group(3))))
@@ -304,8 +308,16 @@ def test_rbac_templates_grant_exactly_the_documented_table() -> None:
         group = "" if m.group(1) == "core" else m.group(1).strip("`")
         documented[(group, m.group(2))] = sorted(v.strip() for v in m.group(3).split(","))
     assert granted == documented
-    # Pods: list only (why a stuck child's pods are Pending), nothing that reads logs or execs.
-    assert granted[("", "pods")] == ["list"]
+    # Pods: reads only (why a stuck child's pods are Pending; what the P/D router's Role grants),
+    # nothing that reads logs, execs or writes.
+    assert granted[("", "pods")] == ["get", "list", "watch"]
+    # RBAC: namespaced Roles and RoleBindings (the router's), never escalate/bind or cluster-wide.
+    assert not any(g == "rbac.authorization.k8s.io" and r.startswith("cluster") for g, r in granted)
+    assert all(
+        set(v) <= {"get", "list", "watch", "create", "patch", "delete"}
+        for (g, _r), v in granted.items()
+        if g == "rbac.authorization.k8s.io"
+    )
     assert not any(r.startswith("pods/") for _g, r in granted)
 
 

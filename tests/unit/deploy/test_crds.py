@@ -65,8 +65,11 @@ def test_agentworkload_crd_shape() -> None:
         "Decode Regime",
         "$/Mtok",
         "Ready",
+        "Endpoint",
         "Age",
     ]
+    endpoint = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Endpoint")
+    assert endpoint["jsonPath"] == ".status.endpoint"
     schema = _schema(crd)
     assert schema["required"] == ["spec"]
     props = schema["properties"]["spec"]["properties"]
@@ -93,6 +96,13 @@ def test_agentworkload_crd_shape() -> None:
     ):
         assert key in status
     assert status["rejectedPools"]["maxItems"] == 24
+    assert status["endpoint"]["type"] == "string"
+    serving = props["serving"]["properties"]
+    assert serving["engine"]["enum"] == ["vllm", "sglang"]
+    assert serving["kvConnector"]["enum"] == ["nixl", "mooncake"]
+    assert serving["allowExperimentalPairs"]["default"] is False
+    assert "image" not in serving["prefill"].get("required", [])  # default: the registry's build
+    assert serving["router"]["properties"]["replicas"]["maximum"] == 16
 
 
 def test_cel_rules_name_the_fields() -> None:
@@ -104,6 +114,8 @@ def test_cel_rules_name_the_fields() -> None:
     assert any("slo.ttftSeconds" in r["message"] for r in rules[".spec.slo"])
     assert len(rules[".spec.pools"]) == 2 and all("pools." in r["message"] for r in rules[".spec.pools"])
     assert any("nvidia.com/gpu" in r["message"] for r in rules[".spec.serving.prefill"])
+    device_rule = next(r for r in rules[".spec.serving.prefill"] if "device resources" in r["message"])
+    assert "'amd.com/gpu'" in device_rule["rule"] and "'nvidia.com/gpu'" in device_rule["rule"]
     assert any("maxContextTokens" in r["message"] for r in rules[".spec"])
     for path, rs in rules.items():
         for r in rs:
@@ -126,8 +138,12 @@ def test_acceleratorprofile_crd_shape() -> None:
         "peakTflops",
         "power",
         "pricePerHour",
+        "architecture",
+        "hostBandwidth",
+        "serving",
     ):
         assert key in props
+    assert set(props["serving"]["properties"]) == {"images", "deviceResource", "rdma"}
     messages = [r["message"] for r in _rules(_schema(crd))[".spec"]]
     assert any("matchPool" in m for m in messages)
     assert any("basedOn" in m for m in messages)

@@ -45,6 +45,7 @@ def _aw(name: str, ready: str = "True", placed: bool = True) -> dict[str, Any]:
             "ttftSeconds": 1.3145,
             "tpotSeconds": 0.051712,
             "dollarsPerMillionTokens": 0.876,
+            "endpoint": f"http://{name}.default.svc:8000/v1",
         }
     else:
         conds[0]["message"] = "no pool has the capacity"
@@ -65,6 +66,11 @@ def test_summary_shows_latency_against_the_slo_and_the_ridge() -> None:
     assert "TTFT 1.31s (SLO 1.5s), TPOT 0.0517s (SLO 0.1s)" in text
     assert "NOT READY" not in text
     assert "l4         l4             2 / 8" in text
+    assert "endpoint http://chat.default.svc:8000/v1 (OpenAI API, Service -> the P/D router)" in text
+
+
+def test_demo_says_kwok_pods_do_not_run() -> None:
+    assert "no container runs" in demo.KWOK_NOTE and "docs/serving.md" in demo.KWOK_NOTE
 
 
 def test_summary_flags_not_ready_and_unplaced_workloads() -> None:

@@ -154,14 +154,32 @@ def test_with_used_and_what_if() -> None:
 
 
 def test_workload_without_serving_is_planned_with_the_default_images_engine() -> None:
-    """The operator deploys its default (vLLM) image when spec.serving is absent, so the plan
-    uses vLLM's fitted terms; a spec naming another engine's image gets that engine's."""
+    """The operator deploys the registry's vLLM image when spec.serving names no image, so the
+    plan uses vLLM's fitted terms; a spec naming another engine (or its image) gets that engine's,
+    and the serving choice the placement limits read follows."""
     from hetsched.operator.planning.intake import resolve
-    from hetsched.operator.reconcile.manifests import DEFAULT_IMAGE
-    from hetsched.scheduler.estimator.engines import engine_of_image
+    from hetsched.scheduler.engines.platform import DEFAULT_ENGINE
 
     req, _ = resolve("ns", "chat", CHAT)
-    assert req.engine == engine_of_image(DEFAULT_IMAGE) == "vllm"
+    assert req.engine == DEFAULT_ENGINE == "vllm" and req.serving.engine == "vllm"
     sglang = {**CHAT, "serving": {"prefill": {"image": "lmsysorg/sglang:v0.5.9"}}}
     req, _ = resolve("ns", "chat", sglang)
-    assert req.engine == "sglang"
+    assert req.engine == "sglang" and req.serving.engine == "sglang"
+    assert req.serving.image("decode") == ("lmsysorg/sglang:v0.5.9", "spec.serving.prefill.image")
+    named = {**CHAT, "serving": {"engine": "sglang", "kvConnector": "mooncake"}}
+    req, _ = resolve("ns", "chat", named)
+    assert req.engine == "sglang" and req.serving.connector == "mooncake"
+    custom = {**CHAT, "serving": {"prefill": {"image": "registry.local/my-llm:1"}}}
+    req, _ = resolve("ns", "chat", custom)
+    assert req.engine is None  # an image of no known engine: the shared calibrated terms
+
+
+def test_model_id_is_the_named_hugging_face_id() -> None:
+    """{model} renders the id the workload names (an -Instruct id stays -Instruct), else the
+    catalog entry's Hugging Face id."""
+    from hetsched.operator.planning.intake import resolve
+
+    _, model_id = resolve("ns", "w", {**CHAT, "model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}})
+    assert model_id == "meta-llama/Llama-3.1-8B-Instruct"
+    _, model_id = resolve("ns", "w", {**CHAT, "model": {"name": "llama-3.1-8b"}})
+    assert model_id == "meta-llama/Llama-3.1-8B"

@@ -60,7 +60,16 @@ def test_converge_is_idempotent_and_reports_ready() -> None:
         await h.planning_loop.plan_for(key, 1, timeout=30)
         assert await h.reconciler.converge(key) == "placed"
         n_applied = len(h.api.applied)
-        assert n_applied in (2, 4)  # colocated (Deployment + Service) or disaggregated (2 + 2)
+        # colocated: engine Deployment + Service; disaggregated: 2 engines + Service + the router's
+        # Deployment, ServiceAccount, Role and RoleBinding
+        assert n_applied in (2, 7)
+        kinds = sorted({o["kind"] for o in h.api.applied})
+        assert kinds in (
+            ["Deployment", "Service"],
+            ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"],
+        )
+        assert status["endpoint"] if (status := h.api.status_patches[-1][2]) else False
+        assert status["endpoint"] == "http://chat.default.svc:8000/v1"
         assert len(h.api.status_patches) == 1
         status = h.api.status_patches[-1][2]
         assert status["conditions"][2]["type"] == "Ready" and status["conditions"][2]["status"] == "False"
@@ -91,9 +100,17 @@ def test_mode_switch_deletes_stale_children() -> None:
             await h.planning_loop.plan_for(key, gen, timeout=30)
             await h.reconciler.converge(key)
             h.sync_index()
-        names = {name for kind, ns, name in h.api.deleted}
-        assert names == {"chat-prefill", "chat-decode"}
-        assert {k[1] for k in h.index[key]} == {"chat-serve"}
+        deleted = {(kind, name) for kind, ns, name in h.api.deleted}
+        assert deleted == {
+            ("Deployment", "chat-prefill"),
+            ("Deployment", "chat-decode"),
+            ("Deployment", "chat-router"),
+            ("ServiceAccount", "chat-router"),
+            ("Role", "chat-router"),
+            ("RoleBinding", "chat-router"),
+        }
+        # The workload's Service stays (it now selects the colocated engine pods).
+        assert {k[1] for k in h.index[key]} == {"chat-serve", "chat"}
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events] == ["Placed", "Replaced"]
         await h.planning_loop.stop()
@@ -193,10 +210,11 @@ def test_unschedulable_child_degrades_once_and_recovers() -> None:
         assert sorted(s for _ns, s in h.api.pod_lists) == [
             "hetsched.io/phase=decode,hetsched.io/workload=chat",
             "hetsched.io/phase=prefill,hetsched.io/workload=chat",
+            "hetsched.io/phase=router,hetsched.io/workload=chat",
         ]
         patches = len(h.api.status_patches)
         assert await h.reconciler.converge(key) == "unchanged"  # same verdict: no write, cached pods
-        assert len(h.api.status_patches) == patches and len(h.api.pod_lists) == 2
+        assert len(h.api.status_patches) == patches and len(h.api.pod_lists) == 3
         await asyncio.sleep(0.05)
         assert [e[2] for e in h.api.events].count("Unschedulable") == 1
         # The pod gets a node, the Deployments become available: Degraded False, no pod list.
@@ -279,13 +297,13 @@ def test_a_name_held_by_another_object_is_a_conflict_and_nothing_is_written() ->
         h.planning_loop.start()
         h.planning_loop.set_pools(pools_input())
         key = await h.placed("chat", {**CHAT, "disaggregation": "never"})
-        # The user's own Service has the name the colocated children need.
+        # The user's own Service has the name the workload's Service (its endpoint) needs.
         theirs = h.api.put(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": {
-                    "name": "chat-serve",
+                    "name": "chat",
                     "namespace": "default",
                     "managedFields": [{"manager": "kubectl-create", "operation": "Update"}],
                 },
@@ -295,12 +313,12 @@ def test_a_name_held_by_another_object_is_a_conflict_and_nothing_is_written() ->
         for _ in range(3):  # resyncs: the same verdict, one status write, one Event
             assert await h.reconciler.converge(key) == "conflict"
         assert h.api.applied == [] and h.api.deleted == []  # no partial set, nothing deleted
-        assert h.api.objects[("default", "Service", "chat-serve")] == theirs
+        assert h.api.objects[("default", "Service", "chat")] == theirs
         status = h.api.status_patches[-1][2]
         degraded, ready = _condition(status, "Degraded"), _condition(status, "Ready")
         assert (degraded["status"], degraded["reason"]) == ("True", "ChildConflict")
         assert degraded["message"].startswith(
-            "Service chat-serve exists and is not this workload's: not controlled by any object "
+            "Service chat exists and is not this workload's: not controlled by any object "
             "(written by kubectl-create)"
         )
         assert (ready["status"], ready["reason"]) == ("False", "ChildConflict")
@@ -309,11 +327,11 @@ def test_a_name_held_by_another_object_is_a_conflict_and_nothing_is_written() ->
         assert [e[2] for e in h.api.events] == ["Placed", "ChildConflict"]
         assert h.metrics.reconcile_total.labels(result="conflict")._value.get() == 3
         # The user removes their Service: the children are created (after a look that the names are free).
-        await h.api.delete("Service", "default", "chat-serve")
+        await h.api.delete("Service", "default", "chat")
         assert await h.reconciler.converge(key) == "placed"
         assert {(o["kind"], o["metadata"]["name"]) for o in h.api.applied} == {
             ("Deployment", "chat-serve"),
-            ("Service", "chat-serve"),
+            ("Service", "chat"),
         }
         assert _condition(h.api.status_patches[-1][2], "Degraded")["reason"] == "AsPlanned"
         await h.planning_loop.stop()

@@ -13,6 +13,7 @@ from hetsched.scheduler.calibration.dataset import Plan, predict, read_measureme
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
+from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.estimator import efficiency
 from hetsched.scheduler.estimator.cost import (
     Phase,
@@ -20,7 +21,6 @@ from hetsched.scheduler.estimator.cost import (
     estimate_phase,
     matmul_operational_intensity,
 )
-from hetsched.scheduler.estimator.engines import engine_of_backend
 from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.estimator.roofline import evaluate
 from hetsched.scheduler.estimator.serving import (

@@ -13,9 +13,9 @@ from hetsched.scheduler.calibration.dataset import Plan, parse_measurements, rea
 from hetsched.scheduler.catalog.hardware import IDEAL
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
 from hetsched.scheduler.catalog.model_catalog import get_model
+from hetsched.scheduler.engines import engine_of_backend, engine_of_image, engine_of_images
 from hetsched.scheduler.estimator import efficiency
 from hetsched.scheduler.estimator.cost import Precisions
-from hetsched.scheduler.estimator.engines import engine_of_backend, engine_of_image, engine_of_images
 from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.estimator.serving import (
     Parallel,

@@ -119,7 +119,7 @@ def test_every_option_is_the_serving_models_prediction() -> None:
                     decode=Parallel(tp=dec.tp),
                     prefill_batch=pre.batch,
                     decode_batch=dec.batch,
-                    kv_transfer_bandwidth=cl.bandwidth_between(pre.pool, dec.pool),
+                    kv_transfer_bandwidth=gen.limits.kv_bandwidth(req.serving, pre.pool, dec.pool),
                     prefill_workers=pre.replicas,
                     concurrency=o.concurrency,
                 )
