@@ -113,6 +113,7 @@ def rolebindings_idx(
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
     op = _op(memo)
     s = op.settings
+    op.kopf_settings = settings  # for a rescan of discovery (``kopf_discovery``)
     settings.peering.standalone = True
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hetsched.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -204,7 +205,7 @@ async def configmap_event(
 async def crd_event(type: str | None, name: str, meta: Mapping[str, Any], memo: Any, **_: Any) -> None:
     """Our CRDs going away (deleted, or being deleted) or coming back."""
     if name in CRDS:
-        _op(memo).crd_changed(name, type != "DELETED" and not meta.get("deletionTimestamp"))
+        _op(memo).crd_event(name, type != "DELETED" and not meta.get("deletionTimestamp"))
 
 
 # ---- children -----------------------------------------------------------------------------------

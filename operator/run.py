@@ -181,12 +181,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             elector.stop(release=False)
             server.stop()
             return 0
+    from hetsched.operator.kopf_discovery import new_insights
+
+    op.kopf_insights = new_insights()
     try:
         kopf.run(
             clusterwide=settings.clusterwide,
             namespaces=list(namespaces),
             standalone=True,
             memo=kopf.Memo(op=op),
+            insights=op.kopf_insights,
         )
     finally:
         server.stop()  # not ready any more before the Lease goes to a standby

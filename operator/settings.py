@@ -94,6 +94,11 @@ class OperatorContext:
     missing_crds: set[str] = field(default_factory=set)
     # GPUs per node held by pods outside the watched namespaces (namespace-scoped only; ``foreign``).
     held_outside: dict[str, int] = field(default_factory=dict)
+    # What Kopf serves and its settings (``kopf_discovery``; None in tests without Kopf), and the
+    # rescans under way of CRDs that came back.
+    kopf_insights: Any = None
+    kopf_settings: Any = None
+    serving: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def forget_workload(self, key: Key) -> None:
         """A workload is gone (deleted, or its CRD went away): drop everything we held for it."""
@@ -102,6 +107,31 @@ class OperatorContext:
         if self.reconciler is not None:
             self.reconciler.forget(key)
         self.configmaps.forget(key)
+
+    def crd_event(self, crd: str, present: bool) -> None:
+        """A watch event of one of our CRDs (``handlers.crd_event``). One that came back counts as
+        installed only once Kopf serves it again (``kopf_discovery``): until then not ready."""
+        task = self.serving.pop(crd, None)
+        if task is not None and not present:
+            task.cancel()
+        if not present or self.kopf_insights is None or self.kopf_settings is None:
+            self.crd_changed(crd, present)
+            return
+        if task is not None and not task.done():
+            self.serving[crd] = task
+            return
+        from hetsched.operator.kopf_discovery import serve_again, served
+
+        if served(self.kopf_insights, crd):
+            self.crd_changed(crd, True)
+            return
+
+        async def back() -> None:
+            await serve_again(self.kopf_insights, self.kopf_settings, crd)
+            self.serving.pop(crd, None)
+            self.crd_changed(crd, True)
+
+        self.serving[crd] = asyncio.create_task(back(), name=f"hetsched serve {crd}")
 
     def crd_changed(self, crd: str, present: bool) -> None:
         """A CRD of ours appeared or went away (``handlers.crd_event``, and the check at start-up)."""
@@ -226,6 +256,8 @@ class OperatorContext:
             )
 
     async def stop(self) -> None:
+        self.tasks.extend(self.serving.values())
+        self.serving.clear()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
