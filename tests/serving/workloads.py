@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,11 @@ def colocated_workload(namespace: str, model_dir: Path) -> list[dict[str, Any]]:
     return _workload(namespace, COLO_NAME, model_dir, disaggregation="never", pools={"prefill": ["cpu-colo"]})
 
 
-def render(pools: Path, docs: list[dict[str, Any]], workdir: Path | None = None) -> list[dict[str, Any]]:
+def render(pools: Path, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``hetsched render --pools POOLS WORKLOAD.yaml -o json``: the objects the operator would create."""
-    path = (workdir or Path(pools).parent) / f".render-{docs[-1]['metadata']['name']}.yaml"
-    path.write_text(yaml.safe_dump_all(docs))
-    try:
+    with tempfile.TemporaryDirectory(prefix="hetsched-render-") as tmp:
+        path = Path(tmp) / "workload.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
         result = subprocess.run(
             [
                 sys.executable,
@@ -87,30 +88,9 @@ def render(pools: Path, docs: list[dict[str, Any]], workdir: Path | None = None)
             timeout=300,
             check=False,
         )
-    finally:
-        path.unlink()
-    if result.returncode != 0 and "invalid choice: 'render'" in result.stderr:
-        return _handmade(docs)  # TEMPORARY until `render` lands from branch serving
     assert result.returncode == 0, f"hetsched render failed ({result.returncode}): {result.stderr}"
     objects: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return objects
-
-
-def _handmade(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from serving import handmade
-
-    wl = docs[-1]
-    spec = wl["spec"]
-    colocated = spec["disaggregation"] == "never"
-    pools = {"colocated": "cpu-colo", "prefill": "cpu-prefill", "decode": "cpu-decode"}
-    return handmade.objects(
-        wl["metadata"]["namespace"],
-        wl["metadata"]["name"],
-        spec["serving"]["model"],
-        pools,
-        colocated,
-        spec["serving"]["prefill"]["env"],
-    )
 
 
 def served_model(objects: list[dict[str, Any]]) -> str:
