@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
 .PHONY: help venv lint typecheck test test-unit test-integration test-engines controlplane debs engines \
-        demo demo-down cluster-up cluster-down cluster-status bench crds figures calibrate clean audit
+        demo demo-down cluster-up cluster-down cluster-status bench bench-serving crds figures calibrate clean audit
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -63,7 +63,7 @@ test-engines: venv controlplane engines ## the real-engine tests only (vLLM CPU 
 debs: ## Debian packages the tests need (prometheus, chromium, python3-venv, g++, libnuma1), via apt-get when missing
 	scripts/debian-deps.sh
 
-# Real serving (docs/serving-tests.md): vLLM CPU + NIXL + vllm-router, pinned by scripts/engine-env.lock.txt.
+# Real serving (docs/serving.md, "Tested on real engines"): vLLM CPU + NIXL + vllm-router, pinned by scripts/engine-env.lock.txt.
 engines: ## the engine environment in ~/.cache/hetsched/engines (about 6 minutes the first time, then reused)
 	scripts/engine-env.sh >/dev/null
 
@@ -85,8 +85,11 @@ cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (writes scheduler/estimator/data/efficiency.json)
 	$(HETSCHED) calibrate --write
 
-bench: venv ## benchmarks (print figures)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: venv ## benchmarks (print figures); bench_serving runs real engines: make bench-serving
+	@for b in benchmarks/bench_*.py; do [ $$b = benchmarks/bench_serving.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-serving: venv controlplane engines ## TTFT/TPOT through the P/D router vs colocated, real vLLM CPU engines (minutes)
+	$(PY) benchmarks/bench_serving.py
 
 # The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.
 FIGURES_DIR ?= docs/figures

@@ -178,7 +178,13 @@ class MiniKubelet:
         *,
         ip_prefix: str | None = None,
         sync_interval: float = 0.5,
+        cpu_manager_policy: str = "static",
     ) -> None:
+        if cpu_manager_policy not in ("static", "none"):
+            raise ValueError(f"cpu_manager_policy: 'static' or 'none', not {cpu_manager_policy!r}")
+        # "static": Guaranteed containers with whole cpus get exclusive cores (what CPU pools need);
+        # "none": the kubelet's default, every container on all of its node's cores.
+        self.cpu_manager_policy = cpu_manager_policy
         self.api = api
         self.nodes = {n.name: n for n in nodes}
         self.interpreters = dict(interpreters)
@@ -477,7 +483,7 @@ class MiniKubelet:
                         )
                     )
                 argv, more = command_line(container, env, self.interpreters, ip)
-                count = exclusive_cpus(pod, container)
+                count = exclusive_cpus(pod, container) if self.cpu_manager_policy == "static" else 0
                 cpus = self._allocate_cpus(node, count) if count else self._shared_cpus(node)
                 run.containers.append(
                     ContainerRun(

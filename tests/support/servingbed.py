@@ -63,12 +63,18 @@ def pool_nodes(pools: PoolFile, cpus: Mapping[str, Sequence[int]]) -> list[NodeS
 
 class ServingBed:
     def __init__(
-        self, workdir: Path, engines: EngineEnv, pools: PoolFile, cpus: Mapping[str, Sequence[int]]
+        self,
+        workdir: Path,
+        engines: EngineEnv,
+        pools: PoolFile,
+        cpus: Mapping[str, Sequence[int]],
+        cpu_manager_policy: str = "static",
     ) -> None:
         self.workdir = workdir
         self.cluster = Cluster(workdir / "cluster", log=print)
         self.engines = engines
         self.nodes = pool_nodes(pools, cpus)
+        self.cpu_manager_policy = cpu_manager_policy
         self.kubelet: MiniKubelet | None = None
         self.api: KubeApi | None = None
 
