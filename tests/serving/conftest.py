@@ -1,7 +1,7 @@
 """Fixtures of the real-engine tests: the engine environment (installed when missing), the tiny model
 (built when missing), and a serving bed (a local control plane whose nodes the local kubelet serves)
 with the test workloads deployed from their rendering: disaggregated (prefill + decode + router) and
-colocated, started together once per session and shared by the tests.
+colocated, started together once per test module and shared by its tests.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class Deployed:
     startup_seconds: dict[str, float]  # pod -> seconds from start to Ready
 
 
-@pytest.fixture(scope="session")
+# Module scope: the engines stop when test_engines.py is done, not at the end of the whole session.
+@pytest.fixture(scope="module")
 def deployed(
     engines: EngineEnv, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployed]:

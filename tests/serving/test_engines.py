@@ -3,7 +3,7 @@ random-weight Llama, run as real vLLM CPU engines and the real vllm-router by th
 (tests/support/kubelet.py) on a real control plane; the router finds the engines by Kubernetes pod
 discovery, as rendered. The colocated rendering of the same model is the reference for greedy output.
 
-The engines start once per session (conftest ``deployed``); the fault test runs last.
+The engines start once for this module (conftest ``deployed``); the fault test runs last.
 """
 
 from __future__ import annotations
