@@ -8,8 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
-.PHONY: help venv lint typecheck test test-unit test-integration controlplane demo demo-down \
-        cluster-up cluster-down cluster-status bench crds figures calibrate clean audit
+.PHONY: help venv lint typecheck test test-unit test-integration test-engines controlplane debs engines \
+        demo demo-down cluster-up cluster-down cluster-status bench bench-serving crds figures calibrate clean audit
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,14 +45,27 @@ audit: venv ## audit the venv's dependencies for known vulnerabilities (pip-audi
 	  $(PY) scripts/audit_deps.py; \
 	fi
 
-test-unit: venv ## fast tests, no cluster
-	$(PY) -m pytest -m "not integration" -q
+test-unit: venv ## fast tests, no cluster, no engines
+	$(PY) -m pytest -m "not integration and not engines" -q
 
-test: venv controlplane ## every test: unit and integration (local control plane)
+# Everything the tests need, installed when missing: Debian packages, the venv, the control plane's
+# binaries and the engine environment (each a fast no-op once present). Order matters: debs first
+# (python3-venv).
+test: debs venv controlplane engines ## every test: unit, integration (local control plane), real engines
 	$(PY) -m pytest -q
 
-test-integration: venv controlplane ## integration tests only
-	$(PY) -m pytest -m integration -q
+test-integration: venv controlplane engines ## integration tests only (local control plane, real engines)
+	$(PY) -m pytest -m "integration or engines" -q
+
+test-engines: venv controlplane engines ## the real-engine tests only (vLLM CPU engines, vllm-router)
+	$(PY) -m pytest -m engines -q
+
+debs: ## Debian packages the tests need (prometheus, chromium, python3-venv, g++, libnuma1), via apt-get when missing
+	scripts/debian-deps.sh
+
+# Real serving (docs/serving.md, "Tested on real engines"): vLLM CPU + NIXL + vllm-router, pinned by scripts/engine-env.lock.txt.
+engines: ## the engine environment in ~/.cache/hetsched/engines (about 6 minutes the first time, then reused)
+	scripts/engine-env.sh >/dev/null
 
 # Local control plane (docs/local-cluster.md). State: $HETSCHED_CLUSTER_DIR or ~/.local/state/hetsched/cluster.
 POOLS ?= examples/pools/demo.yaml
@@ -72,8 +85,11 @@ cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (writes scheduler/estimator/data/efficiency.json)
 	$(HETSCHED) calibrate --write
 
-bench: venv ## benchmarks (print figures)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: venv ## benchmarks (print figures); bench_serving runs real engines: make bench-serving
+	@for b in benchmarks/bench_*.py; do [ $$b = benchmarks/bench_serving.py ] && continue; echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-serving: venv controlplane engines ## TTFT/TPOT through the P/D router vs colocated, real vLLM CPU engines (minutes)
+	$(PY) benchmarks/bench_serving.py
 
 # The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.
 FIGURES_DIR ?= docs/figures
