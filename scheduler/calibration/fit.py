@@ -383,3 +383,49 @@ def cross_validate(
         p_ttft, p_tpot = predict_with(ds, result)
         lofo[family] = error_statistics(ds, p_ttft, p_tpot, held)
     return {"leave_one_group_out": logo, "leave_one_family_out": lofo}
+
+
+# ---- CPUs -------------------------------------------------------------------------------------------
+
+#: The CPU fit (docs/calibration.md §7): its own parameter set, fitted on CPU rows only (the vLLM
+#: CPU engine on a probed machine), never touching the GPU fit. One replica is one socket at TP 1,
+#: so the link terms have nothing to describe and stay neutral; the per-step cost is fitted (vLLM's
+#: CPU engine runs no CUDA graphs: its Python scheduling, input preparation and sampling per step are
+#: a cost of their own, told apart from the per-layer cost by models of 2 to 28 layers).
+CPU_FIXED: dict[str, float] = {"link_efficiency": 1.0, "collective_latency_seconds": 0.0}
+#: The routed experts' factors are held neutral when the training rows have no MoE model (a
+#: held-out MoE shape is predicted as if its experts ran like dense GEMMs: nothing was learnt).
+EXPERTS = ("experts_bandwidth", "experts_compute")
+
+
+def _has_moe(ds: Dataset, rows: npt.NDArray[np.bool_]) -> bool:
+    return any(ds.plans[i].model.moe is not None for i in np.flatnonzero(rows))
+
+
+def fit_cpu(
+    ds: Dataset, train: npt.NDArray[np.bool_] | None = None, fixed: Mapping[str, float] | None = None
+) -> FitResult:
+    """One parameter set for every CPU row (``train``: all by default); ``fixed`` defaults to
+    ``CPU_FIXED`` (plus the experts' factors at 1 without MoE rows to learn them from)."""
+    mask = np.ones(len(ds.plans), dtype=np.bool_) if train is None else train
+    pinned = dict(CPU_FIXED if fixed is None else fixed)
+    if not _has_moe(ds, mask):
+        pinned.update({name: 1.0 for name in EXPERTS if name not in pinned})
+    return fit(ds, mask, shared=True, fixed=pinned, per_engine=())
+
+
+def cross_validate_cpu(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Leave one model shape out: fit the CPU set without every row of a shape, predict them."""
+    ttft = np.full(len(ds.plans), np.nan)
+    tpot = np.full(len(ds.plans), np.nan)
+    per_group: dict[str, Any] = {}
+    for g, name in enumerate(ds.groups):
+        held = ds.group == g
+        if held.all():
+            continue
+        result = fit_cpu(ds, ~held, fixed)
+        p_ttft, p_tpot = predict_with(ds, result)
+        ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
+        per_group[name] = error_statistics(ds, p_ttft, p_tpot, held)
+    done = np.isfinite(tpot)
+    return {"pooled": error_statistics(ds, ttft, tpot, done), "groups": per_group}
