@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
 .PHONY: help venv lint typecheck test test-unit test-integration controlplane demo demo-down \
-        cluster-up cluster-down cluster-status bench crds figures calibrate clean audit
+        cluster-up cluster-down cluster-status bench bench-cpu crds figures calibrate clean audit
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,8 +45,8 @@ audit: venv ## audit the venv's dependencies for known vulnerabilities (pip-audi
 	  $(PY) scripts/audit_deps.py; \
 	fi
 
-test-unit: venv ## fast tests, no cluster
-	$(PY) -m pytest -m "not integration" -q
+test-unit: venv ## fast tests, no cluster, no serving engine
+	$(PY) -m pytest -m "not integration and not engine" -q
 
 test: venv controlplane ## every test: unit and integration (local control plane)
 	$(PY) -m pytest -q
@@ -69,11 +69,18 @@ cluster-down: venv ## stop the local cluster and remove its state
 cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 	$(HETSCHED) cluster status
 
-calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (writes scheduler/estimator/data/efficiency.json)
+calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv and the CPU runs of benchmarks/data/cpu/ (writes scheduler/estimator/data/efficiency.json)
 	$(HETSCHED) calibrate --write
 
 bench: venv ## benchmarks (print figures)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The CPU serving campaign (benchmarks/data/cpu/README.md): probe this machine, serve random-weight
+# models with vLLM CPU (the engine environment of engine-env.sh), write benchmarks/data/cpu/. About
+# an hour on 2 cores; not part of `make test` (its quick variant is: tests/engine/).
+BENCH_CPU_ARGS ?=
+bench-cpu: venv ## measure vLLM CPU serving on this machine into benchmarks/data/cpu/ (~1 h; then make calibrate)
+	$(PY) benchmarks/cpu_serving.py $(BENCH_CPU_ARGS)
 
 # The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.
 FIGURES_DIR ?= docs/figures
