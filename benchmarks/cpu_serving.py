@@ -55,14 +55,16 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hetsch
 MODELS = CACHE / "models" / "bench-cpu"
 COMPILE_CACHE = CACHE / "vllm"
 
-#: Per shape: (concurrency, input tokens, output tokens) points. Sized so that the whole campaign
-#: takes about an hour on 2 cores (prefill runs at tens of GFLOP/s there).
+#: Per shape: (concurrency, input tokens, output tokens) points. Sized so that each model fits one
+#: turn of the machine's engine lock (≤ 15 min, ``--resume`` per shape) on 2 AVX2 cores, where
+#: vLLM CPU's BF16 GEMMs fall back to converted FP32 (prefill at a few GFLOP/s): the larger the
+#: model, the shorter its prompts.
 GRID: dict[str, list[tuple[int, int, int]]] = {
     "dense-0.1b": [(1, 128, 32), (4, 64, 32), (8, 32, 16), (2, 256, 16)],
-    "dense-0.3b-mha": [(1, 64, 32), (4, 32, 16), (2, 128, 16)],
-    "dense-0.4b-deep": [(1, 64, 32), (4, 32, 16), (2, 128, 16)],
-    "moe-0.3b": [(1, 64, 32), (4, 32, 16), (2, 128, 16)],
-    "dense-1.4b": [(1, 32, 16), (4, 16, 8), (2, 64, 8)],
+    "moe-0.3b": [(1, 64, 32), (4, 32, 16), (2, 128, 16), (8, 16, 16)],
+    "dense-0.3b-mha": [(1, 64, 32), (4, 32, 16), (2, 128, 16), (8, 16, 8)],
+    "dense-0.4b-deep": [(1, 32, 16), (4, 16, 8), (2, 64, 8)],
+    "dense-1.4b": [(1, 16, 16), (2, 32, 8), (4, 8, 8)],
 }
 QUICK_GRID: dict[str, list[tuple[int, int, int]]] = {"tiny": [(2, 32, 8)]}
 REQUESTS_PER_SLOT = 2
@@ -535,12 +537,18 @@ def campaign(args: argparse.Namespace) -> int:
                     gen.close()
                 _stop(proc)
     probes.append(probe())
-    best = max(probes, key=lambda d: d["probe"]["bandwidth_test"]["best_gb_s"]["add"])
-    (out / "hardware.yaml").write_text(probe_mod.render_yaml(best), encoding="utf-8")
     env_info["probes"] = [d["probe"] for d in probes]
     env_info["host"] = socket.gethostname()
     env_info["duration_seconds"] = round(time.time() - started)
     env_info["loadavg_end"] = os.getloadavg()
+    env_info["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    env_info["shapes"] = list(grid)
+    env_info["max_foreign_cores"] = args.max_foreign
+    env_info["settle_seconds"] = args.settle
+    if args.resume:  # one chunk of a campaign: keep the earlier chunks' record and their probes
+        env_info, probes = _merge_chunks(out, env_info, probes, probe_mod)
+    best = max(probes, key=lambda d: d["probe"]["bandwidth_test"]["best_gb_s"]["add"])
+    (out / "hardware.yaml").write_text(probe_mod.render_yaml(best), encoding="utf-8")
     (out / "environment.json").write_text(
         json.dumps(env_info, indent=1, default=str) + "\n", encoding="utf-8"
     )
@@ -551,6 +559,31 @@ def campaign(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _merge_chunks(
+    out: Path, chunk: dict[str, Any], probes: list[dict[str, Any]], probe_mod: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A resumed campaign (one shape per turn of the engine lock): ``environment.json`` lists every
+    chunk (``chunks``), the hardware entry is the best-bandwidth probe of all chunks (the least
+    disturbed one; ``hardware.yaml`` of the earlier chunks)."""
+    previous: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads((out / "environment.json").read_text(encoding="utf-8"))
+    chunks = previous.get("chunks") or ([previous] if previous else [])
+    chunks.append(chunk)
+    merged = {k: v for k, v in chunk.items() if k not in ("engines", "probes", "started", "shapes")}
+    merged["engines"] = {k: v for c in chunks for k, v in c.get("engines", {}).items()}
+    merged["duration_seconds"] = sum(c.get("duration_seconds", 0) for c in chunks)
+    merged["chunks"] = chunks
+    candidates = list(probes)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        import yaml
+
+        doc = yaml.safe_load((out / "hardware.yaml").read_text(encoding="utf-8"))
+        doc["probe"]["bandwidth_test"]["best_gb_s"]["add"]  # a complete probe document
+        candidates.append(doc)
+    return merged, candidates
 
 
 def _shuffled(points: list[tuple[int, int, int]], rep: int) -> list[tuple[int, int, int]]:
@@ -620,7 +653,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one tiny model, one point, one repetition")
     ap.add_argument("--engine-dir")
     ap.add_argument("--engine-arg", action="append", default=[], help="extra engine flag (repeatable)")
-    ap.add_argument("--max-foreign", type=float, default=0.5, help="cores others may use during a clean run")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=1.0,
+        help="cores others may use during a clean run (2 cores: the engine has one, nice -10)",
+    )
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to wait for a quiet machine per run")
     ap.add_argument("--start-timeout", type=float, default=1800.0)
     ap.add_argument("--keep-logs", action="store_true", help="engine logs under OUT/logs")
