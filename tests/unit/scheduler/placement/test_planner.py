@@ -396,7 +396,10 @@ def test_cpu_options_carry_the_cpu_fits_error_band(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(efficiency, "CPU_ERROR_BAND", efficiency.ErrorBand(0.123, 0.234, "test"))
     cheap_cpu = gpu("socket", 768, 0.6, 200, 0.3, kind=DeviceKind.CPU)
     cl = cluster(pool("fast", FAST, 1), pool("cpu", cheap_cpu, 2, 2))
-    reqs = [request("batch-job", SMALL, rps=0.2, ttft=30, tpot=0.2), request("chat", SMALL, rps=200, tpot=0.01)]
+    reqs = [
+        request("batch-job", SMALL, rps=0.2, ttft=30, tpot=0.2),
+        request("chat", SMALL, rps=200, tpot=0.01),
+    ]
     result = plan(reqs, cl, **fresh())
     for w in result.workloads:
         for ph in (w.prefill, w.decode):
