@@ -18,7 +18,7 @@
    it ran (``/proc/stat`` minus this benchmark's processes) and the load averages; before a run the
    script waits (up to ``--settle`` seconds) for a quiet moment; a run during which others used
    more than ``--max-foreign`` cores is *contended* and is repeated at the end of its model's
-   repetitions (once). The CSV row is the median over the uncontended runs (all runs when fewer
+   repetitions (once, while the model is within ``--retry-budget`` seconds of its start). The CSV row is the median over the uncontended runs (all runs when fewer
    than two are uncontended; the row's ``notes`` say so).
 
 Writes ``OUT/measurements.csv`` (the validate CSV format, plus ``num_requests`` and ``notes``),
@@ -62,7 +62,7 @@ COMPILE_CACHE = CACHE / "vllm"
 GRID: dict[str, list[tuple[int, int, int]]] = {
     "dense-0.1b": [(1, 128, 32), (4, 64, 32), (8, 32, 16), (2, 256, 16)],
     "moe-0.3b": [(1, 64, 32), (4, 32, 16), (2, 128, 16), (8, 16, 16)],
-    "dense-0.3b-mha": [(1, 64, 32), (4, 32, 16), (2, 128, 16), (8, 16, 8)],
+    "dense-0.3b-mha": [(1, 32, 32), (4, 32, 16), (2, 96, 16), (8, 16, 8)],
     "dense-0.4b-deep": [(1, 32, 16), (4, 16, 8), (2, 64, 8)],
     "dense-1.4b": [(1, 16, 16), (2, 32, 8), (4, 8, 8)],
 }
@@ -481,6 +481,7 @@ def campaign(args: argparse.Namespace) -> int:
             if shape in done_shapes:
                 print(f"[bench-cpu] {shape}: already measured (--resume)", flush=True)
                 continue
+            shape_started = time.monotonic()
             model = build_model(py, shape, DTYPE, logs)
             (out / "models" / shape).mkdir(parents=True, exist_ok=True)
             shutil.copy(model / "config.json", out / "models" / shape / "config.json")
@@ -529,7 +530,15 @@ def campaign(args: argparse.Namespace) -> int:
                     key = (rep, (c, isl, osl))
                     # A contended run is repeated once, at the end; at most one extra repetition's
                     # worth per model (a machine that stays busy would double the campaign).
-                    if contended and key not in retried and len(retried) < len(points) and not args.quick:
+                    # A model's retries stop after --retry-budget seconds (a turn of the engine lock).
+                    in_budget = time.monotonic() - shape_started < args.retry_budget
+                    if (
+                        contended
+                        and key not in retried
+                        and len(retried) < len(points)
+                        and in_budget
+                        and not args.quick
+                    ):
                         retried.add(key)
                         todo.append(key)
             finally:
@@ -637,6 +646,18 @@ def aggregate(runs: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
     return rows
 
 
+def aggregate_only(out: Path) -> int:
+    """``measurements.csv`` from every run of ``runs.jsonl`` (the system their records name)."""
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
+    systems = sorted({r["system"] for r in runs})
+    if len(systems) != 1:
+        sys.exit(f"{out / 'runs.jsonl'}: expected the runs of one system, found {systems or 'none'}")
+    rows = aggregate(runs, systems[0])
+    write_csv(out / "measurements.csv", rows)
+    print(f"[bench-cpu] {len(rows)} rows from {len(runs)} runs → {out / 'measurements.csv'}", flush=True)
+    return 0
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -660,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
         help="cores others may use during a clean run (2 cores: the engine has one, nice -10)",
     )
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to wait for a quiet machine per run")
+    ap.add_argument(
+        "--retry-budget",
+        type=float,
+        default=480.0,
+        help="seconds after a model's start past which contended runs are no longer repeated",
+    )
     ap.add_argument("--start-timeout", type=float, default=1800.0)
     ap.add_argument("--keep-logs", action="store_true", help="engine logs under OUT/logs")
     ap.add_argument(
@@ -669,7 +696,14 @@ def main(argv: list[str] | None = None) -> int:
         help="niceness of the engine, load generator and probe (default -10 as root: a shared machine)",
     )
     ap.add_argument("--resume", action="store_true", help="keep OUT/runs.jsonl, skip shapes already in it")
+    ap.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="rewrite OUT/measurements.csv from OUT/runs.jsonl (no engine; e.g. after a chunk was cut off)",
+    )
     args = ap.parse_args(argv)
+    if args.aggregate_only:
+        return aggregate_only(Path(args.out))
     if args.quick:  # checks that the pipeline runs (the test): one repetition
         args.reps = 1
     NICE[0] = args.nice
