@@ -12,6 +12,8 @@ from hetsched.scheduler.catalog.hardware import DeviceKind, Efficiency
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware, load_hardware_yaml
 from hetsched.scheduler.catalog.model_catalog import get_model
 from hetsched.scheduler.estimator import efficiency
+from hetsched.scheduler.estimator.cost import Precisions
+from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.estimator.serving import Parallel, RequestShape, predict_colocated
 from support import REPO
 
@@ -30,11 +32,11 @@ def cpu() -> design.Dataset:
 def test_every_cpu_row_is_predictable_and_names_the_probed_entry(cpu: design.Dataset) -> None:
     rows = read_measurements(CPU_DATA)
     [probed] = load_hardware_yaml(CPU_HARDWARE)
-    assert len(cpu.plans) == len(rows) >= 15
+    assert len(cpu.plans) == len(rows) >= 12
     assert {p.hardware.name for p in cpu.plans} == {probed.name}
     assert probed.kind is DeviceKind.CPU
     assert cpu.families == ("cpu",)
-    assert len(cpu.groups) >= 5  # model shapes: dense GQA/MHA of several sizes and an MoE
+    assert len(cpu.groups) >= 4  # model shapes: dense GQA of 0.1-1.4B parameters and an MoE
     assert any(p.model.moe is not None for p in cpu.plans)
     assert len({p.model.num_kv_heads * 1000 // p.model.num_heads for p in cpu.plans}) >= 2
 
@@ -90,7 +92,7 @@ def test_the_cpu_data_does_not_move_the_gpu_fit() -> None:
     assert with_cpu["families"] == without["families"]
     assert with_cpu["generic"] == without["generic"] and with_cpu["engines"] == without["engines"]
     assert with_cpu["in_sample"] == without["in_sample"]
-    assert with_cpu["cpu"]["fitted_rows"] > 20 and "cpu" not in without
+    assert with_cpu["cpu"]["fitted_rows"] >= 12 and "cpu" not in without
 
 
 def test_cpus_are_their_own_family_whatever_their_name() -> None:
@@ -125,7 +127,7 @@ def test_gpu_engine_terms_never_apply_to_a_cpu() -> None:
         )
     assert efficiency.with_engine(gpu_eff, "sglang", DeviceKind.GPU) != gpu_eff
     model, hw = get_model("llama-3.1-8b"), get_hardware("xeon-6980p")
-    shape = RequestShape(512, 0, 128)
+    shape = RequestShape(512, 0, 128, Precisions(Precision.BF16, Precision.BF16, Precision.BF16))
     base = predict_colocated(model, hw, shape, Parallel(1), concurrency=4)
     for engine in ("vllm", "sglang"):
         assert predict_colocated(model, hw, shape, Parallel(1), concurrency=4, engine=engine) == base
