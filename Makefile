@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 HETSCHED := $(VENV)/bin/hetsched
 
 .PHONY: help venv lint typecheck test test-unit test-integration test-engines controlplane debs engines \
-        demo demo-down cluster-up cluster-down cluster-status bench bench-serving crds figures calibrate clean audit
+        demo demo-down cluster-up cluster-down cluster-status bench bench-serving bench-cpu crds figures calibrate clean audit
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -82,7 +82,7 @@ cluster-down: venv ## stop the local cluster and remove its state
 cluster-status: venv ## components (pid, port, memory) and nodes Ready per pool
 	$(HETSCHED) cluster status
 
-calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv (writes scheduler/estimator/data/efficiency.json)
+calibrate: venv ## fit the efficiencies to benchmarks/data/serving-measurements.csv and the CPU runs of benchmarks/data/cpu/ (writes scheduler/estimator/data/efficiency.json)
 	$(HETSCHED) calibrate --write
 
 bench: venv ## benchmarks (print figures); bench_serving runs real engines: make bench-serving
@@ -90,6 +90,13 @@ bench: venv ## benchmarks (print figures); bench_serving runs real engines: make
 
 bench-serving: venv controlplane engines ## TTFT/TPOT through the P/D router vs colocated, real vLLM CPU engines (minutes)
 	$(PY) benchmarks/bench_serving.py
+
+# The CPU serving campaign (benchmarks/data/cpu/README.md): probe this machine, serve random-weight
+# models with vLLM CPU (the engine environment of engine-env.sh), write benchmarks/data/cpu/. About
+# an hour on 2 cores; not part of `make test` (its quick variant is: tests/serving/test_bench_cpu.py).
+BENCH_CPU_ARGS ?=
+bench-cpu: venv ## measure vLLM CPU serving on this machine into benchmarks/data/cpu/ (~1 h; then make calibrate)
+	$(PY) benchmarks/cpu_serving.py $(BENCH_CPU_ARGS)
 
 # The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.
 FIGURES_DIR ?= docs/figures

@@ -62,8 +62,8 @@ def resolve_model(args: argparse.Namespace) -> ModelConfig:
 
 def resolve_hardware(args: argparse.Namespace) -> HardwareSpec:
     if args.hardware_file:
-        for hw in hardware_catalog.load_hardware_yaml(Path(args.hardware_file).read_text()):
-            if hw.name == args.hardware:
+        for hw in hardware_catalog.load_hardware_yaml(Path(args.hardware_file)):
+            if hw.name.lower() == args.hardware.strip().lower():
                 return hw
     return hardware_catalog.get_hardware(args.hardware)
 
@@ -233,6 +233,52 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hardware_probe(args: argparse.Namespace) -> int:
+    """``hetsched hardware probe``: this machine as a hardware entry (scheduler/catalog/probe.py)."""
+    from hetsched.scheduler.catalog import probe
+
+    if args.repetitions < 1:
+        raise ValueError(f"--repetitions must be ≥ 1, got {args.repetitions}")
+    doc = probe.probe(
+        args.name,
+        ghz=args.ghz,
+        power_watts=args.power,
+        price_per_hour=args.price,
+        repetitions=args.repetitions,
+        array_bytes=int(args.array_mib * 2**20) if args.array_mib else None,
+    )
+    # The entry must load as any hardware file does.
+    hardware_catalog.hardware_from_entries(doc["hardware"], "probed hardware")
+    text = json.dumps(doc, indent=2) + "\n" if args.output == "json" else probe.render_yaml(doc)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _register_probe(hardware: argparse.ArgumentParser) -> None:
+    sub = hardware.add_subparsers(dest="hardware_command", metavar="probe")
+    text = "describe this machine (a CPU node) as a hardware entry: cores, ISA, peaks, measured bandwidth"
+    p = sub.add_parser("probe", help=text, description=text + " (docs/calibration.md, CPUs).")
+    p.add_argument("--name", help="entry name (default: cpu-<vendor>-<microarchitecture>-<cores>c)")
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    p.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    p.add_argument(
+        "--ghz", type=float, help="clock for the peaks (default: base clock from sysfs or cpuinfo)"
+    )
+    p.add_argument(
+        "--power", type=float, metavar="WATTS", help="power per socket (default: an estimate per core)"
+    )
+    p.add_argument(
+        "--price", type=float, metavar="USD", help="price per socket-hour (default 0: owned capacity)"
+    )
+    p.add_argument("--repetitions", type=int, default=10, help="bandwidth test repetitions (best of N)")
+    p.add_argument("--array-mib", type=float, help="bandwidth test array size (default ≥ 4 × LLC, ≥ 64 MiB)")
+    p.set_defaults(func=cmd_hardware_probe)
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     _print_rows(agent_catalog.list_rows(), args.output)
     return 0
@@ -255,6 +301,8 @@ def register(subparsers: _Subparsers) -> None:
         p = subparsers.add_parser(name, help=text, description=text)
         p.add_argument("-o", "--output", choices=("table", "json"), default="table")
         p.set_defaults(func=func)
+        if name == "hardware":
+            _register_probe(p)
 
 
 __all__ = ["Precision", "add_model_arguments", "register", "run_estimate_args"]

@@ -59,6 +59,19 @@ class PhasePlan:
     weight_bytes: float = 0.0
     kv_bytes_per_request: float = 0.0
     cpus_per_device: float = 0.0
+    #: On a CPU: the held-out median error of this phase's TTFT (prefill) or TPOT (decode)
+    #: (``PhasePlacement.error_band``); None elsewhere.
+    error_band: float | None = None
+
+    def band(self) -> str:
+        """``"; TPOT 41 ms ±12% (CPU, held-out median error)"`` for a CPU phase, else ``""``."""
+        if self.error_band is None:
+            return ""
+        value, name = (self.ttft_seconds, "TTFT") if self.phase == "prefill" else (self.tpot_seconds, "TPOT")
+        if value is None:
+            return ""
+        shown = f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+        return f"; {name} {shown} ±{self.error_band:.0%} (CPU, held-out median error)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +145,13 @@ class WorkloadPlan:
             d = self.decode
             return (
                 f"colocated on {d.pool} ({d.hardware}): TP {d.tp} × {d.replicas} replica(s), batch {d.batch}, "
-                f"{d.regime}{cost}"
+                f"{d.regime}{cost}{self.prefill.band()}{d.band()}"
             )
         p, d = self.prefill, self.decode
         return (
             f"prefill on {p.pool} ({p.hardware}, TP {p.tp} × {p.replicas}, {p.regime}), "
             f"decode on {d.pool} ({d.hardware}, TP {d.tp} × {d.replicas}, batch {d.batch}, {d.regime}){cost}"
+            f"{p.band()}{d.band()}"
         )
 
 
@@ -214,6 +228,7 @@ def _phase_plan(
         weight_bytes=memory.weight_resident_bytes,
         kv_bytes_per_request=memory.kv_bytes_per_request,
         cpus_per_device=pool.node_cpu / pool.devices_per_node if pool.node_cpu > 0 else 0.0,
+        error_band=pp.error_band,
     )
 
 

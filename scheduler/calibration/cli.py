@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from hetsched.scheduler.calibration.dataset import (
     BENCHMARK_WARMUP_FRACTION,
+    Lookup,
     Measurement,
     Plan,
     Skip,
@@ -40,6 +41,7 @@ from hetsched.scheduler.calibration.dataset import (
 from hetsched.scheduler.calibration.design import PARAMETERS, build_dataset
 from hetsched.scheduler.calibration.errors import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
 from hetsched.scheduler.calibration.fit import (
+    CPU_FIXED,
     ENGINE_STAGE,
     FIT_FIXED,
     PER_ENGINE,
@@ -48,8 +50,10 @@ from hetsched.scheduler.calibration.fit import (
     RESIDUALS,
     FitResult,
     cross_validate,
+    cross_validate_cpu,
     error_statistics,
     fit,
+    fit_cpu,
     predict_with,
 )
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
@@ -59,6 +63,9 @@ from hetsched.scheduler.estimator.efficiency import FITTED_PATH, efficiency_for
 _Subparsers = Any  # argparse's private _SubParsersAction
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MEASUREMENTS = REPO_ROOT / "benchmarks" / "data" / "serving-measurements.csv"
+#: The CPU campaign (``make bench-cpu``): vLLM CPU runs on a probed machine, and its entry.
+DEFAULT_CPU_MEASUREMENTS = REPO_ROOT / "benchmarks" / "data" / "cpu" / "measurements.csv"
+DEFAULT_CPU_HARDWARE = REPO_ROOT / "benchmarks" / "data" / "cpu" / "hardware.yaml"
 #: (hardware, serving engine or None) → efficiency.
 EfficiencySource = Callable[[HardwareSpec, str | None], Efficiency]
 
@@ -93,9 +100,9 @@ def _row_entry(row: Measurement) -> dict[str, Any]:
         "status": "skipped",
         "reason": None,
         "predicted_tpot_ms": None,
-        "measured_tpot_ms": row.tpot_ms,
+        "measured_tpot_ms": row.tpot_ms if math.isfinite(row.tpot_ms) else None,
         "predicted_ttft_ms": None,
-        "measured_ttft_ms": row.ttft_ms,
+        "measured_ttft_ms": row.ttft_ms if math.isfinite(row.ttft_ms) else None,
     }
 
 
@@ -103,13 +110,16 @@ def validate_rows(
     rows: Sequence[Measurement],
     efficiency: EfficiencySource,
     warmup_fraction: float = BENCHMARK_WARMUP_FRACTION,
+    lookup: Lookup | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per row, in order: predicted, or skipped with the reason. Each row is predicted
-    with the efficiency of its hardware and its serving engine (the ``backend`` column)."""
+    with the efficiency of its hardware and its serving engine (the ``backend`` column); ``lookup``
+    says where models and hardware come from (model config paths, a hardware file)."""
     out: list[dict[str, Any]] = []
+    lk = lookup or Lookup()
     for row in rows:
         entry = _row_entry(row)
-        plan = resolve(row)
+        plan = resolve(row, lookup=lk)
         if isinstance(plan, Skip):
             entry["reason"] = plan.reason
             out.append(entry)
@@ -252,9 +262,26 @@ def write_plots(entries: Sequence[dict[str, Any]], directory: Path, efficiency: 
     return paths
 
 
+def hardware_file_entries(path: Path | None) -> dict[str, HardwareSpec]:
+    """The entries of a ``--hardware-file`` (the catalog's YAML format, ``hetsched hardware
+    probe``'s output), by name, each with its calibrated efficiency (``efficiency_for``: a CPU
+    entry gets the CPU fit)."""
+    if path is None:
+        return {}
+    from hetsched.scheduler.catalog.hardware_catalog import load_hardware_yaml
+
+    return {hw.name: hw for hw in load_hardware_yaml(Path(path))}
+
+
+def lookup_for(measurements: Path, hardware_file: Path | None) -> Lookup:
+    """Models as paths relative to the CSV's folder; hardware from the file, then the catalog."""
+    return Lookup(base_dir=Path(measurements).resolve().parent, hardware=hardware_file_entries(hardware_file))
+
+
 def run_validate(args: argparse.Namespace) -> int:
     rows = read_measurements(args.measurements)
-    entries = validate_rows(rows, efficiency_source(args.efficiency), args.warmup_fraction)
+    lookup = lookup_for(args.measurements, args.hardware_file)
+    entries = validate_rows(rows, efficiency_source(args.efficiency), args.warmup_fraction, lookup)
     result = summarize(entries, args.efficiency)
     if args.plot is not None:
         paths = write_plots(entries, args.plot, args.efficiency)
@@ -273,6 +300,13 @@ def register(subparsers: _Subparsers) -> None:
         "validate", help=text, description=__doc__.split("\n\n")[1] if __doc__ else text
     )
     p.add_argument("--measurements", required=True, type=Path, metavar="CSV", help="measurements CSV")
+    p.add_argument(
+        "--hardware-file",
+        type=Path,
+        metavar="YAML",
+        help="custom hardware entries (catalog YAML format, e.g. `hetsched hardware probe` output): "
+        "rows whose system names one of them use it",
+    )
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write predicted-vs-measured PNGs here")
     p.add_argument(
@@ -300,9 +334,16 @@ def _num(x: float) -> float:
 
 
 def fitted_document(
-    family_fit: FitResult, generic_fit: FitResult, stats: dict[str, Any], source: str, date: str
+    family_fit: FitResult,
+    generic_fit: FitResult,
+    stats: dict[str, Any],
+    source: str,
+    date: str,
+    cpu_fit: FitResult | None = None,
+    cpu_source: str = "",
 ) -> dict[str, Any]:
-    """The fitted table as ``estimator/data/efficiency.json`` holds it (``efficiency.load_fitted``)."""
+    """The fitted table as ``estimator/data/efficiency.json`` holds it (``efficiency.load_fitted``);
+    with ``cpu_fit``, the ``cpu`` family (fitted on its own rows, ``cpu_source``)."""
 
     def entry(result: FitResult, family: str, note: str) -> dict[str, Any]:
         p = result.params[result.families.index(family)][: len(PARAMETERS)]
@@ -311,10 +352,12 @@ def fitted_document(
     how = f"least squares on log error ({date})"
     families = {f: entry(family_fit, f, f"{how}: {f} rows") for f in family_fit.families}
     families["generic"] = entry(generic_fit, "generic", f"{how}: one set for all rows")
+    if cpu_fit is not None:
+        families["cpu"] = entry(cpu_fit, "generic", f"{how}: vLLM CPU rows of {cpu_source}")
     return {
         "written_by": "hetsched calibrate (make calibrate): edit the fit, not this file; docs/calibration.md",
         "fit_date": date,
-        "source": source,
+        "source": f"{source}; cpu: {cpu_source}" if cpu_fit is not None else source,
         "families": families,
         "engines": {
             e: {name: _num(v) for name, v in family_fit.engine_values(e).items()} for e in family_fit.engines
@@ -344,6 +387,9 @@ def calibrate(
     per_engine: Sequence[str] | None = None,
     engine_stage: str | None = None,
     residual: str | None = None,
+    cpu_measurements: Path | None = None,
+    cpu_hardware: Path | None = None,
+    cpu_fixed: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     rows = read_measurements(measurements)
     resolved = resolve_all(rows)
@@ -388,8 +434,50 @@ def calibrate(
     }
     if cross_validation:
         report.update(cross_validate(ds, **options))
-    report["_fits"] = (family_fit, generic_fit)
+    cpu_fit = None
+    if cpu_measurements is not None:
+        report["cpu"], cpu_fit = calibrate_cpu(cpu_measurements, cpu_hardware, cross_validation, cpu_fixed)
+    report["_fits"] = (family_fit, generic_fit, cpu_fit)
     return report
+
+
+def calibrate_cpu(
+    measurements: Path,
+    hardware_file: Path | None,
+    cross_validation: bool = True,
+    fixed: Mapping[str, float] | None = None,
+) -> tuple[dict[str, Any], FitResult]:
+    """The CPU fit (``fit.fit_cpu``) of a CPU campaign's rows, its in-sample and leave-one-shape-out
+    errors."""
+    rows = read_measurements(measurements)
+    resolved = resolve_all(rows, lookup_for(measurements, hardware_file))
+    plans = [r for r in resolved if isinstance(r, Plan)]
+    skipped = [r for r in resolved if isinstance(r, Skip)]
+    if not plans:
+        reasons = sorted({s.reason for s in skipped})
+        raise ValueError(f"{measurements}: no CPU row can be predicted ({'; '.join(reasons[:3])})")
+    ds = build_dataset(plans)
+    result = fit_cpu(ds, fixed=fixed)
+    ttft, tpot = predict_with(ds, result)
+    everything = np.ones(len(ds.plans), dtype=np.bool_)
+    report: dict[str, Any] = {
+        "measurements": str(measurements),
+        "hardware": sorted({p.hardware.name for p in ds.plans}),
+        "rows": len(rows),
+        "fitted_rows": len(ds.plans),
+        "skipped_rows": len(skipped) + len(ds.unfit),
+        "parameters": dict(zip(PARAMETERS, result.params[0].tolist(), strict=True)),
+        "fixed": dict(CPU_FIXED if fixed is None else fixed),
+        "in_sample": error_statistics(ds, ttft, tpot, everything),
+        "in_sample_groups": {
+            name: error_statistics(ds, ttft, tpot, ds.group == g) for g, name in enumerate(ds.groups)
+        },
+    }
+    if cross_validation:
+        cv = cross_validate_cpu(ds, fixed)
+        report["leave_one_shape_out"] = cv["pooled"]
+        report["leave_one_shape_out_groups"] = cv["groups"]
+    return report, result
 
 
 #: How the report prints each parameter: (symbol, multiplier, unit).
@@ -454,6 +542,20 @@ def print_report(report: dict[str, Any]) -> None:
             for mode, s in st.items():
                 if mode != "all":
                     line(f"{family} [{mode}]", s)
+    cpu = report.get("cpu")
+    if cpu:
+        print(
+            f"\nCPU ({cpu['measurements']}, {', '.join(cpu['hardware'])}): {cpu['rows']} rows, "
+            f"{cpu['fitted_rows']} fitted, {cpu['skipped_rows']} skipped"
+        )
+        print("  cpu                " + "  ".join(_fmt_parameter(n, v) for n, v in cpu["parameters"].items()))
+        line("in-sample", cpu["in_sample"]["all"])
+        for name, st in cpu["in_sample_groups"].items():
+            line(f"  {name}", st["all"])
+        if "leave_one_shape_out" in cpu:
+            line("leave-one-shape-out", cpu["leave_one_shape_out"]["all"])
+            for name, st in cpu["leave_one_shape_out_groups"].items():
+                line(f"  {name}", st["all"])
 
 
 def _fit_options(args: argparse.Namespace) -> tuple[dict[str, float], tuple[str, ...] | None]:
@@ -488,8 +590,43 @@ def _fit_options(args: argparse.Namespace) -> tuple[dict[str, float], tuple[str,
     return fixed, per_engine
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path.name
+
+
+def _cpu_fit_options(args: argparse.Namespace) -> dict[str, float] | None:
+    """Parameters the CPU fit holds (``--cpu-fix``, ``--cpu-free``: ablations, report only)."""
+    if not args.cpu_fix and not args.cpu_free:
+        return None
+    fixed = dict(CPU_FIXED)
+    for name in args.cpu_free:
+        if name not in PARAMETERS:
+            raise ValueError(f"--cpu-free {name!r}: expected one of {', '.join(PARAMETERS)}")
+        fixed.pop(name, None)
+    for item in args.cpu_fix:
+        name, sep, value = item.partition("=")
+        if not sep or name not in PARAMETERS:
+            raise ValueError(
+                f"--cpu-fix {item!r}: expected NAME=VALUE with NAME one of {', '.join(PARAMETERS)}"
+            )
+        try:
+            fixed[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--cpu-fix {item!r}: {value!r} is not a number") from None
+    if args.write:
+        raise ValueError("--cpu-fix and --cpu-free are for ablations: they cannot be combined with --write")
+    return fixed
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     fixed, per_engine = _fit_options(args)
+    cpu_fixed = _cpu_fit_options(args)
+    cpu_csv = None if args.cpu_measurements in (None, Path("none")) else args.cpu_measurements
+    if cpu_csv == DEFAULT_CPU_MEASUREMENTS and not cpu_csv.exists():
+        cpu_csv = None  # no CPU campaign in this checkout
     report = calibrate(
         args.measurements,
         cross_validation=not args.no_cv,
@@ -497,8 +634,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         per_engine=per_engine,
         engine_stage=args.engine_stage,
         residual=args.residual,
+        cpu_measurements=cpu_csv,
+        cpu_hardware=args.cpu_hardware_file,
+        cpu_fixed=cpu_fixed,
     )
-    family_fit, generic_fit = report.pop("_fits")
+    family_fit, generic_fit, cpu_fit = report.pop("_fits")
     if args.write:
         stats = {
             "rows": report["rows"],
@@ -507,11 +647,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "leave_one_group_out": _round(report.get("leave_one_group_out", {}).get("pooled", {})),
             "leave_one_family_out": _round(report.get("leave_one_family_out", {})),
         }
-        try:
-            source = str(args.measurements.resolve().relative_to(REPO_ROOT))
-        except ValueError:
-            source = args.measurements.name
-        write_fitted(fitted_document(family_fit, generic_fit, stats, source, args.date))
+        cpu = report.get("cpu")
+        if cpu is not None:
+            stats["cpu"] = _round(
+                {
+                    "rows": cpu["rows"],
+                    "fitted_rows": cpu["fitted_rows"],
+                    "in_sample": cpu["in_sample"],
+                    "leave_one_shape_out": cpu.get("leave_one_shape_out", {}),
+                    "leave_one_shape_out_groups": {
+                        name: st["all"] for name, st in cpu.get("leave_one_shape_out_groups", {}).items()
+                    },
+                }
+            )
+        write_fitted(
+            fitted_document(
+                family_fit,
+                generic_fit,
+                stats,
+                _relative(args.measurements),
+                args.date,
+                cpu_fit,
+                _relative(cpu_csv) if cpu_csv is not None else "",
+            )
+        )
     if args.output == "json":
         print(json.dumps(_round(report), indent=2, sort_keys=True))
     else:
@@ -563,6 +722,20 @@ def _register_calibrate(subparsers: _Subparsers) -> None:
         default=None,
         help=f"how a row's error is measured (ablation; default {RESIDUAL})",
     )
+    p.add_argument(
+        "--cpu-measurements",
+        type=Path,
+        default=DEFAULT_CPU_MEASUREMENTS,
+        help="CPU serving runs for the CPU fit ('none' to skip; default: the make bench-cpu data)",
+    )
+    p.add_argument(
+        "--cpu-hardware-file",
+        type=Path,
+        default=DEFAULT_CPU_HARDWARE,
+        help="hardware entries the CPU rows name (default: the probed machine of the CPU data)",
+    )
+    p.add_argument("--cpu-fix", action="append", default=[], metavar="NAME=VALUE", help="CPU fit ablation")
+    p.add_argument("--cpu-free", action="append", default=[], metavar="NAME", help="CPU fit ablation")
     p.add_argument("--date", default=_dt.date.today().isoformat(), help="fit date recorded with --write")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_calibrate)

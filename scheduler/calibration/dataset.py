@@ -31,8 +31,9 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hetsched.scheduler.catalog.hardware import Efficiency, HardwareSpec
@@ -68,6 +69,8 @@ BENCHMARK_WARMUP_FRACTION = 0.1
 #: ``gemm_quant_mode`` / ``moe_quant_mode`` → (weights, activations). Empty means bf16.
 QUANT_MODES: dict[str, tuple[Precision, Precision]] = {
     "": (Precision.BF16, Precision.BF16),
+    "fp32": (Precision.FP32, Precision.FP32),
+    "float32": (Precision.FP32, Precision.FP32),
     "bf16": (Precision.BF16, Precision.BF16),
     "fp16": (Precision.FP16, Precision.FP16),
     "float16": (Precision.FP16, Precision.FP16),
@@ -113,6 +116,7 @@ OPTIONAL_COLUMNS = (
     "moe_tp_size",
     "moe_ep_size",
     *(f"{phase}_{f}" for phase in ("prefill", "decode") for f in WORKER_FIELDS),
+    "num_requests",
 )
 
 
@@ -152,8 +156,13 @@ class Measurement:
     agg: Worker
     prefill: Worker
     decode: Worker
-    ttft_ms: float
+    ttft_ms: float  # NaN when the row has a problem with it
     tpot_ms: float
+    #: Requests the run sent (optional column, not in aiconfigurator's files): with it, the share of
+    #: requests in the first simultaneous wave is ``concurrency / num_requests``.
+    num_requests: int | None = None
+    #: Why the row cannot be read (bad values, naming row, line and column); None when it can.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,13 @@ class Plan:
     decode_batch: int = 0  # requests per decode worker (all its DP ranks)
     prefill_workers: int = 0
     decode_workers: int = 0
+
+    def warmup_fraction(self, default: float = BENCHMARK_WARMUP_FRACTION) -> float:
+        """Share of the run's requests in its first, simultaneous wave: ``concurrency /
+        num_requests`` when the row records the requests sent, else ``default`` (the runs of
+        aiconfigurator's data send ``10 × concurrency``)."""
+        n = self.row.num_requests
+        return min(1.0, self.concurrency / n) if n else default
 
     @property
     def shape(self) -> RequestShape:
@@ -221,22 +237,33 @@ class Skip:
 # ---- reading --------------------------------------------------------------------------------------
 
 
+class _RowProblem(ValueError):
+    """A problem of one row (it becomes a skipped row, never an error of the file)."""
+
+
 def _where(source: str, index: int, line: int, column: str) -> str:
     return f"{source}: row {index} (line {line}), column {column!r}"
 
 
-def _int(value: str, where: str, *, required: bool) -> int | None:
+#: Parallelism columns where ``0`` means "not applicable" (real benchmark files write 0 in the MoE
+#: columns of dense models, and in the pipeline or attention-DP columns of runs without them).
+NOT_APPLICABLE_ZERO = frozenset({"pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size"})
+
+
+def _int(value: str, where: str, *, required: bool, zero_means_none: bool = False) -> int | None:
     text = value.strip()
     if not text:
         if required:
-            raise MeasurementsError(f"{where}: a positive integer is required, got an empty value")
+            raise _RowProblem(f"{where}: a positive integer is required, got an empty value")
         return None
     try:
         number = float(text)
     except ValueError:
-        raise MeasurementsError(f"{where}: expected a positive integer, got {text!r}") from None
+        raise _RowProblem(f"{where}: expected a positive integer, got {text!r}") from None
+    if zero_means_none and number == 0:
+        return None
     if not number.is_integer() or number < 1:
-        raise MeasurementsError(f"{where}: expected a positive integer, got {text!r}")
+        raise _RowProblem(f"{where}: expected a positive integer, got {text!r}")
     return int(number)
 
 
@@ -245,16 +272,30 @@ def _positive(value: str, where: str) -> float:
     try:
         number = float(text)
     except ValueError:
-        raise MeasurementsError(f"{where}: expected a positive number (milliseconds), got {text!r}") from None
+        raise _RowProblem(f"{where}: expected a positive number (milliseconds), got {text!r}") from None
     if not number > 0 or number == float("inf"):
-        raise MeasurementsError(f"{where}: expected a positive number (milliseconds), got {text!r}")
+        raise _RowProblem(f"{where}: expected a positive number (milliseconds), got {text!r}")
     return number
 
 
+_NO_WORKER = Worker(None, None, None, None, None, None, None)
+
+
 def parse_measurements(text: str, source: str = "measurements") -> list[Measurement]:
-    """Parse and check CSV text; raises :class:`MeasurementsError` naming the row and column."""
+    """Parse CSV text: one :class:`Measurement` per data row, in order.
+
+    Only a file that cannot be read as a whole raises :class:`MeasurementsError` (a missing
+    column, text that is not CSV). A row with a problem — a value that is not a number, an unknown
+    ``mode``, more fields than columns — is kept with ``problem`` naming the row, line and column
+    (``resolve`` turns it into a skipped row). ``0`` in ``pp_size``, ``attention_dp_size``,
+    ``moe_tp_size`` or ``moe_ep_size`` (and their ``prefill_``/``decode_`` forms) means "not
+    applicable", as real benchmark files write it for dense models.
+    """
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        raise MeasurementsError(f"{source}: not a CSV file: {exc}") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise MeasurementsError(
@@ -262,68 +303,105 @@ def parse_measurements(text: str, source: str = "measurements") -> list[Measurem
             f"(the header has: {', '.join(header) or 'nothing'})"
         )
     rows: list[Measurement] = []
-    for index, raw in enumerate(reader):
-        line = reader.line_num
-        if None in raw:
-            raise MeasurementsError(
-                f"{source}: row {index} (line {line}): more fields than the header has columns"
-            )
-
-        def get(column: str, raw: dict[str, str] = raw) -> str:
-            value = raw.get(column)
-            return "" if value is None else value.strip()
-
-        def where(column: str, index: int = index, line: int = line) -> str:
-            return _where(source, index, line, column)
-
-        for column in ("model_path", "system"):
-            if not get(column):
-                raise MeasurementsError(f"{where(column)}: must not be empty")
-        mode = get("mode").lower()
-        if mode not in ("agg", "disagg"):
-            raise MeasurementsError(f"{where('mode')}: expected 'agg' or 'disagg', got {get('mode')!r}")
-        isl = _int(get("isl"), where("isl"), required=True)
-        osl = _int(get("osl"), where("osl"), required=True)
-        assert isl is not None and osl is not None
-
-        def worker(prefix: str) -> Worker:
-            values = {f: _int(get(prefix + f), where(prefix + f), required=False) for f in WORKER_FIELDS}
-            return Worker(**values)
-
-        agg = worker("")
-        if mode == "agg":
-            for column in ("batch_size", "tp_size"):
-                _int(get(column), where(column), required=True)
-        rows.append(
-            Measurement(
-                index=index,
-                line=line,
-                model_path=get("model_path"),
-                system=get("system"),
-                backend=get("backend"),
-                backend_version=get("backend_version"),
-                precision=get("precision"),
-                gemm_quant_mode=get("gemm_quant_mode").lower(),
-                moe_quant_mode=get("moe_quant_mode").lower(),
-                mode=mode,
-                isl=isl,
-                osl=osl,
-                agg=agg,
-                prefill=worker("prefill_"),
-                decode=worker("decode_"),
-                ttft_ms=_positive(get("silicon_ttft_ms"), where("silicon_ttft_ms")),
-                tpot_ms=_positive(get("silicon_tpot_ms"), where("silicon_tpot_ms")),
-            )
-        )
+    index = 0
+    while True:
+        try:
+            raw = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise MeasurementsError(f"{source}: line {reader.line_num}: not readable as CSV: {exc}") from None
+        rows.append(_parse_row(raw, index, reader.line_num, source))
+        index += 1
     return rows
 
 
+def _parse_row(raw: dict[str, str], index: int, line: int, source: str) -> Measurement:
+    def get(column: str) -> str:
+        value = raw.get(column)
+        return "" if value is None or not isinstance(value, str) else value.strip()
+
+    def where(column: str) -> str:
+        return _where(source, index, line, column)
+
+    problems: list[str] = []
+
+    def attempt(fn: Callable[[], object]) -> object:
+        try:
+            return fn()
+        except _RowProblem as exc:
+            problems.append(str(exc))
+            return None
+
+    if None in raw:
+        problems.append(f"{source}: row {index} (line {line}): more fields than the header has columns")
+    for column in ("model_path", "system"):
+        if not get(column):
+            problems.append(f"{where(column)}: must not be empty")
+    mode = get("mode").lower()
+    if mode not in ("agg", "disagg"):
+        problems.append(f"{where('mode')}: expected 'agg' or 'disagg', got {get('mode')!r}")
+    isl = attempt(lambda: _int(get("isl"), where("isl"), required=True))
+    osl = attempt(lambda: _int(get("osl"), where("osl"), required=True))
+    ttft = attempt(lambda: _positive(get("silicon_ttft_ms"), where("silicon_ttft_ms")))
+    tpot = attempt(lambda: _positive(get("silicon_tpot_ms"), where("silicon_tpot_ms")))
+    requests = attempt(lambda: _int(get("num_requests"), where("num_requests"), required=False))
+
+    def column_int(column: str, *, required: bool, zero_means_none: bool = False) -> int | None:
+        try:
+            return _int(get(column), where(column), required=required, zero_means_none=zero_means_none)
+        except _RowProblem as exc:
+            problems.append(str(exc))
+            return None
+
+    def worker(prefix: str) -> Worker:
+        values = {
+            f: column_int(prefix + f, required=False, zero_means_none=f in NOT_APPLICABLE_ZERO)
+            for f in WORKER_FIELDS
+        }
+        return Worker(**values)
+
+    agg = prefill = decode = _NO_WORKER
+    if mode == "agg":
+        agg = worker("")
+        for column in ("batch_size", "tp_size"):
+            if not get(column):
+                column_int(column, required=True)
+    elif mode == "disagg":
+        prefill, decode = worker("prefill_"), worker("decode_")
+    return Measurement(
+        index=index,
+        line=line,
+        model_path=get("model_path"),
+        system=get("system"),
+        backend=get("backend"),
+        backend_version=get("backend_version"),
+        precision=get("precision"),
+        gemm_quant_mode=get("gemm_quant_mode").lower(),
+        moe_quant_mode=get("moe_quant_mode").lower(),
+        mode=mode,
+        isl=isl if isinstance(isl, int) else 0,
+        osl=osl if isinstance(osl, int) else 0,
+        agg=agg,
+        prefill=prefill,
+        decode=decode,
+        ttft_ms=ttft if isinstance(ttft, float) else math.nan,
+        tpot_ms=tpot if isinstance(tpot, float) else math.nan,
+        num_requests=requests if isinstance(requests, int) else None,
+        problem="; ".join(problems) or None,
+    )
+
+
 def read_measurements(path: str | Path) -> list[Measurement]:
+    """Read a measurements CSV (:func:`parse_measurements`); a file that cannot be read raises
+    :class:`MeasurementsError`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise MeasurementsError(f"{p}: not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise MeasurementsError(f"{p}: cannot read: {exc.strerror or exc}") from None
     return parse_measurements(text, str(p))
 
 
@@ -342,8 +420,11 @@ def precisions_for(row: Measurement, model: ModelConfig) -> Precisions | str:
             f"unknown moe_quant_mode {row.moe_quant_mode!r} (known: {', '.join(k for k in QUANT_MODES if k)})"
         )
     weights, activations = gemm
-    quantized = weights not in (Precision.BF16, Precision.FP16)
-    kv = Precision.FP8 if quantized else Precision.BF16
+    if weights is Precision.FP32:
+        kv = Precision.FP32  # an unquantized FP32 model keeps its KV cache in FP32 (vLLM's "auto")
+    else:
+        quantized = weights not in (Precision.BF16, Precision.FP16)
+        kv = Precision.FP8 if quantized else Precision.BF16
     expert_weights = experts[0] if model.moe is not None else None
     return Precisions(weights=weights, kv_cache=kv, activations=activations, experts=expert_weights)
 
@@ -375,22 +456,95 @@ def _parallel(model: ModelConfig, w: Worker, what: str) -> Parallel | str:
     return Parallel(tp, dp)
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """Where a row's model and hardware come from.
+
+    ``model_path``: a path (absolute, or relative to ``base_dir``, the CSV's folder) to a
+    Hugging Face ``config.json`` or to a folder that holds one, read with
+    ``catalog.hf_config.load_hf_config``; otherwise a model catalog name or Hugging Face id.
+    ``system``: an entry of ``hardware`` (a ``--hardware-file``'s entries by name,
+    case-insensitive) first, then the hardware catalog (names and aliases).
+    """
+
+    base_dir: Path | None = None
+    hardware: Mapping[str, HardwareSpec] = field(default_factory=dict)
+    get_model: Callable[[str], ModelConfig] = _get_model
+    get_hardware: Callable[[str], HardwareSpec] = _get_hardware
+    _configs: dict[Path, ModelConfig | str] = field(default_factory=dict, compare=False, repr=False)
+
+    def config_path(self, model_path: str) -> Path | None:
+        """The ``config.json`` a path-like ``model_path`` names, or None for a catalog name. A
+        path that does not exist is returned as is (the caller reports it)."""
+        text = model_path.strip()
+        raw = Path(text).expanduser()
+        candidates = [raw] if raw.is_absolute() else []
+        if not raw.is_absolute() and self.base_dir is not None:
+            candidates.append(self.base_dir / raw)
+        for c in candidates:
+            if c.is_dir():
+                return c / "config.json"
+            if c.is_file():
+                return c
+        looks_like_path = text.startswith(("/", "./", "../", "~")) or text.endswith(".json")
+        if looks_like_path:
+            return candidates[-1] if candidates else raw
+        return None
+
+    def model(self, model_path: str) -> tuple[str | None, ModelConfig] | str:
+        """(catalog key or None, model) or the reason it cannot be found."""
+        path = self.config_path(model_path)
+        if path is None:
+            try:
+                return resolve_model_name(model_path), self.get_model(model_path)
+            except (KeyError, ValueError):
+                return f"unknown model {model_path!r}: not in the model catalog (nor a path to a config.json)"
+        cached = self._configs.get(path)
+        if cached is None:
+            from hetsched.scheduler.catalog.hf_config import load_hf_config
+
+            if not path.is_file():
+                cached = f"model config {str(path)!r} not found (model_path {model_path!r})"
+            else:
+                try:
+                    cached = load_hf_config(path)
+                except (OSError, ValueError) as exc:
+                    cached = f"model config {str(path)!r}: {exc}"
+            self._configs[path] = cached
+        return cached if isinstance(cached, str) else (None, cached)
+
+    def hardware_entry(self, system: str) -> tuple[str | None, HardwareSpec] | str:
+        """(catalog key or None, hardware) or the reason it cannot be found."""
+        key = system.strip().lower()
+        for name, hw in self.hardware.items():
+            if name.lower() == key:
+                return None, hw
+        try:
+            return resolve_hardware_name(system), self.get_hardware(system)
+        except (KeyError, ValueError):
+            where = " nor in the hardware file" if self.hardware else ""
+            return f"unknown hardware {system!r}: not in the hardware catalog{where}"
+
+
 def resolve(
     row: Measurement,
     get_model: Callable[[str], ModelConfig] = _get_model,
     get_hardware: Callable[[str], HardwareSpec] = _get_hardware,
+    lookup: Lookup | None = None,
 ) -> Plan | Skip:
-    """Map a row onto the estimator, or say why it cannot be predicted."""
-    model_key = resolve_model_name(row.model_path)
-    try:
-        model = get_model(row.model_path)
-    except (KeyError, ValueError):
-        return Skip(row, f"unknown model {row.model_path!r}: not in the model catalog")
-    hw_key = resolve_hardware_name(row.system)
-    try:
-        hardware = get_hardware(row.system)
-    except (KeyError, ValueError):
-        return Skip(row, f"unknown hardware {row.system!r}: not in the hardware catalog")
+    """Map a row onto the estimator, or say why it cannot be predicted (a row with a
+    ``problem`` is skipped with it)."""
+    if row.problem:
+        return Skip(row, row.problem)
+    lk = lookup or Lookup(get_model=get_model, get_hardware=get_hardware)
+    found = lk.model(row.model_path)
+    if isinstance(found, str):
+        return Skip(row, found)
+    model_key, model = found
+    entry = lk.hardware_entry(row.system)
+    if isinstance(entry, str):
+        return Skip(row, entry)
+    hw_key, hardware = entry
     prec = precisions_for(row, model)
     if isinstance(prec, str):
         return Skip(row, prec)
@@ -445,8 +599,9 @@ def resolve(
     )
 
 
-def resolve_all(rows: Iterable[Measurement]) -> list[Plan | Skip]:
-    return [resolve(r) for r in rows]
+def resolve_all(rows: Iterable[Measurement], lookup: Lookup | None = None) -> list[Plan | Skip]:
+    lk = lookup or Lookup()
+    return [resolve(r, lookup=lk) for r in rows]
 
 
 def kv_transfer_bandwidth(plan: Plan, prefill_hw: HardwareSpec, decode_hw: HardwareSpec) -> float:
@@ -465,6 +620,7 @@ def predict(
     """Predict a row with the public serving formulas (what the planner uses)."""
     hw = plan.hardware
     eff = efficiency(hw)
+    warmup_fraction = plan.warmup_fraction(warmup_fraction)
     if not plan.disaggregated:
         return predict_colocated(
             plan.model,
@@ -512,7 +668,9 @@ def group_labels(plans: Sequence[Plan]) -> dict[str, str]:
 __all__ = [
     "BENCHMARK_WARMUP_FRACTION",
     "DEVICES_PER_NODE",
+    "NOT_APPLICABLE_ZERO",
     "QUANT_MODES",
+    "Lookup",
     "Measurement",
     "MeasurementsError",
     "Plan",

@@ -92,6 +92,7 @@ class Block:
     running: Array  # agg: running batch per rank; disagg: prefill slots
     output_tokens: Array
     kv_seconds: Array  # disagg
+    warmup: Array  # share of the run's requests in its first, simultaneous wave
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Dataset:
 def _block(plans: list[Plan], rows: list[int]) -> Block | None:
     if not rows:
         return None
-    decode, prefill, conc, run, out, kv = [], [], [], [], [], []
+    decode, prefill, conc, run, out, kv, warm = [], [], [], [], [], [], []
     for i in rows:
         p = plans[i]
         r = p.row
@@ -133,6 +134,7 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
             run.append(s.prefill_slots)
             kv.append(s.kv_transfer_seconds)
         out.append(r.osl)
+        warm.append(p.warmup_fraction(BENCHMARK_WARMUP_FRACTION))
     return Block(
         np.array(rows, dtype=np.int64),
         _stack(decode),
@@ -141,6 +143,7 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
         np.array(run, dtype=np.float64),
         np.array(out, dtype=np.float64),
         np.array(kv, dtype=np.float64),
+        np.array(warm, dtype=np.float64),
     )
 
 
@@ -247,7 +250,7 @@ def predict_all(ds: Dataset, params: Array, cells: IntArray | None = None) -> tu
             concurrency=b.concurrency,
             running=b.running,
             output_tokens=b.output_tokens,
-            warmup_fraction=BENCHMARK_WARMUP_FRACTION,
+            warmup_fraction=b.warmup,
             eff=_eff(params, fam[b.rows]),
         )
         ttft[b.rows], tpot[b.rows] = t.ttft, t.tpot
@@ -261,7 +264,7 @@ def predict_all(ds: Dataset, params: Array, cells: IntArray | None = None) -> tu
             prefill_slots=b.running,
             output_tokens=b.output_tokens,
             kv_transfer_seconds=b.kv_seconds,
-            warmup_fraction=BENCHMARK_WARMUP_FRACTION,
+            warmup_fraction=b.warmup,
             prefill_eff=e,
             decode_eff=e,
         )

@@ -194,6 +194,7 @@ def _solve(
     slots: Sequence[tuple[int, int, int]],
     cells: IntArray,
     residual: str,
+    limits: tuple[Array, Array] = (LOWER, UPPER),
 ) -> tuple[Array, Any]:
     """Least squares over ``slots`` of the (family, engine, PARAMETERS) table ``base``: a slot is
     (column, family, engine), -1 meaning every family / every engine (the shared entry included)."""
@@ -214,8 +215,8 @@ def _solve(
         ds,
         mask,
         x0,
-        LOWER[cols],
-        UPPER[cols],
+        limits[0][cols],
+        limits[1][cols],
         SCALE[cols],
         lambda x: predict_all(ds, flat(x), cells),
         residual,
@@ -231,6 +232,7 @@ def fit(
     per_engine: Sequence[str] | None = None,
     engine_stage: str | None = None,
     residual: str | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> FitResult:
     """Least squares over the ``train`` rows (all by default), on log errors unless ``residual``
     (default ``RESIDUAL``) names another of ``RESIDUALS``.
@@ -257,6 +259,11 @@ def fit(
         raise ValueError(f"parameter(s) {sorted(both)} cannot be both per family and per engine")
     if stage not in ("refine", "joint"):
         raise ValueError(f"engine_stage: expected 'refine' or 'joint', got {stage!r}")
+    lower, upper = LOWER.copy(), UPPER.copy()
+    for name, (lo, hi) in (bounds or {}).items():
+        if name not in names or not lo <= pinned.get(name, START[names.index(name)]) <= hi:
+            raise ValueError(f"bounds: {name!r} must be a parameter whose start lies in ({lo}, {hi})")
+        lower[names.index(name)], upper[names.index(name)] = lo, hi
     kind = RESIDUAL if residual is None else residual
     if kind not in RESIDUALS:
         raise ValueError(f"residual: expected one of {', '.join(RESIDUALS)}, got {kind!r}")
@@ -289,22 +296,26 @@ def fit(
     slots += [(c, f, -1) for c in free if names[c] in PER_FAMILY and n > 1 for f in range(n)]
     known = mask & (eng < n_e)
     if not n_e or not ecols:
-        table, r = _solve(ds, mask, base, slots, shared_cells, kind)
+        table, r = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper))
         results = [r]
     elif stage == "refine":
         # 1. engine-agnostic; 2. the engine terms per engine, everything else held.
-        table, r1 = _solve(ds, mask, base, slots, shared_cells, kind)
-        table, r2 = _solve(ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells, kind)
+        table, r1 = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper))
+        table, r2 = _solve(
+            ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells, kind, (lower, upper)
+        )
         results = [r1, r2]
     else:
         # 1. everything, the engine terms per engine; 2. their shared values, everything else held.
         unknown_rows = bool((mask & (eng == n_e)).any())
         joint = [s for s in slots if s[0] not in ecols]
         joint += [(c, -1, e) for c in ecols for e in range(n_e + (1 if unknown_rows else 0))]
-        table, r1 = _solve(ds, mask, base, joint, cells, kind)
+        table, r1 = _solve(ds, mask, base, joint, cells, kind, (lower, upper))
         results = [r1]
         if not unknown_rows:
-            table, r2 = _solve(ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells, kind)
+            table, r2 = _solve(
+                ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells, kind, (lower, upper)
+            )
             results.append(r2)
     return FitResult(
         families,
@@ -383,3 +394,61 @@ def cross_validate(
         p_ttft, p_tpot = predict_with(ds, result)
         lofo[family] = error_statistics(ds, p_ttft, p_tpot, held)
     return {"leave_one_group_out": logo, "leave_one_family_out": lofo}
+
+
+# ---- CPUs -------------------------------------------------------------------------------------------
+
+#: The CPU fit (docs/calibration.md §7): its own parameter set, fitted on CPU rows only (the vLLM
+#: CPU engine on a probed machine), never touching the GPU fit. One replica is one socket at TP 1,
+#: so the link terms have nothing to describe and stay neutral; the per-step cost is fitted (vLLM's
+#: CPU engine runs no CUDA graphs: its Python scheduling, input preparation and sampling per step are
+#: a cost of their own, told apart from the per-layer cost by models of 2 to 28 layers).
+CPU_FIXED: dict[str, float] = {"link_efficiency": 1.0, "collective_latency_seconds": 0.0}
+#: The CPU fit's bounds where they differ from the GPUs' (``design.PARAMETER_SPECS``). vLLM CPU on
+#: a core without BF16 instructions runs dense BF16 GEMMs through a converting fallback at a few % of
+#: the FP32 peak (η_c down to 0.02), while its MoE kernels run the experts several times faster per
+#: FLOP than that: relative to the dense GEMMs the experts' factors may exceed 1 (the product with
+#: η_c stays a fraction of peak). Eager mode: per-layer and per-step costs of milliseconds.
+CPU_BOUNDS: dict[str, tuple[float, float]] = {
+    "compute": (0.02, 1.0),
+    "experts_compute": (0.05, 10.0),
+    "experts_bandwidth": (0.1, 4.0),
+    "layer_overhead_seconds": (0.0, 5e-3),
+    "step_overhead_seconds": (0.0, 0.2),
+}
+#: The routed experts' factors are held neutral when the training rows have no MoE model (a
+#: held-out MoE shape is predicted as if its experts ran like dense GEMMs: nothing was learnt).
+EXPERTS = ("experts_bandwidth", "experts_compute")
+
+
+def _has_moe(ds: Dataset, rows: npt.NDArray[np.bool_]) -> bool:
+    return any(ds.plans[i].model.moe is not None for i in np.flatnonzero(rows))
+
+
+def fit_cpu(
+    ds: Dataset, train: npt.NDArray[np.bool_] | None = None, fixed: Mapping[str, float] | None = None
+) -> FitResult:
+    """One parameter set for every CPU row (``train``: all by default); ``fixed`` defaults to
+    ``CPU_FIXED`` (plus the experts' factors at 1 without MoE rows to learn them from)."""
+    mask = np.ones(len(ds.plans), dtype=np.bool_) if train is None else train
+    pinned = dict(CPU_FIXED if fixed is None else fixed)
+    if not _has_moe(ds, mask):
+        pinned.update({name: 1.0 for name in EXPERTS if name not in pinned})
+    return fit(ds, mask, shared=True, fixed=pinned, per_engine=(), bounds=CPU_BOUNDS)
+
+
+def cross_validate_cpu(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Leave one model shape out: fit the CPU set without every row of a shape, predict them."""
+    ttft = np.full(len(ds.plans), np.nan)
+    tpot = np.full(len(ds.plans), np.nan)
+    per_group: dict[str, Any] = {}
+    for g, name in enumerate(ds.groups):
+        held = ds.group == g
+        if held.all():
+            continue
+        result = fit_cpu(ds, ~held, fixed)
+        p_ttft, p_tpot = predict_with(ds, result)
+        ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
+        per_group[name] = error_statistics(ds, p_ttft, p_tpot, held)
+    done = np.isfinite(tpot)
+    return {"pooled": error_statistics(ds, ttft, tpot, done), "groups": per_group}

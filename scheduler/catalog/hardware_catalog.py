@@ -340,12 +340,16 @@ def hardware_from_entry(entry: object, where: str) -> HardwareSpec:
     if missing:
         raise ValueError(f"{where}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     try:
-        return HardwareSpec(**spec)
+        hardware = HardwareSpec(**spec)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}" for err in exc.errors()
         )
         raise ValueError(f"{where}: {problems}") from None
+    # The calibrated efficiency (estimator/efficiency.py) as for catalog entries: the family of the
+    # name or kind (a CPU entry gets the CPU fit), else the generic fit; ``basedOn`` keeps the
+    # base entry's.
+    return hardware if base else calibrate(hardware)
 
 
 def load_hardware_yaml(path_or_text: str | Path) -> list[HardwareSpec]:

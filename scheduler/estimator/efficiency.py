@@ -14,6 +14,15 @@ parameter set over all the data; that is an extrapolation, and ``fitted_by`` say
 and per layer), one set per engine (``hetsched.scheduler.engines``: ``vllm``, ``sglang``,
 ``trtllm``). ``efficiency_for(hardware, engine)`` / ``with_engine`` put them into the hardware's
 entry; an unknown engine (``None``) keeps the shared values.
+
+**CPUs** (``kind: cpu``, whatever their name) are the ``cpu`` family, fitted on their own
+measurements (vLLM CPU runs, ``benchmarks/data/cpu/``) with their own parameters: fractions of
+peak bandwidth and FLOP/s and the engine's per-step, per-layer and per-request costs. The GPU
+engines' terms never apply to them (``with_engine`` leaves a CPU's efficiency as it is). The CPU
+family's bandwidth fraction is relative to a *measured* bandwidth (``hetsched hardware probe``); a
+catalog CPU whose ``bandwidth`` is the theoretical DRAM peak gets it times the share of that peak
+a STREAM-like kernel sustains (``CPU_SUSTAINED_BANDWIDTH``). ``CPU_ERROR_BAND`` is the CPU fit's
+leave-one-shape-out median error, which the planner quotes next to CPU options.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency, HardwareSpec
+from hetsched.scheduler.catalog.hardware import IDEAL, DeviceKind, Efficiency, HardwareSpec
 
 FITTED_PATH = Path(__file__).resolve().parent / "data" / "efficiency.json"
 
@@ -67,10 +76,23 @@ FAMILY_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 
 GENERIC = "generic"
+CPU = "cpu"
+
+#: Catalog CPUs whose ``bandwidth`` is the theoretical DRAM peak (channels × transfer rate × 8 B):
+#: the share of it a STREAM-like kernel sustains. The CPU family's η_b is a fraction of a
+#: *measured* (STREAM-like) bandwidth, so these entries get η_b × share. 0.8 is the typical
+#: STREAM Triad share of multi-channel DDR4/DDR5 servers (e.g. AMD's tuned STREAM on a 2-socket
+#: EPYC 7601: 250 of 307 GB/s, AnandTech 11544; TI AM62x/AM64x reports: 74–78 % of the DDR wire
+#: rate); measure the machine (``hetsched hardware probe``) and put its entry in the pool file for
+#: a figure of your own.
+CPU_SUSTAINED_BANDWIDTH: dict[str, float] = {"xeon-6980p": 0.8, "epyc-9654": 0.8}
 
 
 def family_of(hardware: HardwareSpec | str) -> str:
-    """The hardware family of a catalog entry (``generic`` when no prefix matches)."""
+    """The hardware family of a catalog entry (``generic`` when no prefix matches); any entry of
+    ``kind: cpu`` is the ``cpu`` family."""
+    if isinstance(hardware, HardwareSpec) and hardware.kind is DeviceKind.CPU:
+        return CPU
     name = (hardware.name if isinstance(hardware, HardwareSpec) else hardware).strip().lower()
     for prefix, family in FAMILY_PREFIXES:
         if name.startswith(prefix):
@@ -90,37 +112,77 @@ def load_fitted(path: str | Path = FITTED_PATH) -> FittedEfficiency:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorBand:
+    """Median |predicted/measured − 1| of held-out predictions: what a number of that kind is
+    worth (``tpot``, ``ttft``), and how it was measured."""
+
+    tpot: float
+    ttft: float
+    how: str
+
+    def describe(self, metric: str) -> str:
+        value = self.tpot if metric == "tpot" else self.ttft
+        return f"±{value:.0%}"
+
+
+def cpu_error_band(statistics: dict[str, Any]) -> ErrorBand | None:
+    """The CPU fit's leave-one-shape-out medians from the fitted table's statistics, or None."""
+    cpu = statistics.get("cpu") or {}
+    pooled = (cpu.get("leave_one_shape_out") or {}).get("all") or {}
+    try:
+        tpot = float(pooled["tpot"]["median_abs_rel_error"])
+        ttft = float(pooled["ttft"]["median_abs_rel_error"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return ErrorBand(tpot, ttft, "CPU, held-out median error (leave one model shape out)")
+
+
 _FITTED = load_fitted()
 FIT_DATE = _FITTED.fit_date
 FIT_SOURCE = _FITTED.source
 FAMILY_EFFICIENCY: dict[str, Efficiency] = _FITTED.families
 ENGINE_EFFICIENCY: dict[str, dict[str, float]] = _FITTED.engines
 FIT_STATISTICS: dict[str, Any] = _FITTED.statistics
+CPU_ERROR_BAND: ErrorBand | None = cpu_error_band(FIT_STATISTICS)
 
 #: Per-device overrides (catalog name → efficiency), applied before the family table. Empty: no
 #: device has measurements that set it apart from its family.
 DEVICE_OVERRIDES: dict[str, Efficiency] = {}
 
 
-def with_engine(efficiency: Efficiency, engine: str | None) -> Efficiency:
+def with_engine(efficiency: Efficiency, engine: str | None, kind: DeviceKind | None = None) -> Efficiency:
     """``efficiency`` with the serving engine's fitted terms (``ENGINE_EFFICIENCY``) put in.
 
-    Unchanged for ``engine=None``, an engine without fitted terms, and the pure roofline
-    (``IDEAL`` stays ideal whatever the engine).
+    Unchanged for ``engine=None``, an engine without fitted terms, the pure roofline (``IDEAL``
+    stays ideal whatever the engine), and a CPU (``kind``): the CPU family's fixed costs are its own
+    engine's (vLLM CPU), and the GPU engines' terms do not describe it.
     """
     values = ENGINE_EFFICIENCY.get(engine) if engine else None
-    if not values or efficiency == IDEAL:
+    if not values or efficiency == IDEAL or kind is DeviceKind.CPU:
         return efficiency
     return efficiency.model_copy(update={**values, "fitted_by": f"{efficiency.fitted_by}; engine {engine}"})
 
 
 def efficiency_for(hardware: HardwareSpec | str, engine: str | None = None) -> Efficiency:
     """Calibrated efficiency: the device's override, else its family's, else the generic fit;
-    with the serving ``engine``'s terms when it is known (``with_engine``)."""
+    with the serving ``engine``'s terms when it is known (``with_engine``; never on a CPU). A
+    catalog CPU of ``CPU_SUSTAINED_BANDWIDTH`` gets the CPU family's η_b times its sustained share."""
     name = (hardware.name if isinstance(hardware, HardwareSpec) else hardware).strip().lower()
     if name in DEVICE_OVERRIDES:
         return with_engine(DEVICE_OVERRIDES[name], engine)
-    family = family_of(name)
+    family = family_of(hardware if isinstance(hardware, HardwareSpec) else name)
+    if family == CPU and CPU in FAMILY_EFFICIENCY:
+        cpu = FAMILY_EFFICIENCY[CPU]
+        share = CPU_SUSTAINED_BANDWIDTH.get(name)
+        if share is None:
+            return cpu
+        return cpu.model_copy(
+            update={
+                "bandwidth": cpu.bandwidth * share,
+                "fitted_by": f"{cpu.fitted_by}; η_b × {share} (the sustained share of {name}'s theoretical bandwidth)",
+            }
+        )
     if family in FAMILY_EFFICIENCY:
         return with_engine(FAMILY_EFFICIENCY[family], engine)
     generic = FAMILY_EFFICIENCY.get(GENERIC)
@@ -138,6 +200,9 @@ def calibrate(hardware: HardwareSpec) -> HardwareSpec:
 
 
 __all__ = [
+    "CPU",
+    "CPU_ERROR_BAND",
+    "CPU_SUSTAINED_BANDWIDTH",
     "DEVICE_OVERRIDES",
     "ENGINE_EFFICIENCY",
     "FAMILY_EFFICIENCY",
@@ -147,8 +212,10 @@ __all__ = [
     "FIT_SOURCE",
     "FIT_STATISTICS",
     "GENERIC",
+    "ErrorBand",
     "FittedEfficiency",
     "calibrate",
+    "cpu_error_band",
     "efficiency_for",
     "family_of",
     "load_fitted",

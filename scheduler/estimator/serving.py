@@ -385,7 +385,7 @@ def predict_colocated(
     / ``engine_of_backend``): the serving engine, whose fitted terms replace the shared ones in the
     hardware's efficiency (``calibrated.with_engine``); an explicit ``efficiency`` is used as given.
     """
-    eff = with_engine(hardware.efficiency, engine) if efficiency is None else efficiency
+    eff = with_engine(hardware.efficiency, engine, hardware.kind) if efficiency is None else efficiency
     precisions, output_tokens = shape.precisions, shape.output_tokens
     setup = colocated_setup(
         model, hardware, shape, parallel, concurrency=concurrency, utilization=utilization
@@ -495,10 +495,14 @@ def predict_disaggregated(
     as for :func:`predict_colocated` (applied to the hardware's efficiencies, not to explicit ones).
     """
     pre_eff = (
-        with_engine(prefill_hardware.efficiency, engine) if prefill_efficiency is None else prefill_efficiency
+        with_engine(prefill_hardware.efficiency, engine, prefill_hardware.kind)
+        if prefill_efficiency is None
+        else prefill_efficiency
     )
     dec_eff = (
-        with_engine(decode_hardware.efficiency, engine) if decode_efficiency is None else decode_efficiency
+        with_engine(decode_hardware.efficiency, engine, decode_hardware.kind)
+        if decode_efficiency is None
+        else decode_efficiency
     )
     precisions, output_tokens = shape.precisions, shape.output_tokens
     setup = disaggregated_setup(

@@ -153,7 +153,7 @@ class CandidateGenerator:
                     c,
                     hid=self.cache.hardware_id(
                         c.pool.hardware,
-                        with_engine(c.pool.hardware.efficiency, engine),
+                        with_engine(c.pool.hardware.efficiency, engine, c.pool.hardware.kind),
                         self.options.utilization,
                     ),
                 )

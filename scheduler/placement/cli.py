@@ -93,11 +93,16 @@ def _row(ph: PhasePlacement, w: WorkloadPlacement) -> list[str]:
         str(ph.batch),
         str(ph.replicas),
         ph.regime or "-",
-        fmt_optional_seconds(ph.ttft_seconds) if ph.phase == "prefill" else "-",
-        fmt_optional_seconds(ph.tpot_seconds) if ph.phase == "decode" else "-",
+        _with_band(fmt_optional_seconds(ph.ttft_seconds), ph) if ph.phase == "prefill" else "-",
+        _with_band(fmt_optional_seconds(ph.tpot_seconds), ph) if ph.phase == "decode" else "-",
         fmt_money(ph.cost_per_million_tokens, 3),
-        reason,
+        reason + (" (CPU: ± = held-out median error)" if ph.error_band is not None else ""),
     ]
+
+
+def _with_band(text: str, ph: PhasePlacement) -> str:
+    """A CPU phase's figure with its error band (the CPU fit's held-out median error)."""
+    return text if ph.error_band is None else f"{text} ±{ph.error_band:.0%}"
 
 
 def _table(rows: list[list[str]], out: TextIO, indent: str = "  ") -> None:

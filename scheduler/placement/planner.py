@@ -19,6 +19,8 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
+from hetsched.scheduler.estimator import efficiency
 from hetsched.scheduler.estimator.serving import Parallel, predict_colocated, predict_disaggregated
 from hetsched.scheduler.placement.candidates import CandidateGenerator
 from hetsched.scheduler.placement.engine_limits import EngineLimits
@@ -230,8 +232,22 @@ def _verify(
             )
 
 
+def error_band(hardware: HardwareSpec, phase: str, options: PlanOptions) -> float | None:
+    """The held-out median error of a calibrated CPU prediction (TTFT for prefill, TPOT for
+    decode; ``efficiency.CPU_ERROR_BAND``), None for other hardware or ``--efficiency ideal``."""
+    band = efficiency.CPU_ERROR_BAND
+    if hardware.kind is not DeviceKind.CPU or options.efficiency is not None or band is None:
+        return None
+    return band.ttft if phase == "prefill" else band.tpot
+
+
 def _phase(
-    phase: str, o: Option | None, cluster: Cluster, req: WorkloadRequest, rejected: tuple[Rejection, ...]
+    phase: str,
+    o: Option | None,
+    cluster: Cluster,
+    req: WorkloadRequest,
+    rejected: tuple[Rejection, ...],
+    options: PlanOptions,
 ) -> PhasePlacement:
     if o is None:
         return PhasePlacement(phase, None, rejected=rejected)
@@ -263,6 +279,7 @@ def _phase(
         shared_replicas=colocated,
         node_selector=dict(pool.node_selector),
         rejected=rejected,
+        error_band=error_band(pool.hardware, phase, options),
     )
 
 
@@ -290,8 +307,8 @@ def _explain(
             concurrent_sessions=req.concurrent_sessions,
             max_model_len=req.capacity_context,
             mode=o.mode.value,
-            prefill=_phase("prefill", o, cluster, req, pre_rej),
-            decode=_phase("decode", o, cluster, req, dec_rej),
+            prefill=_phase("prefill", o, cluster, req, pre_rej, options),
+            decode=_phase("decode", o, cluster, req, dec_rej, options),
             requests_per_second=o.requests_per_second,
             concurrency=o.concurrency or None,
             ttft_seconds=o.ttft_seconds,
@@ -330,8 +347,8 @@ def _explain(
         concurrent_sessions=req.concurrent_sessions,
         max_model_len=req.capacity_context,
         mode=None,
-        prefill=_phase("prefill", None, cluster, req, pre_rej),
-        decode=_phase("decode", None, cluster, req, dec_rej),
+        prefill=_phase("prefill", None, cluster, req, pre_rej, options),
+        decode=_phase("decode", None, cluster, req, dec_rej, options),
         requests_per_second=req.requests_per_second,
         reason=UNKNOWN_POOL if unknown else reason.value,
         detail=f"{unknown}; {detail}" if unknown else detail,

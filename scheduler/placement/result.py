@@ -55,6 +55,10 @@ class PhasePlacement:
     shared_replicas: bool = False  # colocated: the same replicas serve both phases (cost counted once)
     node_selector: dict[str, str] = field(default_factory=dict)
     rejected: tuple[Rejection, ...] = ()
+    #: On a CPU (calibrated): the held-out median |predicted/measured − 1| of this phase's figure
+    #: (TTFT for prefill, TPOT for decode), from the CPU fit's leave-one-shape-out validation
+    #: (``efficiency.CPU_ERROR_BAND``); None elsewhere.
+    error_band: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -72,6 +76,7 @@ class PhasePlacement:
             d["kv_transfer_seconds"] = self.kv_transfer_seconds
         else:
             d["tpot_seconds"] = self.tpot_seconds
+        d["error_band"] = self.error_band
         d.update(
             cost_per_hour=self.cost_per_hour,
             cost_per_million_tokens=self.cost_per_million_tokens,

@@ -183,3 +183,21 @@ def test_model_id_is_the_named_hugging_face_id() -> None:
     assert model_id == "meta-llama/Llama-3.1-8B-Instruct"
     _, model_id = resolve("ns", "w", {**CHAT, "model": {"name": "llama-3.1-8b"}})
     assert model_id == "meta-llama/Llama-3.1-8B"
+
+
+def test_a_cpu_phase_quotes_its_error_band_in_the_plan_description() -> None:
+    plans = plan_workloads([registration("chat", CHAT)], pools_input())
+    [plan] = plans.values()
+    assert plan.placed and plan.prefill is not None and plan.decode is not None
+    assert plan.prefill.error_band is None and plan.decode.error_band is None  # GPUs: no band
+    assert "±" not in plan.describe()
+    on_cpu = replace(
+        plan,
+        prefill=replace(plan.prefill, error_band=0.2, gpu=False),
+        decode=replace(plan.decode, error_band=0.1, gpu=False),
+    )
+    text = on_cpu.describe()
+    assert plan.mode == "disaggregated" and plan.prefill.ttft_seconds is not None
+    assert plan.decode.tpot_seconds is not None
+    assert f"TTFT {plan.prefill.ttft_seconds * 1e3:.3g} ms ±20% (CPU, held-out median error)" in text
+    assert f"TPOT {plan.decode.tpot_seconds * 1e3:.3g} ms ±10% (CPU, held-out median error)" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hetsched.scheduler.calibration import design, fit
-from hetsched.scheduler.calibration.cli import fitted_document, write_fitted
+from hetsched.scheduler.calibration.cli import fitted_document, lookup_for, write_fitted
 from hetsched.scheduler.calibration.dataset import Plan, predict, read_measurements, resolve_all
 from hetsched.scheduler.catalog.hardware import IDEAL, Efficiency
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
@@ -37,6 +37,8 @@ from hypothesis import strategies as st
 from support import REPO
 
 DATA = REPO / "benchmarks" / "data" / "serving-measurements.csv"
+CPU_DATA = REPO / "benchmarks" / "data" / "cpu" / "measurements.csv"
+CPU_HARDWARE = REPO / "benchmarks" / "data" / "cpu" / "hardware.yaml"
 FP8 = Precisions(weights=Precision.FP8, kv_cache=Precision.FP8, activations=Precision.FP8)
 
 
@@ -132,13 +134,27 @@ def test_relative_residuals_trade_the_bias_for_the_reported_error(small: design.
         fit.fit(small, residual="squared")
 
 
+def cpu_dataset() -> design.Dataset:
+    lookup = lookup_for(CPU_DATA, CPU_HARDWARE)
+    return design.build_dataset(
+        [p for p in resolve_all(read_measurements(CPU_DATA), lookup) if isinstance(p, Plan)]
+    )
+
+
 def test_committed_table_is_what_make_calibrate_writes(plans: list[Plan]) -> None:
-    """``estimator/data/efficiency.json`` holds the fit of the vendored data, to the digits it is written with."""
+    """``estimator/data/efficiency.json`` holds the fit of the vendored data (GPU families, generic,
+    and the CPU family of the CPU campaign), to the digits it is written with."""
     ds = design.build_dataset(plans)
     family_fit = fit.fit(ds)
     generic_fit = fit.fit(ds, shared=True)
+    cpu_fit = fit.fit_cpu(cpu_dataset())
     entries = [(family_fit, family) for family in family_fit.families] + [(generic_fit, "generic")]
-    assert {name for _, name in entries} == set(efficiency.FAMILY_EFFICIENCY)
+    assert {name for _, name in entries} | {"cpu"} == set(efficiency.FAMILY_EFFICIENCY)
+    fitted_cpu = cpu_fit.efficiency("generic", "test")
+    for parameter in design.PARAMETERS:
+        assert getattr(efficiency.FAMILY_EFFICIENCY["cpu"], parameter) == pytest.approx(
+            getattr(fitted_cpu, parameter), rel=1e-3
+        ), parameter
     for result, name in entries:
         fitted = result.efficiency(name, "test")
         committed = efficiency.FAMILY_EFFICIENCY[name]

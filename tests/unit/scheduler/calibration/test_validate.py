@@ -15,6 +15,7 @@ from hetsched.scheduler.calibration.dataset import (
     MeasurementsError,
     Plan,
     parse_measurements,
+    read_measurements,
     resolve,
 )
 from hetsched.scheduler.catalog.hardware_catalog import get_hardware
@@ -209,21 +210,62 @@ def test_batch_size_is_per_attention_dp_rank() -> None:
             agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1).replace(",256,4,1,", ",256,,1,"),
             "column 'batch_size'",
         ),
+        (
+            agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1).replace(",256,4,1,", ",256,0,1,"),
+            "column 'batch_size'",
+        ),
+        (agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1, moe_tp=-1), "column 'moe_tp_size'"),
         (agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1) + ",extra", "more fields than the header"),
     ],
 )
-def test_malformed_csv_errors_name_row_and_column(row: str, needle: str) -> None:
+def test_bad_rows_are_skipped_with_reasons_naming_row_and_column(row: str, needle: str) -> None:
+    """A row with a bad value is a skipped row (its reason names the row, line and column); the
+    rows around it are still predicted."""
     good = agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1)
-    with pytest.raises(MeasurementsError) as err:
-        parse_measurements("\n".join([HEADER, good, row]), "x.csv")
-    message = str(err.value)
-    assert "x.csv: row 1 (line 3)" in message
-    assert needle in message
+    rows = parse_measurements("\n".join([HEADER, good, row, good]), "x.csv")
+    assert len(rows) == 3
+    entries = validate_rows(rows, efficiency_source("calibrated"))
+    assert [e["status"] for e in entries] == ["predicted", "skipped", "predicted"]
+    reason = entries[1]["reason"]
+    assert "x.csv: row 1 (line 3)" in reason
+    assert needle in reason
+    json.dumps(entries, allow_nan=False)  # no NaN leaks into the JSON output
+
+
+def test_zero_in_the_moe_and_parallel_columns_means_not_applicable() -> None:
+    """Real benchmark files write 0 in moe_tp_size/moe_ep_size for dense models (and in pp/DP
+    columns): read as "not applicable", the row is predicted (it used to stop the whole file)."""
+    dense = agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1, moe_tp=0, moe_ep=0)
+    zeros = dense.replace(",4,1,1,,0,0,", ",4,1,0,0,0,0,")
+    moe = agg_row("Qwen/Qwen3-235B-A22B-FP8", "h200_sxm", "fp8", 1000, 100, 4, 2, moe_tp=0, moe_ep=0)
+    rows = parse_measurements("\n".join([HEADER, dense, zeros, moe]))
+    assert all(r.problem is None for r in rows)
+    assert rows[1].agg.pp_size is None and rows[1].agg.attention_dp_size is None
+    entries = validate_rows(rows, efficiency_source("calibrated"))
+    assert [e["status"] for e in entries] == ["predicted"] * 3
+    plan = resolve(rows[2])
+    assert isinstance(plan, Plan) and (plan.parallel.tp, plan.parallel.dp) == (2, 1)
+    reference = validate_rows(
+        parse_measurements("\n".join([HEADER, agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1)])),
+        efficiency_source("calibrated"),
+    )
+    assert entries[0]["predicted_tpot_ms"] == reference[0]["predicted_tpot_ms"]
 
 
 def test_missing_column_is_reported() -> None:
     with pytest.raises(MeasurementsError, match=r"missing column.*'silicon_ttft_ms'"):
         parse_measurements("model_path,system,mode,isl,osl,silicon_tpot_ms\n")
+
+
+def test_a_file_that_cannot_be_read_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(MeasurementsError, match="missing column"):
+        parse_measurements("")
+    binary = tmp_path / "x.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(MeasurementsError, match="not UTF-8"):
+        read_measurements(binary)
+    with pytest.raises(MeasurementsError, match="cannot read"):
+        read_measurements(tmp_path / "absent.csv")
 
 
 def test_cli_json_output_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,11 +307,16 @@ def test_cli_table_and_ideal(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "unknown model 'acme/unknown-model-7b'" in text
 
 
-def test_cli_malformed_csv_exits_with_a_clear_error(
+def test_cli_bad_row_is_a_skipped_row_and_a_bad_file_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = agg_row(LLAMA8, "h200_sxm", "", 1024, 256, 4, 1).replace(",1024,256,", ",1024,lots,")
-    csv = write_csv(tmp_path, [bad])
-    assert hetsched_main(["validate", "--measurements", str(csv)]) == 2
-    err = capsys.readouterr().err
-    assert "row 0 (line 2), column 'osl'" in err
+    csv = write_csv(tmp_path, [bad, KNOWN[0]])
+    assert hetsched_main(["validate", "--measurements", str(csv), "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in out["rows"]] == ["skipped", "predicted"]
+    assert "row 0 (line 2), column 'osl'" in out["rows"][0]["reason"]
+    headless = tmp_path / "headless.csv"
+    headless.write_text("model_path,system\nx,y\n")
+    assert hetsched_main(["validate", "--measurements", str(headless)]) == 2
+    assert "missing column" in capsys.readouterr().err

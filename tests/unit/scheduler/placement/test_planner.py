@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hetsched.scheduler.catalog.hardware import DeviceKind, HardwareSpec
+from hetsched.scheduler.catalog.hardware import IDEAL, DeviceKind, HardwareSpec
 from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator.cost import Phase, Precisions
 from hetsched.scheduler.estimator.precision import Precision
@@ -402,6 +402,38 @@ def test_cpu_pool_serves_relaxed_small_workload() -> None:
     result = plan([req], cl, **fresh())
     check_plan(result, [req], cl)
     assert result.workload("batch-job").decode.pool == "cpu"
+
+
+def test_cpu_options_carry_the_cpu_fits_error_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU phase quotes the CPU fit's held-out median error (TTFT for prefill, TPOT for decode);
+    GPU phases and the pure roofline quote none."""
+    from hetsched.scheduler.estimator import efficiency
+    from hetsched.scheduler.placement.cli import _row
+
+    monkeypatch.setattr(efficiency, "CPU_ERROR_BAND", efficiency.ErrorBand(0.123, 0.234, "test"))
+    cheap_cpu = gpu("socket", 768, 0.6, 200, 0.3, kind=DeviceKind.CPU)
+    cl = cluster(pool("fast", FAST, 1), pool("cpu", cheap_cpu, 2, 2))
+    reqs = [
+        request("batch-job", SMALL, rps=0.2, ttft=30, tpot=0.2),
+        request("chat", SMALL, rps=200, tpot=0.01),
+    ]
+    result = plan(reqs, cl, **fresh())
+    for w in result.workloads:
+        for ph in (w.prefill, w.decode):
+            on_cpu = ph.pool == "cpu"
+            expected = (0.234 if ph.phase == "prefill" else 0.123) if on_cpu else None
+            assert ph.error_band == expected, (w.name, ph.phase, ph.pool)
+            assert ph.to_dict()["error_band"] == expected
+            row = " ".join(_row(ph, w))
+            assert ("±" in row) == on_cpu
+            if expected is not None:
+                assert f"±{expected:.0%}" in row and "held-out median error" in row
+    batch = result.workload("batch-job")
+    assert batch.decode.pool == "cpu" and batch.decode.error_band == 0.123
+    assert "fast" in {ph.pool for w in result.workloads for ph in (w.prefill, w.decode)}
+    # The pure roofline is no calibrated prediction: no band.
+    ideal = plan(reqs, cl, **fresh(efficiency=IDEAL))
+    assert all(ph.error_band is None for w in ideal.workloads for ph in (w.prefill, w.decode))
 
 
 def test_utilization_caps_memory() -> None:
