@@ -52,7 +52,7 @@ pytestmark = pytest.mark.integration
 
 PATTERN = "rc-*"
 RESYNC = 5.0
-COLOCATED = {**CHAT, "disaggregation": "never"}  # one Deployment and one Service: <name>-serve
+COLOCATED = {**CHAT, "disaggregation": "never"}  # the Deployment <name>-serve, the Service <name>
 POLICY = "hetsched-test-deny-images"
 DENIED = "registry.invalid/denied/"
 
@@ -111,20 +111,20 @@ def test_a_taken_name_is_a_conflict_and_nothing_is_taken_over(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "x-serve", "namespace": ns},
+            "metadata": {"name": "x", "namespace": ns},
             "spec": {"selector": {"app": "mine"}, "ports": [{"port": 80, "targetPort": 8080}]},
         },
     )
     apply(rel_cluster, manifest("x", COLOCATED, ns))
     obj = wait_condition(rel_cluster, ns, "x", "Degraded", "True", reason="ChildConflict")
     message = condition(obj, "Degraded")["message"]  # type: ignore[index]
-    assert "Service x-serve exists and is not this workload's: not controlled by any object" in message
+    assert "Service x exists and is not this workload's: not controlled by any object" in message
     assert "kubectl-create" in message and "Nothing was written" in message
     assert condition(obj, "Ready")["reason"] == "ChildConflict"  # type: ignore[index]
     # Several resyncs later: the user's Service is untouched, no partial set was written.
     t0 = time.monotonic()
     wait(lambda: time.monotonic() - t0 > 2 * RESYNC, 3 * RESYNC, "two resyncs")
-    now = _get(rel_cluster, "service", ns, "x-serve")
+    now = _get(rel_cluster, "service", ns, "x")
     assert now is not None and now["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
     assert now["spec"]["selector"] == {"app": "mine"} and not now["metadata"].get("ownerReferences")
     assert _get(rel_cluster, "deployment", ns, "x-serve") is None
@@ -136,16 +136,16 @@ def test_a_taken_name_is_a_conflict_and_nothing_is_taken_over(
     apply(rel_cluster, manifest("x", COLOCATED, ns))
     wait_condition(rel_cluster, ns, "x", "Degraded", "True", reason="ChildConflict")
     assert get_aw(rel_cluster, ns, "x")["metadata"]["uid"] != uid
-    assert _get(rel_cluster, "service", ns, "x-serve")["spec"]["selector"] == {"app": "mine"}  # type: ignore[index]
+    assert _get(rel_cluster, "service", ns, "x")["spec"]["selector"] == {"app": "mine"}  # type: ignore[index]
 
     # The user frees the name: the children follow within a resync period.
-    rel_cluster.kubectl("delete", "service", "x-serve", "-n", ns)
+    rel_cluster.kubectl("delete", "service", "x", "-n", ns)
     t0 = time.monotonic()
     obj = wait_condition(rel_cluster, ns, "x", "Degraded", "False", timeout=60)
     record("name freed -> the workload's children created", time.monotonic() - t0)
     uid = obj["metadata"]["uid"]
-    for kind in ("deployment", "service"):
-        child = _get(rel_cluster, kind, ns, "x-serve")
+    for kind, child_name in (("deployment", "x-serve"), ("service", "x")):
+        child = _get(rel_cluster, kind, ns, child_name)
         assert child is not None and _owned_by(child, uid), kind
 
 
@@ -337,8 +337,8 @@ def _quiet_writes(cluster: LocalCluster, ns: str, name: str, seconds: float) -> 
     def snapshot() -> tuple[dict[tuple[str, str, str], float], dict[str, str], int]:
         kids = {
             f"{kind}/{c['metadata']['name']}": c["metadata"]["resourceVersion"]
-            for kind in ("deployment", "service")
-            for c in [_get(cluster, kind, ns, f"{name}-serve")]
+            for kind, child in (("deployment", f"{name}-serve"), ("service", name))
+            for c in [_get(cluster, kind, ns, child)]
             if c is not None
         }
         events = cluster.kubectl_json(
@@ -358,7 +358,7 @@ def _quiet_writes(cluster: LocalCluster, ns: str, name: str, seconds: float) -> 
 
 def _serving(cluster: LocalCluster, ns: str, name: str, replicas: int, image: str) -> bool:
     d = _get(cluster, "deployment", ns, f"{name}-serve")
-    s = _get(cluster, "service", ns, f"{name}-serve")
+    s = _get(cluster, "service", ns, name)
     if d is None or s is None:
         return False
     c = d["spec"]["template"]["spec"]["containers"][0]
@@ -390,7 +390,7 @@ def test_drift_is_repaired_and_a_quiet_period_writes_nothing(
         rel_cluster.kubectl(
             "patch",
             "service",
-            "d-serve",
+            "d",
             "-n",
             ns,
             "--type",

@@ -25,7 +25,7 @@ from support import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 import cpu_serving
 
-pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.engines, pytest.mark.timeout(2400)]
 
 
 def _processes_mentioning(text: str) -> list[str]:
