@@ -95,7 +95,7 @@ bench-serving: venv controlplane engines ## TTFT/TPOT through the P/D router vs 
 # models with vLLM CPU (the engine environment of engine-env.sh), write benchmarks/data/cpu/. About
 # an hour on 2 cores; not part of `make test` (its quick variant is: tests/serving/test_bench_cpu.py).
 BENCH_CPU_ARGS ?=
-bench-cpu: venv ## measure vLLM CPU serving on this machine into benchmarks/data/cpu/ (~1 h; then make calibrate)
+bench-cpu: venv ## measure vLLM CPU serving on this machine into benchmarks/data/cpu/ (37 min on 2 cores; then make calibrate)
 	$(PY) benchmarks/cpu_serving.py $(BENCH_CPU_ARGS)
 
 # The figures the README shows (docs/figures/NAME.png and .svg), from the estimator and the planner.

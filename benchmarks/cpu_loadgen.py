@@ -10,10 +10,11 @@ vLLM takes a minute on a small, busy machine): it reads one JSON object per line
 (with per-request TTFTs and token gaps) to ``out`` and answers one line ``{"ok": ..., "out": ...}``
 on standard output; vLLM's own report goes to standard error.
 
-Each run: random prompts of exactly ``isl`` tokens, ``osl`` output tokens (``ignore_eos``), all
-``requests`` issued at once and at most ``concurrency`` in flight (the first ``concurrency`` start
-together, each later one when another finishes), streaming: TTFT = first token, TPOT = (latency −
-TTFT) / (output tokens − 1) per request.
+Each run: random prompts of ``isl`` tokens (random ids decoded and re-encoded: a prompt may come
+back a token or two longer), ``osl`` output tokens (``ignore_eos``), all ``requests`` issued at once
+and at most ``concurrency`` in flight (the first ``concurrency`` start together, each later one when
+another finishes), streaming: TTFT = first token, TPOT = (latency − TTFT) / (output tokens − 1) per
+request.
 """
 
 from __future__ import annotations

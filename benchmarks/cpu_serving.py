@@ -8,12 +8,15 @@
    names its entry).
 2. For each model shape (``cpu_models.SHAPES``): a random-weight model is built locally
    (``cpu_models.py``, in the engine environment) and cached, and served by one vLLM CPU engine
-   (``python -m vllm.entrypoints.openai.api_server``, flags in ``ENGINE_ARGS``, no prefix caching).
+   (``python -m vllm.entrypoints.openai.api_server``, flags in ``ENGINE_ARGS``, no prefix caching)
+   in the dtype the cores compute natively (``--dtype auto``: ``DTYPE``).
 3. Each grid point (concurrency = batch, input and output length) is one run of vLLM's benchmark
    client (``cpu_loadgen.py``: ``num_requests`` = ``REQUESTS_PER_SLOT`` × concurrency random
    prompts, all issued at once, at most ``concurrency`` in flight, streaming, ``ignore_eos``);
    per run the mean TTFT and mean TPOT over its requests, as the GPU data defines them. Points are
-   repeated ``--reps`` times in a shuffled order per repetition, after a warm-up run.
+   repeated ``--reps`` times in a shuffled order per repetition, after a warm-up run. Equal
+   requests sent at once run in synchronized waves: the rows say ``arrivals = waves``
+   (docs/calibration.md §2).
 4. Noise: the machine is shared. Each run records the CPU time the rest of the machine used while
    it ran (``/proc/stat`` minus this benchmark's processes) and the load averages; before a run the
    script waits (up to ``--settle`` seconds) for a quiet moment; a run during which others used
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import random
@@ -55,20 +59,26 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hetsch
 MODELS = CACHE / "models" / "bench-cpu"
 COMPILE_CACHE = CACHE / "vllm"
 
-#: Per shape: (concurrency, input tokens, output tokens) points. Sized so that each model fits one
-#: turn of the machine's engine lock (≤ 15 min, ``--resume`` per shape) on 2 AVX2 cores, where
-#: vLLM CPU's BF16 GEMMs fall back to converted FP32 (prefill at a few GFLOP/s): the larger the
-#: model, the shorter its prompts.
+#: Per shape: (concurrency, input tokens, output tokens) points: concurrency 1–16, prompt-heavy and
+#: decode-heavy points, the larger the model the shorter its prompts. On a 2-core AVX2 machine in
+#: FP32 the campaign takes about an hour (benchmarks/data/cpu/README.md); each shape fits one
+#: ``--resume`` chunk of ≤ 15 minutes.
 GRID: dict[str, list[tuple[int, int, int]]] = {
-    "dense-0.1b": [(1, 128, 32), (4, 64, 32), (8, 32, 16), (2, 256, 16)],
-    "moe-0.3b": [(1, 64, 32), (4, 32, 16), (2, 128, 16), (8, 16, 16)],
-    "dense-0.3b-mha": [(1, 32, 32), (4, 32, 16), (2, 96, 16), (8, 16, 8)],
-    "dense-0.4b-deep": [(1, 32, 16), (4, 16, 8), (2, 64, 8)],
-    "dense-1.4b": [(1, 16, 16), (2, 32, 8), (4, 8, 8)],
+    "dense-0.1b": [(1, 128, 32), (1, 512, 8), (2, 256, 16), (4, 64, 32), (8, 32, 16), (16, 32, 8)],
+    "moe-0.3b": [(1, 64, 32), (1, 256, 8), (2, 128, 16), (4, 32, 16), (8, 16, 16), (16, 16, 8)],
+    "moe-0.4b-fine": [(1, 64, 16), (1, 256, 8), (2, 128, 8), (4, 32, 16), (8, 16, 16)],
+    "dense-0.3b-mha": [(1, 64, 32), (1, 256, 8), (2, 128, 16), (4, 32, 16), (8, 32, 8)],
+    "dense-0.4b-deep": [(1, 32, 16), (1, 128, 8), (2, 64, 8), (4, 16, 8), (8, 16, 8)],
+    "dense-1.4b": [(1, 16, 16), (1, 64, 8), (2, 32, 8), (4, 8, 8), (8, 8, 8)],
 }
 QUICK_GRID: dict[str, list[tuple[int, int, int]]] = {"tiny": [(2, 32, 8)]}
 REQUESTS_PER_SLOT = 2
-DTYPE = "bfloat16"
+#: The model dtype (``--dtype``; ``auto``: BF16 where the engine's cores have BF16 instructions,
+#: AVX-512 BF16 or AMX, else FP32). Without them vLLM CPU 0.32 runs BF16 GEMMs through a converting
+#: fallback at a fixed ~5.6 GFLOP/s per AVX2 core whatever the batch (torch.nn.functional.linear,
+#: 1536 × 4096, batch 1–256), while FP32 GEMMs reach 29 GFLOP/s (91 % of the core's peak) at batch
+#: 256 and stream the weights at 9.6 GB/s at batch 1: FP32 is what such a CPU serves fastest.
+DTYPE = ["bfloat16"]
 MAX_MODEL_LEN = 2048
 KV_CACHE_GIB = 2
 #: Eager mode: on this machine vLLM CPU 0.32's compiled graphs were slower than eager (tiny model,
@@ -126,6 +136,11 @@ def engine_versions(py: Path) -> dict[str, str]:
     )
     out = subprocess.run([str(py), "-P", "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     return json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-500:]}
+
+
+def auto_dtype(isa: list[str]) -> str:
+    """BF16 where the cores compute it natively (AVX-512 BF16, AMX BF16), else FP32 (``DTYPE``)."""
+    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(isa) else "float32"
 
 
 def engine_cpus() -> list[int]:
@@ -250,7 +265,10 @@ class Point:
 
 
 def build_model(py: Path, shape: str, dtype: str, log_dir: Path) -> Path:
-    target = MODELS / f"{shape}-{dtype}"
+    """The shape's model, built once per content: the builder's bytes name the cached folder, so an
+    edited shape (or tokenizer) is rebuilt rather than served stale."""
+    builder = hashlib.sha256((HERE / "cpu_models.py").read_bytes()).hexdigest()[:10]
+    target = MODELS / f"{shape}-{dtype}-{builder}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     tmp = target.with_name(target.name + ".tmp")
@@ -305,7 +323,7 @@ def start_engine(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--max-model-len", str(MAX_MODEL_LEN),
-        "--dtype", DTYPE,
+        "--dtype", DTYPE[0],
         *ENGINE_ARGS,
         *extra,
     ]  # fmt: skip
@@ -455,8 +473,10 @@ def campaign(args: argparse.Namespace) -> int:
 
     probes = [probe()]
     name = probes[0]["hardware"][0]["name"]
+    DTYPE[0] = args.dtype if args.dtype != "auto" else auto_dtype(probes[0]["probe"]["cpu"]["isa"])
     print(
-        f"[bench-cpu] probed {name}: {probes[0]['hardware'][0]['bandwidth']}, load {os.getloadavg()}",
+        f"[bench-cpu] probed {name}: {probes[0]['hardware'][0]['bandwidth']}, dtype {DTYPE[0]}, "
+        f"load {os.getloadavg()}",
         flush=True,
     )
 
@@ -468,7 +488,7 @@ def campaign(args: argparse.Namespace) -> int:
     env_info: dict[str, Any] = {
         "engine_dir": str(engine),
         "versions": engine_versions(py),
-        "engine_args": [*ENGINE_ARGS, "--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)],
+        "engine_args": [*ENGINE_ARGS, "--dtype", DTYPE[0], "--max-model-len", str(MAX_MODEL_LEN)],
         "engine_env": {**ENGINE_ENV, "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, engine_cpus()))},
         "requests_per_slot": REQUESTS_PER_SLOT,
         "reps": args.reps,
@@ -482,7 +502,7 @@ def campaign(args: argparse.Namespace) -> int:
                 print(f"[bench-cpu] {shape}: already measured (--resume)", flush=True)
                 continue
             shape_started = time.monotonic()
-            model = build_model(py, shape, DTYPE, logs)
+            model = build_model(py, shape, DTYPE[0], logs)
             (out / "models" / shape).mkdir(parents=True, exist_ok=True)
             shutil.copy(model / "config.json", out / "models" / shape / "config.json")
             proc, url, startup = start_engine(
@@ -510,6 +530,7 @@ def campaign(args: argparse.Namespace) -> int:
                         "system": name,
                         **asdict(point),
                         "num_requests": point.requests,
+                        "dtype": DTYPE[0],
                         "rep": rep,
                         "seed": seed,
                         "foreign_before": quiet,
@@ -604,18 +625,19 @@ def _shuffled(points: list[tuple[int, int, int]], rep: int) -> list[tuple[int, i
 CSV_COLUMNS = [
     "model_path", "system", "backend", "backend_version", "precision", "gemm_quant_mode", "moe_quant_mode",
     "mode", "isl", "osl", "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size",
-    "moe_ep_size", "num_requests", "silicon_ttft_ms", "silicon_tpot_ms", "notes",
+    "moe_ep_size", "num_requests", "arrivals", "silicon_ttft_ms", "silicon_tpot_ms", "notes",
 ]  # fmt: skip
 
 
 def aggregate(runs: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
     """One CSV row per (shape, point): medians of the runs' mean TTFT and TPOT, over the
     uncontended runs when at least two are."""
-    groups: dict[tuple[str, int, int, int], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, int, int], list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["shape"], r["concurrency"], r["isl"], r["osl"]), []).append(r)
+        key = (r["shape"], r.get("dtype", "bfloat16"), r["concurrency"], r["isl"], r["osl"])
+        groups.setdefault(key, []).append(r)
     rows = []
-    for (shape, c, isl, osl), rs in sorted(groups.items()):
+    for (shape, dtype, c, isl, osl), rs in sorted(groups.items()):
         clean = [r for r in rs if not r["contended"]]
         use = clean if len(clean) >= 2 else rs
         note = f"median of {len(use)} runs" + ("" if use is clean else f" ({len(rs) - len(clean)} contended)")
@@ -625,8 +647,9 @@ def aggregate(runs: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
                 "system": system,
                 "backend": "vllm",
                 "backend_version": f"{VLLM_CPU_VERSION} (vllm-cpu)",
-                "precision": "bf16" if DTYPE == "bfloat16" else "fp32",
-                "gemm_quant_mode": "" if DTYPE == "bfloat16" else "fp32",
+                "precision": "bf16" if dtype == "bfloat16" else "fp32",
+                # the mapping's compute format (calibration/dataset.py QUANT_MODES): empty = BF16
+                "gemm_quant_mode": "" if dtype == "bfloat16" else "fp32",
                 "moe_quant_mode": "",
                 "mode": "agg",
                 "isl": isl,
@@ -638,6 +661,8 @@ def aggregate(runs: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
                 "moe_tp_size": 0,
                 "moe_ep_size": 0,
                 "num_requests": rs[0]["num_requests"],
+                # equal requests (ignore_eos) sent all at once: they run in synchronized waves
+                "arrivals": "waves",
                 "silicon_ttft_ms": round(statistics.median(r["mean_ttft_ms"] for r in use), 3),
                 "silicon_tpot_ms": round(statistics.median(r["mean_tpot_ms"] for r in use), 4),
                 "notes": note,
@@ -694,6 +719,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=-10 if os.geteuid() == 0 else 0,
         help="niceness of the engine, load generator and probe (default -10 as root: a shared machine)",
+    )
+    ap.add_argument(
+        "--dtype",
+        choices=("auto", "bfloat16", "float32"),
+        default="auto",
+        help="model dtype (auto: bfloat16 on cores with AVX-512 BF16 or AMX, else float32)",
     )
     ap.add_argument("--resume", action="store_true", help="keep OUT/runs.jsonl, skip shapes already in it")
     ap.add_argument(

@@ -42,6 +42,7 @@ from hetsched.scheduler.calibration.design import PARAMETERS, build_dataset
 from hetsched.scheduler.calibration.errors import fmt_corr, fmt_fraction, fmt_signed_fraction, summary
 from hetsched.scheduler.calibration.fit import (
     CPU_FIXED,
+    CPU_TTFT_WEIGHT,
     ENGINE_STAGE,
     FIT_FIXED,
     PER_ENGINE,
@@ -390,6 +391,7 @@ def calibrate(
     cpu_measurements: Path | None = None,
     cpu_hardware: Path | None = None,
     cpu_fixed: Mapping[str, float] | None = None,
+    cpu_ttft_weight: float | None = None,
 ) -> dict[str, Any]:
     rows = read_measurements(measurements)
     resolved = resolve_all(rows)
@@ -436,7 +438,9 @@ def calibrate(
         report.update(cross_validate(ds, **options))
     cpu_fit = None
     if cpu_measurements is not None:
-        report["cpu"], cpu_fit = calibrate_cpu(cpu_measurements, cpu_hardware, cross_validation, cpu_fixed)
+        report["cpu"], cpu_fit = calibrate_cpu(
+            cpu_measurements, cpu_hardware, cross_validation, cpu_fixed, cpu_ttft_weight
+        )
     report["_fits"] = (family_fit, generic_fit, cpu_fit)
     return report
 
@@ -446,9 +450,10 @@ def calibrate_cpu(
     hardware_file: Path | None,
     cross_validation: bool = True,
     fixed: Mapping[str, float] | None = None,
+    ttft_weight: float | None = None,
 ) -> tuple[dict[str, Any], FitResult]:
     """The CPU fit (``fit.fit_cpu``) of a CPU campaign's rows, its in-sample and leave-one-shape-out
-    errors."""
+    errors (``ttft_weight``: default ``fit.CPU_TTFT_WEIGHT``)."""
     rows = read_measurements(measurements)
     resolved = resolve_all(rows, lookup_for(measurements, hardware_file))
     plans = [r for r in resolved if isinstance(r, Plan)]
@@ -457,7 +462,7 @@ def calibrate_cpu(
         reasons = sorted({s.reason for s in skipped})
         raise ValueError(f"{measurements}: no CPU row can be predicted ({'; '.join(reasons[:3])})")
     ds = build_dataset(plans)
-    result = fit_cpu(ds, fixed=fixed)
+    result = fit_cpu(ds, fixed=fixed, ttft_weight=ttft_weight)
     ttft, tpot = predict_with(ds, result)
     everything = np.ones(len(ds.plans), dtype=np.bool_)
     report: dict[str, Any] = {
@@ -468,13 +473,14 @@ def calibrate_cpu(
         "skipped_rows": len(skipped) + len(ds.unfit),
         "parameters": dict(zip(PARAMETERS, result.params[0].tolist(), strict=True)),
         "fixed": dict(CPU_FIXED if fixed is None else fixed),
+        "ttft_weight": CPU_TTFT_WEIGHT if ttft_weight is None else ttft_weight,
         "in_sample": error_statistics(ds, ttft, tpot, everything),
         "in_sample_groups": {
             name: error_statistics(ds, ttft, tpot, ds.group == g) for g, name in enumerate(ds.groups)
         },
     }
     if cross_validation:
-        cv = cross_validate_cpu(ds, fixed)
+        cv = cross_validate_cpu(ds, fixed, ttft_weight)
         report["leave_one_shape_out"] = cv["pooled"]
         report["leave_one_shape_out_groups"] = cv["groups"]
     return report, result
@@ -491,6 +497,7 @@ _SHOW: dict[str, tuple[str, float, str]] = {
     "experts_bandwidth": ("η_eb", 1.0, ""),
     "experts_compute": ("η_ec", 1.0, ""),
     "request_overhead_seconds": ("t_request", 1e3, " ms"),
+    "overlap": ("overlap", 1.0, ""),
 }
 
 
@@ -546,7 +553,7 @@ def print_report(report: dict[str, Any]) -> None:
     if cpu:
         print(
             f"\nCPU ({cpu['measurements']}, {', '.join(cpu['hardware'])}): {cpu['rows']} rows, "
-            f"{cpu['fitted_rows']} fitted, {cpu['skipped_rows']} skipped"
+            f"{cpu['fitted_rows']} fitted, {cpu['skipped_rows']} skipped; TTFT weight {cpu['ttft_weight']:g}"
         )
         print("  cpu                " + "  ".join(_fmt_parameter(n, v) for n, v in cpu["parameters"].items()))
         line("in-sample", cpu["in_sample"]["all"])
@@ -621,9 +628,22 @@ def _cpu_fit_options(args: argparse.Namespace) -> dict[str, float] | None:
     return fixed
 
 
+def _cpu_ttft_weight(args: argparse.Namespace) -> float | None:
+    """``--cpu-ttft-weight`` (an ablation, report only)."""
+    weight: float | None = args.cpu_ttft_weight
+    if weight is None:
+        return None
+    if not weight > 0:
+        raise ValueError(f"--cpu-ttft-weight {weight}: must be a positive number")
+    if args.write:
+        raise ValueError("--cpu-ttft-weight is for ablations: it cannot be combined with --write")
+    return weight
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     fixed, per_engine = _fit_options(args)
     cpu_fixed = _cpu_fit_options(args)
+    cpu_ttft_weight = _cpu_ttft_weight(args)
     cpu_csv = None if args.cpu_measurements in (None, Path("none")) else args.cpu_measurements
     if cpu_csv == DEFAULT_CPU_MEASUREMENTS and not cpu_csv.exists():
         cpu_csv = None  # no CPU campaign in this checkout
@@ -637,6 +657,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cpu_measurements=cpu_csv,
         cpu_hardware=args.cpu_hardware_file,
         cpu_fixed=cpu_fixed,
+        cpu_ttft_weight=cpu_ttft_weight,
     )
     family_fit, generic_fit, cpu_fit = report.pop("_fits")
     if args.write:
@@ -651,6 +672,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if cpu is not None:
             stats["cpu"] = _round(
                 {
+                    "hardware": cpu["hardware"],
                     "rows": cpu["rows"],
                     "fitted_rows": cpu["fitted_rows"],
                     "in_sample": cpu["in_sample"],
@@ -736,6 +758,12 @@ def _register_calibrate(subparsers: _Subparsers) -> None:
     )
     p.add_argument("--cpu-fix", action="append", default=[], metavar="NAME=VALUE", help="CPU fit ablation")
     p.add_argument("--cpu-free", action="append", default=[], metavar="NAME", help="CPU fit ablation")
+    p.add_argument(
+        "--cpu-ttft-weight",
+        type=float,
+        metavar="W",
+        help=f"CPU fit ablation: TTFT's weight against TPOT's 1 (default {CPU_TTFT_WEIGHT})",
+    )
     p.add_argument("--date", default=_dt.date.today().isoformat(), help="fit date recorded with --write")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_calibrate)

@@ -45,6 +45,7 @@ from hetsched.scheduler.catalog.models import ModelConfig
 from hetsched.scheduler.estimator.cost import Precisions
 from hetsched.scheduler.estimator.precision import Precision
 from hetsched.scheduler.estimator.serving import (
+    ARRIVALS,
     ColocatedSetup,
     DisaggregatedSetup,
     Parallel,
@@ -117,6 +118,7 @@ OPTIONAL_COLUMNS = (
     "moe_ep_size",
     *(f"{phase}_{f}" for phase in ("prefill", "decode") for f in WORKER_FIELDS),
     "num_requests",
+    "arrivals",
 )
 
 
@@ -161,6 +163,10 @@ class Measurement:
     #: Requests the run sent (optional column, not in aiconfigurator's files): with it, the share of
     #: requests in the first simultaneous wave is ``concurrency / num_requests``.
     num_requests: int | None = None
+    #: How the run's requests arrived (optional column; ``serving.ARRIVALS``): ``staggered`` (empty;
+    #: aiconfigurator's data) or ``waves`` (equal requests sent in synchronized waves: the CPU
+    #: benchmark's, benchmarks/cpu_serving.py).
+    arrivals: str = "staggered"
     #: Why the row cannot be read (bad values, naming row, line and column); None when it can.
     problem: str | None = None
 
@@ -203,7 +209,12 @@ class Plan:
         completes it with the efficiencies; the fit evaluates many at once)."""
         if not self.disaggregated:
             return colocated_setup(
-                self.model, self.hardware, self.shape, self.parallel, concurrency=self.concurrency
+                self.model,
+                self.hardware,
+                self.shape,
+                self.parallel,
+                concurrency=self.concurrency,
+                arrivals=self.row.arrivals,
             )
         assert self.prefill_parallel is not None
         return disaggregated_setup(
@@ -346,6 +357,14 @@ def _parse_row(raw: dict[str, str], index: int, line: int, source: str) -> Measu
     ttft = attempt(lambda: _positive(get("silicon_ttft_ms"), where("silicon_ttft_ms")))
     tpot = attempt(lambda: _positive(get("silicon_tpot_ms"), where("silicon_tpot_ms")))
     requests = attempt(lambda: _int(get("num_requests"), where("num_requests"), required=False))
+    arrivals = get("arrivals").lower() or "staggered"
+    if arrivals not in ARRIVALS:
+        problems.append(
+            f"{where('arrivals')}: expected one of {', '.join(ARRIVALS)}, got {get('arrivals')!r}"
+        )
+        arrivals = "staggered"
+    elif arrivals == "waves" and mode == "disagg":
+        problems.append(f"{where('arrivals')}: synchronized waves are modelled for agg rows only")
 
     def column_int(column: str, *, required: bool, zero_means_none: bool = False) -> int | None:
         try:
@@ -388,6 +407,7 @@ def _parse_row(raw: dict[str, str], index: int, line: int, source: str) -> Measu
         ttft_ms=ttft if isinstance(ttft, float) else math.nan,
         tpot_ms=tpot if isinstance(tpot, float) else math.nan,
         num_requests=requests if isinstance(requests, int) else None,
+        arrivals=arrivals,
         problem="; ".join(problems) or None,
     )
 
@@ -630,6 +650,7 @@ def predict(
             concurrency=plan.concurrency,
             efficiency=eff,
             warmup_fraction=warmup_fraction,
+            arrivals=plan.row.arrivals,
         )
     assert plan.prefill_parallel is not None
     return predict_disaggregated(

@@ -23,7 +23,12 @@ from hetsched.scheduler.calibration.dataset import (
 )
 from hetsched.scheduler.engines import engine_of_backend
 from hetsched.scheduler.estimator.efficiency import family_of
-from hetsched.scheduler.estimator.serving import ColocatedSetup, colocated_times, disaggregated_times
+from hetsched.scheduler.estimator.serving import (
+    ColocatedSetup,
+    colocated_times,
+    disaggregated_times,
+    wave_times,
+)
 from hetsched.scheduler.estimator.steps import EfficiencyTerms, StepTerms
 
 Array = npt.NDArray[np.float64]
@@ -53,6 +58,7 @@ PARAMETER_SPECS: tuple[Parameter, ...] = (
     Parameter("experts_bandwidth", 0.1, 1.0, 0.7, 0.1, 1.0),
     Parameter("experts_compute", 0.05, 1.0, 0.5, 0.1, 1.0),
     Parameter("request_overhead_seconds", 0.0, 1.0, 20e-3, 10e-3, 0.0),
+    Parameter("overlap", 0.0, 1.0, 1.0, 0.1, 1.0),
 )
 PARAMETERS = tuple(p.name for p in PARAMETER_SPECS)
 LOWER = np.array([p.lower for p in PARAMETER_SPECS])
@@ -93,6 +99,8 @@ class Block:
     output_tokens: Array
     kv_seconds: Array  # disagg
     warmup: Array  # share of the run's requests in its first, simultaneous wave
+    waves: npt.NDArray[np.bool_]  # agg: the run sent synchronized waves (serving.wave_times)
+    prefill_rest: StepTerms  # agg waves: the step of a wave's other prompts (else the prefill)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
     if not rows:
         return None
     decode, prefill, conc, run, out, kv, warm = [], [], [], [], [], [], []
+    waves, rest = [], []
     for i in rows:
         p = plans[i]
         r = p.row
@@ -127,12 +136,16 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
             conc.append(s.per_rank)
             run.append(s.running)
             kv.append(0.0)
+            waves.append(s.prefill_rest is not None)
+            rest.append(s.prefill if s.prefill_rest is None else s.prefill_rest)
         else:
             decode.append(s.decode)
             prefill.append(s.prefill)
             conc.append(p.concurrency)
             run.append(s.prefill_slots)
             kv.append(s.kv_transfer_seconds)
+            waves.append(False)
+            rest.append(s.prefill)
         out.append(r.osl)
         warm.append(p.warmup_fraction(BENCHMARK_WARMUP_FRACTION))
     return Block(
@@ -144,6 +157,8 @@ def _block(plans: list[Plan], rows: list[int]) -> Block | None:
         np.array(out, dtype=np.float64),
         np.array(kv, dtype=np.float64),
         np.array(warm, dtype=np.float64),
+        np.array(waves, dtype=np.bool_),
+        _stack(rest),
     )
 
 
@@ -244,6 +259,7 @@ def predict_all(ds: Dataset, params: Array, cells: IntArray | None = None) -> tu
     tpot = np.full(len(ds.plans), np.nan)
     if ds.agg is not None:
         b = ds.agg
+        e = _eff(params, fam[b.rows])
         t = colocated_times(
             b.decode,
             b.prefill,
@@ -251,9 +267,21 @@ def predict_all(ds: Dataset, params: Array, cells: IntArray | None = None) -> tu
             running=b.running,
             output_tokens=b.output_tokens,
             warmup_fraction=b.warmup,
-            eff=_eff(params, fam[b.rows]),
+            eff=e,
         )
         ttft[b.rows], tpot[b.rows] = t.ttft, t.tpot
+        if b.waves.any():
+            w = wave_times(
+                b.decode,
+                b.prefill,
+                b.prefill_rest,
+                concurrency=b.concurrency,
+                running=b.running,
+                output_tokens=b.output_tokens,
+                eff=e,
+            )
+            ttft[b.rows] = np.where(b.waves, w.ttft, ttft[b.rows])
+            tpot[b.rows] = np.where(b.waves, w.tpot, tpot[b.rows])
     if ds.disagg is not None:
         b = ds.disagg
         e = _eff(params, fam[b.rows])

@@ -72,7 +72,13 @@ PER_FAMILY = ("link_efficiency",)
 #: * the latency per collective (NVLink one-shot all-reduces, fused with the norm, cost a few µs,
 #:   inside the per-layer cost): 16.4 % held at 0, 17.7 % fitted (3.5 µs).
 #: The fields stay in ``Efficiency`` for hardware that has such costs (PCIe, multi-node).
-FIT_FIXED: dict[str, float] = {"step_overhead_seconds": 0.0, "collective_latency_seconds": 0.0}
+#: * the overlap of an operator's compute and memory time is held at 1 (the roofline's max: a GPU
+#:   overlaps them); the CPU fit frees it (§7: one core both streams the weights and computes).
+FIT_FIXED: dict[str, float] = {
+    "step_overhead_seconds": 0.0,
+    "collective_latency_seconds": 0.0,
+    "overlap": 1.0,
+}
 #: Parameters fitted per serving engine (``engines.engine_of_backend`` of the CSV's ``backend``):
 #: the terms that are engine software rather than hardware (docs/calibration.md §4). They are
 #: fitted in a second stage, with every other parameter held at the engine-agnostic fit, so the
@@ -160,6 +166,7 @@ def _least_squares(
     scale: Array,
     predict: Any,
     residual: str,
+    ttft_weight: float,
 ) -> Any:
     w = np.sqrt(ds.weight[mask])
     tpot_kind, ttft_kind = RESIDUALS[residual]
@@ -172,7 +179,7 @@ def _least_squares(
         ttft, tpot = predict(x)
         r_tpot = error(tpot_kind, tpot[mask], ds.tpot[mask])
         r_ttft = error(ttft_kind, ttft[mask], ds.ttft[mask])
-        return np.asarray(np.concatenate([w * r_tpot, TTFT_WEIGHT * w * r_ttft]), dtype=np.float64)
+        return np.asarray(np.concatenate([w * r_tpot, ttft_weight * w * r_ttft]), dtype=np.float64)
 
     from scipy.optimize import least_squares  # imported where used: the CLI starts without it
 
@@ -195,6 +202,7 @@ def _solve(
     cells: IntArray,
     residual: str,
     limits: tuple[Array, Array] = (LOWER, UPPER),
+    ttft_weight: float = TTFT_WEIGHT,
 ) -> tuple[Array, Any]:
     """Least squares over ``slots`` of the (family, engine, PARAMETERS) table ``base``: a slot is
     (column, family, engine), -1 meaning every family / every engine (the shared entry included)."""
@@ -220,6 +228,7 @@ def _solve(
         SCALE[cols],
         lambda x: predict_all(ds, flat(x), cells),
         residual,
+        ttft_weight,
     )
     return table(np.asarray(result.x, dtype=np.float64)), result
 
@@ -233,9 +242,11 @@ def fit(
     engine_stage: str | None = None,
     residual: str | None = None,
     bounds: Mapping[str, tuple[float, float]] | None = None,
+    ttft_weight: float = TTFT_WEIGHT,
 ) -> FitResult:
     """Least squares over the ``train`` rows (all by default), on log errors unless ``residual``
-    (default ``RESIDUAL``) names another of ``RESIDUALS``.
+    (default ``RESIDUAL``) names another of ``RESIDUALS``; TTFT errors weigh ``ttft_weight``
+    against TPOT's 1.
 
     Parameters in ``PER_FAMILY`` get one value per hardware family of the training rows, the others
     one value for all families. ``shared``: every parameter shared (the generic fit). ``fixed``:
@@ -296,13 +307,20 @@ def fit(
     slots += [(c, f, -1) for c in free if names[c] in PER_FAMILY and n > 1 for f in range(n)]
     known = mask & (eng < n_e)
     if not n_e or not ecols:
-        table, r = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper))
+        table, r = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper), ttft_weight)
         results = [r]
     elif stage == "refine":
         # 1. engine-agnostic; 2. the engine terms per engine, everything else held.
-        table, r1 = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper))
+        table, r1 = _solve(ds, mask, base, slots, shared_cells, kind, (lower, upper), ttft_weight)
         table, r2 = _solve(
-            ds, known, table, [(c, -1, e) for c in ecols for e in range(n_e)], cells, kind, (lower, upper)
+            ds,
+            known,
+            table,
+            [(c, -1, e) for c in ecols for e in range(n_e)],
+            cells,
+            kind,
+            (lower, upper),
+            ttft_weight,
         )
         results = [r1, r2]
     else:
@@ -310,11 +328,18 @@ def fit(
         unknown_rows = bool((mask & (eng == n_e)).any())
         joint = [s for s in slots if s[0] not in ecols]
         joint += [(c, -1, e) for c in ecols for e in range(n_e + (1 if unknown_rows else 0))]
-        table, r1 = _solve(ds, mask, base, joint, cells, kind, (lower, upper))
+        table, r1 = _solve(ds, mask, base, joint, cells, kind, (lower, upper), ttft_weight)
         results = [r1]
         if not unknown_rows:
             table, r2 = _solve(
-                ds, mask, table, [(c, -1, n_e) for c in ecols], shared_cells, kind, (lower, upper)
+                ds,
+                mask,
+                table,
+                [(c, -1, n_e) for c in ecols],
+                shared_cells,
+                kind,
+                (lower, upper),
+                ttft_weight,
             )
             results.append(r2)
     return FitResult(
@@ -402,13 +427,14 @@ def cross_validate(
 #: CPU engine on a probed machine), never touching the GPU fit. One replica is one socket at TP 1,
 #: so the link terms have nothing to describe and stay neutral; the per-step cost is fitted (vLLM's
 #: CPU engine runs no CUDA graphs: its Python scheduling, input preparation and sampling per step are
-#: a cost of their own, told apart from the per-layer cost by models of 2 to 28 layers).
+#: a cost of their own, told apart from the per-layer cost by models of 8 to 28 layers). The overlap
+#: of compute and memory time is fitted: one core both streams the weights and computes.
 CPU_FIXED: dict[str, float] = {"link_efficiency": 1.0, "collective_latency_seconds": 0.0}
-#: The CPU fit's bounds where they differ from the GPUs' (``design.PARAMETER_SPECS``). vLLM CPU on
-#: a core without BF16 instructions runs dense BF16 GEMMs through a converting fallback at a few % of
-#: the FP32 peak (η_c down to 0.02), while its MoE kernels run the experts several times faster per
-#: FLOP than that: relative to the dense GEMMs the experts' factors may exceed 1 (the product with
-#: η_c stays a fraction of peak). Eager mode: per-layer and per-step costs of milliseconds.
+#: The CPU fit's bounds where they differ from the GPUs' (``design.PARAMETER_SPECS``). The experts'
+#: factors may exceed 1, relative to the dense GEMMs: vLLM CPU's MoE kernels are its own, and stream
+#: the experts faster than its dense GEMMs stream their weights (η_eb 1.5 in FP32; in BF16 on a core
+#: without BF16 instructions the dense GEMMs' converting fallback made it the compute factor, and η_c
+#: down to 0.02). Eager mode: per-layer and per-step costs of milliseconds.
 CPU_BOUNDS: dict[str, tuple[float, float]] = {
     "compute": (0.02, 1.0),
     "experts_compute": (0.05, 10.0),
@@ -416,6 +442,11 @@ CPU_BOUNDS: dict[str, tuple[float, float]] = {
     "layer_overhead_seconds": (0.0, 5e-3),
     "step_overhead_seconds": (0.0, 0.2),
 }
+#: TTFT's weight in the CPU fit: as much as TPOT's. The GPU fit weighs TTFT down (``TTFT_WEIGHT``)
+#: because the GPU runs' TTFT carries engine start-up the model only averages; the CPU campaign's
+#: TTFT is explained by its synchronized waves (``serving.wave_times``: the fitted per-request cost
+#: is ≈ 0) and says the most about prefill, which TPOT hardly sees (docs/calibration.md §7).
+CPU_TTFT_WEIGHT = 1.0
 #: The routed experts' factors are held neutral when the training rows have no MoE model (a
 #: held-out MoE shape is predicted as if its experts ran like dense GEMMs: nothing was learnt).
 EXPERTS = ("experts_bandwidth", "experts_compute")
@@ -426,18 +457,25 @@ def _has_moe(ds: Dataset, rows: npt.NDArray[np.bool_]) -> bool:
 
 
 def fit_cpu(
-    ds: Dataset, train: npt.NDArray[np.bool_] | None = None, fixed: Mapping[str, float] | None = None
+    ds: Dataset,
+    train: npt.NDArray[np.bool_] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    ttft_weight: float | None = None,
 ) -> FitResult:
     """One parameter set for every CPU row (``train``: all by default); ``fixed`` defaults to
-    ``CPU_FIXED`` (plus the experts' factors at 1 without MoE rows to learn them from)."""
+    ``CPU_FIXED`` (plus the experts' factors at 1 without MoE rows to learn them from);
+    ``ttft_weight`` to ``CPU_TTFT_WEIGHT``."""
     mask = np.ones(len(ds.plans), dtype=np.bool_) if train is None else train
     pinned = dict(CPU_FIXED if fixed is None else fixed)
     if not _has_moe(ds, mask):
         pinned.update({name: 1.0 for name in EXPERTS if name not in pinned})
-    return fit(ds, mask, shared=True, fixed=pinned, per_engine=(), bounds=CPU_BOUNDS)
+    weight = CPU_TTFT_WEIGHT if ttft_weight is None else ttft_weight
+    return fit(ds, mask, shared=True, fixed=pinned, per_engine=(), bounds=CPU_BOUNDS, ttft_weight=weight)
 
 
-def cross_validate_cpu(ds: Dataset, fixed: Mapping[str, float] | None = None) -> dict[str, Any]:
+def cross_validate_cpu(
+    ds: Dataset, fixed: Mapping[str, float] | None = None, ttft_weight: float | None = None
+) -> dict[str, Any]:
     """Leave one model shape out: fit the CPU set without every row of a shape, predict them."""
     ttft = np.full(len(ds.plans), np.nan)
     tpot = np.full(len(ds.plans), np.nan)
@@ -446,7 +484,7 @@ def cross_validate_cpu(ds: Dataset, fixed: Mapping[str, float] | None = None) ->
         held = ds.group == g
         if held.all():
             continue
-        result = fit_cpu(ds, ~held, fixed)
+        result = fit_cpu(ds, ~held, fixed, ttft_weight)
         p_ttft, p_tpot = predict_with(ds, result)
         ttft[held], tpot[held] = p_ttft[held], p_tpot[held]
         per_group[name] = error_statistics(ds, p_ttft, p_tpot, held)

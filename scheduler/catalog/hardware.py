@@ -59,6 +59,13 @@ class Efficiency(BaseModel):
         ge=0,
         description="fixed cost added to each request's time to first token (admission, first-token return)",
     )
+    overlap: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="how much of an operator's shorter side (compute or memory) hides under its longer one: "
+        "1 = the roofline's max (GPUs), 0 = their sum (a CPU core that both streams and computes)",
+    )
     fitted_by: str = "ideal: peak figures, no overheads"
 
 

@@ -135,7 +135,13 @@ def cpu_error_band(statistics: dict[str, Any]) -> ErrorBand | None:
         ttft = float(pooled["ttft"]["median_abs_rel_error"])
     except (KeyError, TypeError, ValueError):
         return None
-    return ErrorBand(tpot, ttft, "CPU, held-out median error (leave one model shape out)")
+    measured = ", ".join(str(h) for h in cpu.get("hardware") or []) or "the calibrated CPU"
+    return ErrorBand(
+        tpot,
+        ttft,
+        f"CPU, held-out median error (leave one model shape out) on {measured}; other CPUs take its "
+        "terms without a measurement of their own",
+    )
 
 
 _FITTED = load_fitted()

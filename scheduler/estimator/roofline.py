@@ -120,6 +120,7 @@ def evaluate(
     compute_s = 0.0
     memory_s = 0.0
     busy_s = 0.0
+    serial = 1.0 - eff.overlap  # the share of an operator's shorter side not hidden (steps._busy)
     for name, op_flops, weights, kv_read, kv_write, act, op_class in cost.operators:
         dram_bytes = weights + kv_read + kv_write + act  # OperatorCost.dram_bytes, inlined (hot loop)
         op_peak = eff_peak if op_class is None else _peak(hw, op_class) * n * eff.compute
@@ -131,7 +132,7 @@ def evaluate(
             m = dram_bytes / eff_bw
         compute_s += c
         memory_s += m
-        busy_s += c if c > m else m
+        busy_s += (c + serial * m) if c > m else (m + serial * c)
     comm_s = allreduce_seconds(cost, hw, eff)
     overhead_s = eff.step_overhead_seconds + cost.layers * eff.layer_overhead_seconds
     step = busy_s + comm_s + overhead_s

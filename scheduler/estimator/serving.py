@@ -26,6 +26,18 @@ the roofline time from them, vectorised).
   prompts: ``warmup_fraction · S · (B_run − 1) / 2``. Every request also pays the fixed
   ``request_overhead_seconds`` (admission, tokenization, returning the first token).
 
+**Colocated, synchronized waves** (``arrivals="waves"``): a benchmark that sends equal requests
+(``ignore_eos``, fixed ``O``) in waves of ``B`` at once keeps them in lockstep, which the steady
+state above does not describe. The engine starts a step as soon as the wave's first request (the
+leader) arrives, so the leader is prefilled alone, ``t_prefill(1)``, and the ``B − 1`` others
+together in the next step, ``t_prefill(B − 1)``; then all decode at batch ``B``. The leader's first
+inter-token gap holds the others' prefill step: ``TTFT = t_prefill(1) + (B−1)/B · t_prefill(B−1)``
+(+ the per-request overhead), ``TPOT = t_decode(B) + (t_prefill(B−1) − t_decode(B)) / (B·(O−1))``.
+The leader also finishes one step early, so the next wave's leader again arrives alone: the pattern
+repeats (benchmarks/data/cpu/README.md shows it in the per-request TTFTs). It describes the CPU
+benchmark's runs (``validate`` and the fit, rows with ``arrivals = waves``); the planner predicts
+steady state.
+
 **Disaggregated**: prefill workers run prompts in batches of ``Bp``; the prompt's KV then crosses
 the network to a decode worker: ``TTFT = t_prefill(Bp) + KV bytes / bandwidth`` (+ the per-request
 overhead),
@@ -234,6 +246,33 @@ def colocated_times(
     return ColocatedTimes(ttft, tpot, t_pre, t_dec, ttft - service)
 
 
+def wave_times(
+    decode: StepTerms,
+    prefill: StepTerms,
+    prefill_rest: StepTerms,
+    *,
+    concurrency: ArrayLike,
+    running: ArrayLike,
+    output_tokens: ArrayLike,
+    eff: EfficiencyTerms,
+) -> ColocatedTimes:
+    """TTFT and TPOT of a colocated rank serving synchronized waves of ``running`` equal requests
+    (module docstring): ``prefill`` is the step of one prompt, ``prefill_rest`` the step of the
+    other ``running − 1`` prompts together (any terms when ``running`` is 1: they get no weight).
+    Requests beyond the KV capacity (``concurrency > running``) wait for whole waves."""
+    t_dec = step_seconds(decode, eff)
+    t_one = step_seconds(prefill, eff)
+    b = np.maximum(np.asarray(running, dtype=np.float64), 1.0)
+    o = np.asarray(output_tokens, dtype=np.float64)
+    t_rest = np.where(b > 1.0, step_seconds(prefill_rest, eff), 0.0)
+    first = t_one + (b - 1.0) / b * t_rest
+    gaps = np.maximum(o - 1.0, 1.0)
+    tpot = t_dec + np.maximum(t_rest - t_dec, 0.0) / (b * gaps)
+    waiting = np.maximum(np.asarray(concurrency, dtype=np.float64) / b - 1.0, 0.0)
+    ttft = first + waiting * (first + gaps * tpot) + eff.request_overhead_seconds
+    return ColocatedTimes(ttft, tpot, t_one, t_dec, ttft - t_one)
+
+
 def disaggregated_times(
     decode: StepTerms,
     prefill: StepTerms,
@@ -279,6 +318,13 @@ class ColocatedSetup:
     capacity: int  # KV capacity per rank (0: the weights do not fit)
     decode_cost: PhaseCost
     prefill_cost: PhaseCost
+    #: ``arrivals="waves"`` only: the step of the other ``running − 1`` prompts of a wave.
+    prefill_rest: StepTerms | None = None
+
+
+#: How requests arrive at a colocated replica (module docstring): ``staggered`` (steady state, what
+#: the planner predicts) or ``waves`` (a benchmark's synchronized waves of equal requests).
+ARRIVALS = ("staggered", "waves")
 
 
 def _prefill_terms(
@@ -343,13 +389,19 @@ def colocated_setup(
     *,
     concurrency: int,
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
+    arrivals: str = "staggered",
 ) -> ColocatedSetup:
+    if arrivals not in ARRIVALS:
+        raise ValueError(f"arrivals: expected one of {', '.join(ARRIVALS)}, got {arrivals!r}")
     b = _per_rank(concurrency, parallel.dp)
     pre_terms, pre_cost = _prefill_terms(model, hardware, shape, parallel, 1)
     capacity = _capacity(model, hardware, shape, parallel, utilization, pre_cost)
     running = max(1, min(b, capacity))
     dec_terms, dec_cost = _decode_terms(model, hardware, shape, parallel, running)
-    return ColocatedSetup(dec_terms, pre_terms, b, running, capacity, dec_cost, pre_cost)
+    rest = None
+    if arrivals == "waves":
+        rest = _prefill_terms(model, hardware, shape, parallel, max(1, running - 1))[0]
+    return ColocatedSetup(dec_terms, pre_terms, b, running, capacity, dec_cost, pre_cost, rest)
 
 
 def _analysis(
@@ -373,9 +425,11 @@ def predict_colocated(
     utilization: float = DEFAULT_MEMORY_UTILIZATION,
     warmup_fraction: float = 0.0,
     engine: str | None = None,
+    arrivals: str = "staggered",
 ) -> ServingPrediction:
     """A colocated replica of ``tp × dp`` devices (``parallel``) with ``concurrency`` requests of
-    ``shape`` in flight.
+    ``shape`` in flight, arriving staggered (steady state) or in synchronized ``waves`` (a
+    benchmark's; module docstring).
 
     ``dp`` attention data-parallel ranks split the requests (MoE experts span all devices);
     ``warmup_fraction`` is the share of requests that arrive in a first wave all at once (a
@@ -388,21 +442,38 @@ def predict_colocated(
     eff = with_engine(hardware.efficiency, engine, hardware.kind) if efficiency is None else efficiency
     precisions, output_tokens = shape.precisions, shape.output_tokens
     setup = colocated_setup(
-        model, hardware, shape, parallel, concurrency=concurrency, utilization=utilization
+        model,
+        hardware,
+        shape,
+        parallel,
+        concurrency=concurrency,
+        utilization=utilization,
+        arrivals=arrivals,
     )
     prefill = _analysis(setup.prefill_cost, hardware, precisions, eff, utilization)
     decode = _analysis(setup.decode_cost, hardware, precisions, eff, utilization)
     if setup.capacity < 1:
         return ServingPrediction.not_fitting(prefill, decode)
-    times = colocated_times(
-        setup.decode,
-        setup.prefill,
-        concurrency=setup.per_rank,
-        running=setup.running,
-        output_tokens=output_tokens,
-        warmup_fraction=warmup_fraction,
-        eff=EfficiencyTerms.of(eff),
-    )
+    if setup.prefill_rest is not None:
+        times = wave_times(
+            setup.decode,
+            setup.prefill,
+            setup.prefill_rest,
+            concurrency=setup.per_rank,
+            running=setup.running,
+            output_tokens=output_tokens,
+            eff=EfficiencyTerms.of(eff),
+        )
+    else:
+        times = colocated_times(
+            setup.decode,
+            setup.prefill,
+            concurrency=setup.per_rank,
+            running=setup.running,
+            output_tokens=output_tokens,
+            warmup_fraction=warmup_fraction,
+            eff=EfficiencyTerms.of(eff),
+        )
     return ServingPrediction.colocated(
         times,
         prefill,

@@ -85,6 +85,7 @@ class EfficiencyTerms:
     experts_bandwidth: ArrayLike = 1.0
     experts_compute: ArrayLike = 1.0
     request_overhead_seconds: ArrayLike = 0.0
+    overlap: ArrayLike = 1.0
 
     @staticmethod
     def of(eff: Efficiency) -> EfficiencyTerms:
@@ -98,6 +99,7 @@ class EfficiencyTerms:
             eff.experts_bandwidth,
             eff.experts_compute,
             eff.request_overhead_seconds,
+            eff.overlap,
         )
 
 
@@ -107,14 +109,17 @@ def _col(x: ArrayLike) -> Array:
 
 
 def _busy(t: StepTerms, e: EfficiencyTerms, dram_bytes: Array) -> Array:
-    """Σ_ops max(compute, memory): each operator on its own roof; the routed experts' grouped GEMMs
-    at ``experts_compute`` and ``experts_bandwidth`` of the dense fractions."""
+    """Σ_ops max(compute, memory) + (1 − overlap)·min(compute, memory): each operator on its own
+    roof (``overlap`` 1, the default) or partly serialized (a CPU core); the routed experts' grouped
+    GEMMs at ``experts_compute`` and ``experts_bandwidth`` of the dense fractions."""
     experts = t.experts
     compute = t.flops / (t.peak_flops * _col(t.devices * e.compute))
     compute = compute * (1.0 + experts * (1.0 / _col(e.experts_compute) - 1.0))
     memory = dram_bytes / _col(t.devices * t.bandwidth * e.bandwidth)
     memory = memory * (1.0 + experts * (1.0 / _col(e.experts_bandwidth) - 1.0))
-    return np.asarray(np.maximum(compute, memory).sum(axis=-1), dtype=np.float64)
+    longer = np.maximum(compute, memory)
+    shorter = np.minimum(compute, memory)
+    return np.asarray((longer + (1.0 - _col(e.overlap)) * shorter).sum(axis=-1), dtype=np.float64)
 
 
 def step_seconds(t: StepTerms, e: EfficiencyTerms) -> Array:

@@ -23,18 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 ENGINE_ENV_SCRIPT = REPO / "scripts" / "engine-env.sh"
 ENGINE_LOCK = REPO / "scripts" / "engine-env.lock.txt"
 ENGINE_SCRIPTS = REPO / "tests" / "serving" / "engine"
-TINY_MODEL_ARGS = (
-    "--dtype",
-    "bfloat16",
-    "--layers",
-    "2",
-    "--hidden",
-    "128",
-    "--vocab",
-    "1024",
-    "--seed",
-    "0",
-)
+#: The one builder of random-weight models (the CPU benchmark's too), and the tests' shape of it.
+MODEL_BUILDER = REPO / "benchmarks" / "cpu_models.py"
+TINY_MODEL_ARGS = ("tiny", "--dtype", "bfloat16", "--seed", "0")
 
 
 def cache_root() -> Path:
@@ -85,9 +76,9 @@ def engine_env() -> EngineEnv:
 
 
 def tiny_model(env: EngineEnv) -> Path:
-    """The tiny random-weight Llama (tests/serving/engine/make_tiny_model.py), built once per content:
+    """The tiny random-weight Llama (``tiny`` of benchmarks/cpu_models.py), built once per content:
     the builder, its arguments and the engine lock (torch/transformers versions) name the folder."""
-    builder = ENGINE_SCRIPTS / "make_tiny_model.py"
+    builder = MODEL_BUILDER
     key = hashlib.sha256(
         builder.read_bytes() + ENGINE_LOCK.read_bytes() + " ".join(TINY_MODEL_ARGS).encode()
     ).hexdigest()[:12]

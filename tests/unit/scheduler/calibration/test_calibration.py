@@ -285,6 +285,7 @@ HARSH = Efficiency(
     experts_bandwidth=0.8,
     experts_compute=0.3,
     request_overhead_seconds=0.05,
+    overlap=0.4,
     fitted_by="test",
 )
 
@@ -324,6 +325,24 @@ def test_efficiency_defaults_are_the_pure_roofline() -> None:
     assert IDEAL.experts_bandwidth == 1 and IDEAL.experts_compute == 1
     terms = EfficiencyTerms.of(IDEAL)
     assert terms == EfficiencyTerms(1.0, 1.0, 0.0, 0.0, 1.0)
+
+
+def test_overlap_turns_each_operators_max_into_a_partial_sum() -> None:
+    """``overlap`` 1 is the roofline's max of compute and memory per operator, 0 their sum."""
+    model, hw = get_model("llama-3.1-8b"), get_hardware("epyc-9654")
+    bf16 = Precisions(weights=Precision.BF16, kv_cache=Precision.BF16, activations=Precision.BF16)
+    cost = estimate_phase(model, Phase.DECODE, batch=8, new_tokens=1, context_tokens=500, precisions=bf16)
+    sides = [
+        (op.flops / hw.peak_for(op.compute_class or "bf16"), op.dram_bytes / hw.memory_bandwidth)
+        for op in cost.operators
+    ]
+    assert any(c > 0 and m > 0 for c, m in sides)
+    for overlap in (1.0, 0.5, 0.0):
+        perf = evaluate(cost, hw, compute_class="bf16", efficiency=Efficiency(overlap=overlap))
+        expected = sum(max(c, m) + (1 - overlap) * min(c, m) for c, m in sides)
+        assert perf.step_seconds == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="overlap"):
+        Efficiency(overlap=1.5)
 
 
 def test_layer_overhead_scales_with_the_layer_count() -> None:
