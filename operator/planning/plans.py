@@ -64,14 +64,14 @@ class PhasePlan:
     error_band: float | None = None
 
     def band(self) -> str:
-        """``"; TPOT 41 ms ±12% (CPU, held-out median error)"`` for a CPU phase, else ``""``."""
+        """``"; TPOT 41 ms ±12% (CPU, held-out median error on the calibrated CPU)"`` for a CPU phase, else ``""``."""
         if self.error_band is None:
             return ""
         value, name = (self.ttft_seconds, "TTFT") if self.phase == "prefill" else (self.tpot_seconds, "TPOT")
         if value is None:
             return ""
         shown = f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
-        return f"; {name} {shown} ±{self.error_band:.0%} (CPU, held-out median error)"
+        return f"; {name} {shown} ±{self.error_band:.0%} (CPU, held-out median error on the calibrated CPU)"
 
 
 @dataclass(frozen=True, slots=True)

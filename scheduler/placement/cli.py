@@ -96,7 +96,8 @@ def _row(ph: PhasePlacement, w: WorkloadPlacement) -> list[str]:
         _with_band(fmt_optional_seconds(ph.ttft_seconds), ph) if ph.phase == "prefill" else "-",
         _with_band(fmt_optional_seconds(ph.tpot_seconds), ph) if ph.phase == "decode" else "-",
         fmt_money(ph.cost_per_million_tokens, 3),
-        reason + (" (CPU: ± = held-out median error)" if ph.error_band is not None else ""),
+        reason
+        + (" (CPU: ± = held-out median error on the calibrated CPU)" if ph.error_band is not None else ""),
     ]
 
 

@@ -199,5 +199,11 @@ def test_a_cpu_phase_quotes_its_error_band_in_the_plan_description() -> None:
     text = on_cpu.describe()
     assert plan.mode == "disaggregated" and plan.prefill.ttft_seconds is not None
     assert plan.decode.tpot_seconds is not None
-    assert f"TTFT {plan.prefill.ttft_seconds * 1e3:.3g} ms ±20% (CPU, held-out median error)" in text
-    assert f"TPOT {plan.decode.tpot_seconds * 1e3:.3g} ms ±10% (CPU, held-out median error)" in text
+    assert (
+        f"TTFT {plan.prefill.ttft_seconds * 1e3:.3g} ms ±20% (CPU, held-out median error on the calibrated CPU)"
+        in text
+    )
+    assert (
+        f"TPOT {plan.decode.tpot_seconds * 1e3:.3g} ms ±10% (CPU, held-out median error on the calibrated CPU)"
+        in text
+    )
