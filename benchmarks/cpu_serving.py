@@ -9,7 +9,7 @@
 2. For each model shape (``cpu_models.SHAPES``): a random-weight model is built locally
    (``cpu_models.py``, in the engine environment) and cached, and served by one vLLM CPU engine
    (``python -m vllm.entrypoints.openai.api_server``, flags in ``ENGINE_ARGS``, no prefix caching)
-   in the dtype the cores compute natively (``--dtype auto``: ``DTYPE``).
+   in the dtype the cores compute natively (``--dtype auto``: ``auto_dtype``).
 3. Each grid point (concurrency = batch, input and output length) is one run of vLLM's benchmark
    client (``cpu_loadgen.py``: ``num_requests`` = ``REQUESTS_PER_SLOT`` × concurrency random
    prompts, all issued at once, at most ``concurrency`` in flight, streaming, ``ignore_eos``);
@@ -61,7 +61,7 @@ COMPILE_CACHE = CACHE / "vllm"
 
 #: Per shape: (concurrency, input tokens, output tokens) points: concurrency 1–16, prompt-heavy and
 #: decode-heavy points, the larger the model the shorter its prompts. On a 2-core AVX2 machine in
-#: FP32 the campaign takes about an hour (benchmarks/data/cpu/README.md); each shape fits one
+#: FP32 the campaign took 37 minutes (benchmarks/data/cpu/README.md); each shape fits one
 #: ``--resume`` chunk of ≤ 15 minutes.
 GRID: dict[str, list[tuple[int, int, int]]] = {
     "dense-0.1b": [(1, 128, 32), (1, 512, 8), (2, 256, 16), (4, 64, 32), (8, 32, 16), (16, 32, 8)],
@@ -73,12 +73,6 @@ GRID: dict[str, list[tuple[int, int, int]]] = {
 }
 QUICK_GRID: dict[str, list[tuple[int, int, int]]] = {"tiny": [(2, 32, 8)]}
 REQUESTS_PER_SLOT = 2
-#: The model dtype (``--dtype``; ``auto``: BF16 where the engine's cores have BF16 instructions,
-#: AVX-512 BF16 or AMX, else FP32). Without them vLLM CPU 0.32 runs BF16 GEMMs through a converting
-#: fallback at a fixed ~5.6 GFLOP/s per AVX2 core whatever the batch (torch.nn.functional.linear,
-#: 1536 × 4096, batch 1–256), while FP32 GEMMs reach 29 GFLOP/s (91 % of the core's peak) at batch
-#: 256 and stream the weights at 9.6 GB/s at batch 1: FP32 is what such a CPU serves fastest.
-DTYPE = ["bfloat16"]
 MAX_MODEL_LEN = 2048
 KV_CACHE_GIB = 2
 #: Eager mode: on this machine vLLM CPU 0.32's compiled graphs were slower than eager (tiny model,
@@ -139,7 +133,12 @@ def engine_versions(py: Path) -> dict[str, str]:
 
 
 def auto_dtype(isa: list[str]) -> str:
-    """BF16 where the cores compute it natively (AVX-512 BF16, AMX BF16), else FP32 (``DTYPE``)."""
+    """The model dtype of ``--dtype auto``: BF16 where the cores compute it natively (AVX-512 BF16,
+    AMX BF16), else FP32. Without BF16 instructions vLLM CPU 0.32 runs BF16 GEMMs through a
+    converting fallback at a fixed ~5.6 GFLOP/s per AVX2 core whatever the batch
+    (torch.nn.functional.linear, 1536 × 4096, batch 1–256), while FP32 GEMMs reach 29 GFLOP/s (91 %
+    of the core's peak) at batch 256 and stream the weights at 9.6 GB/s at batch 1: FP32 is what
+    such a CPU serves fastest."""
     return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(isa) else "float32"
 
 
@@ -303,7 +302,7 @@ def _healthy(url: str) -> bool:
 
 
 def start_engine(
-    py: Path, model: Path, log: Path, extra: list[str], timeout: float
+    py: Path, model: Path, dtype: str, log: Path, extra: list[str], timeout: float
 ) -> tuple[subprocess.Popen[bytes], str, float]:
     port = _free_port()
     env = {
@@ -323,7 +322,7 @@ def start_engine(
         "--host", "127.0.0.1",
         "--port", str(port),
         "--max-model-len", str(MAX_MODEL_LEN),
-        "--dtype", DTYPE[0],
+        "--dtype", dtype,
         *ENGINE_ARGS,
         *extra,
     ]  # fmt: skip
@@ -473,9 +472,9 @@ def campaign(args: argparse.Namespace) -> int:
 
     probes = [probe()]
     name = probes[0]["hardware"][0]["name"]
-    DTYPE[0] = args.dtype if args.dtype != "auto" else auto_dtype(probes[0]["probe"]["cpu"]["isa"])
+    dtype = args.dtype if args.dtype != "auto" else auto_dtype(probes[0]["probe"]["cpu"]["isa"])
     print(
-        f"[bench-cpu] probed {name}: {probes[0]['hardware'][0]['bandwidth']}, dtype {DTYPE[0]}, "
+        f"[bench-cpu] probed {name}: {probes[0]['hardware'][0]['bandwidth']}, dtype {dtype}, "
         f"load {os.getloadavg()}",
         flush=True,
     )
@@ -488,7 +487,7 @@ def campaign(args: argparse.Namespace) -> int:
     env_info: dict[str, Any] = {
         "engine_dir": str(engine),
         "versions": engine_versions(py),
-        "engine_args": [*ENGINE_ARGS, "--dtype", DTYPE[0], "--max-model-len", str(MAX_MODEL_LEN)],
+        "engine_args": [*ENGINE_ARGS, "--dtype", dtype, "--max-model-len", str(MAX_MODEL_LEN)],
         "engine_env": {**ENGINE_ENV, "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, engine_cpus()))},
         "requests_per_slot": REQUESTS_PER_SLOT,
         "reps": args.reps,
@@ -502,11 +501,11 @@ def campaign(args: argparse.Namespace) -> int:
                 print(f"[bench-cpu] {shape}: already measured (--resume)", flush=True)
                 continue
             shape_started = time.monotonic()
-            model = build_model(py, shape, DTYPE[0], logs)
+            model = build_model(py, shape, dtype, logs)
             (out / "models" / shape).mkdir(parents=True, exist_ok=True)
             shutil.copy(model / "config.json", out / "models" / shape / "config.json")
             proc, url, startup = start_engine(
-                py, model, logs / f"engine-{shape}.log", args.engine_arg, args.start_timeout
+                py, model, dtype, logs / f"engine-{shape}.log", args.engine_arg, args.start_timeout
             )
             env_info["engines"][shape] = {"startup_seconds": round(startup, 1), "loadavg": os.getloadavg()}
             print(f"[bench-cpu] {shape}: engine up in {startup:.0f} s", flush=True)
@@ -530,7 +529,7 @@ def campaign(args: argparse.Namespace) -> int:
                         "system": name,
                         **asdict(point),
                         "num_requests": point.requests,
-                        "dtype": DTYPE[0],
+                        "dtype": dtype,
                         "rep": rep,
                         "seed": seed,
                         "foreign_before": quiet,
